@@ -1,0 +1,3 @@
+from gradlens.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,404 @@
+"""The compute job: datasets -> candidates -> gradients -> dot products in DuckDB (resumable).
+
+Scheduling: each unique example gets ONE forward+backward. Queries are processed in a greedy
+order (next = the query with most candidates already cached); a training example's gradient
+stays cached while later queries still need it and the cache fits ``max_memory`` bytes;
+otherwise the example with the fewest remaining uses is evicted (and recomputed if needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from gradlens.candidates import bm25_candidates
+from gradlens.config import ComputeConfig
+from gradlens.data import Tokenized, check_queries, content_hash, load_examples, tokenize_all
+from gradlens.engine import GradientEngine, ProjectionSet
+from gradlens.errors import GradLensError
+from gradlens.grads import ExampleGrads, component_dots, projected_dots
+from gradlens.models import Component, discover_components, load_model, model_fingerprint
+from gradlens.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def default_max_memory() -> int:
+    """Half of the memory available now (at least 1 GiB): the gradient cache budget in bytes."""
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 8 << 30
+    return max(1 << 30, pages // 2)
+
+
+def parse_memory(text: str) -> int:
+    """``'8G'``, ``'512M'``, ``'1.5GB'`` or bytes -> bytes."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise GradLensError(f"--max-memory: cannot read '{text}' (e.g. 8G, 512M)") from None
+
+
+@dataclass
+class QueryResult:
+    """Rows for one finished query: dots and the norms of examples first computed for it."""
+
+    query_id: str
+    dots: pd.DataFrame
+    norms: pd.DataFrame
+
+
+@dataclass
+class ScheduleStats:
+    passes: int = 0
+    evictions: int = 0
+    peak_cache_bytes: int = 0
+    order: list[str] = field(default_factory=list)
+
+
+def greedy_order(query_cands: dict[str, list[str]]) -> list[str]:
+    """Static query order: next = most candidates shared with what is cached (ties: input order),
+    assuming an unbounded cache that drops examples once no later query needs them."""
+    uses = Counter(c for cands in query_cands.values() for c in cands)
+    cached: set[str] = set()
+    remaining = list(query_cands)
+    order = []
+    while remaining:
+        best = max(remaining, key=lambda q: sum(c in cached for c in query_cands[q]))
+        remaining.remove(best)
+        order.append(best)
+        for c in query_cands[best]:
+            uses[c] -= 1
+            if uses[c]:
+                cached.add(c)
+            else:
+                cached.discard(c)
+    return order
+
+
+def run_schedule(
+    engine: GradientEngine,
+    queries: dict[str, Tokenized],
+    train: dict[str, Tokenized],
+    query_cands: dict[str, list[str]],
+    max_memory: int,
+    batch_size: int,
+    emit: Callable[[QueryResult], None],
+    normed_train: set[str] | None = None,
+    progress: bool = True,
+) -> ScheduleStats:
+    """Compute every query's dots against its candidates, one pass per example where the
+    budget allows; ``emit`` is called once per finished query (in processing order)."""
+    stats = ScheduleStats()
+    normed_train = set() if normed_train is None else set(normed_train)
+    order = greedy_order(query_cands)
+    stats.order = order
+    uses = Counter(c for q in order for c in query_cands[q])
+    cache: dict[str, ExampleGrads] = {}
+    methods = [p.method for p in engine.projections]
+    bar = tqdm(total=len(order), desc="queries", unit="q", disable=not progress, leave=False)
+    for qid in order:
+        cands = query_cands[qid]
+        missing = [c for c in cands if c not in cache]
+        todo = [queries[qid]] + [train[c] for c in missing]
+        computed: list[ExampleGrads] = []
+        for start in range(0, len(todo), batch_size):
+            computed.extend(engine.compute(todo[start : start + batch_size]))
+        stats.passes = engine.passes
+        q_grads, new_train = computed[0], computed[1:]
+        for g in new_train:
+            cache[g.example_id] = g
+        norm_rows = [_norm_rows(q_grads, "query", methods)]
+        for g in new_train:
+            if g.example_id not in normed_train:
+                norm_rows.append(_norm_rows(g, "train", methods))
+                normed_train.add(g.example_id)
+        dot_rows = []
+        for cid in cands:
+            dot_rows.append(_dot_frame(qid, cid, "exact", component_dots(q_grads, cache[cid])))
+            for m in methods:
+                dot_rows.append(_dot_frame(qid, cid, m, projected_dots(q_grads, cache[cid], m)))
+        emit(QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows)))
+        for cid in cands:
+            uses[cid] -= 1
+        for cid in [c for c in cache if uses[c] == 0]:
+            del cache[cid]
+        cache_bytes = sum(g.nbytes for g in cache.values())
+        stats.peak_cache_bytes = max(stats.peak_cache_bytes, cache_bytes + q_grads.nbytes)
+        while cache_bytes > max_memory and cache:
+            victim = min(cache, key=lambda c: uses[c])
+            cache_bytes -= cache.pop(victim).nbytes
+            stats.evictions += 1
+        bar.update(1)
+        bar.set_postfix(passes=engine.passes, cached=len(cache))
+    bar.close()
+    return stats
+
+
+def _dot_frame(qid: str, cid: str, method: str, dots: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "method": method,
+            "query_id": qid,
+            "candidate_id": cid,
+            "component_idx": np.arange(len(dots), dtype=np.int32),
+            "dot": dots,
+        }
+    )
+
+
+def _norm_rows(g: ExampleGrads, split: str, methods: Sequence[str]) -> pd.DataFrame:
+    frames = [_norm_frame(g.example_id, split, "exact", g.sqnorms)]
+    for m in methods:
+        sq = np.array([torch.dot(p.double(), p.double()).item() for p in g.proj[m]])
+        frames.append(_norm_frame(g.example_id, split, m, sq))
+    return pd.concat(frames)
+
+
+def _norm_frame(example_id: str, split: str, method: str, sq: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "method": method,
+            "split": split,
+            "example_id": example_id,
+            "component_idx": np.arange(len(sq), dtype=np.int32),
+            "sqnorm": sq,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ComputeSummary:
+    """What ``gradlens compute`` reports on its final line."""
+
+    run_name: str
+    run_id: str
+    db: str
+    examples: int
+    pairs: int
+    components: int
+    passes: int
+    seconds: float
+    already_complete: bool = False
+    evictions: int = 0
+
+    def line(self) -> str:
+        if self.already_complete:
+            return (
+                f"run '{self.run_name}' ({self.run_id}) is already complete in {self.db}: "
+                "nothing to do"
+            )
+        return (
+            f"run={self.run_name} examples={self.examples} pairs={self.pairs} "
+            f"components={self.components} passes={self.passes} seconds={self.seconds:.1f} "
+            f"db={self.db}"
+        )
+
+
+def component_frame(components: Sequence[Component]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "component_idx": np.arange(len(components), dtype=np.int32),
+            "component": [c.name for c in components],
+            "layer": pd.array([c.layer for c in components], dtype="Int32"),
+            "kind": [c.kind for c in components],
+            "n_params": [c.n_params for c in components],
+            "param_name": [c.params[0] for c in components],
+        }
+    )
+
+
+def compute(
+    model: str,
+    train_path: str,
+    queries_path: str,
+    db: str,
+    run: str | None = None,
+    candidates: int = 5,
+    bm25_on: str = "prompt",
+    loss_on: str = "response",
+    reduction: str = "mean",
+    max_length: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    project: str | None = None,
+    seed: int = 0,
+    max_memory: int | None = None,
+    batch_size: int | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> ComputeSummary:
+    """Run (or resume) a compute job; see ``gradlens compute --help`` for the options."""
+    t0 = time.perf_counter()
+    if candidates < 1:
+        raise GradLensError(f"--candidates must be at least 1, got {candidates}")
+    if max_length is not None and max_length < 2:
+        raise GradLensError(f"--max-length must be at least 2, got {max_length}")
+    proj_specs = _parse_projections(project)
+    train = load_examples(train_path)
+    queries = load_examples(queries_path)
+    check_queries(train, queries, queries_path)
+    with Store(db) as store:
+        net, tokenizer = load_model(
+            model, device=device, trust_remote_code=trust_remote_code, dtype=dtype
+        )
+        components = discover_components(net)
+        config = ComputeConfig(
+            model=model,
+            model_hash=model_fingerprint(net),
+            train_hash=content_hash(train),
+            queries_hash=content_hash(queries),
+            train_path=str(train_path),
+            queries_path=str(queries_path),
+            candidates=candidates,
+            bm25_on=bm25_on,
+            loss_on=loss_on,
+            reduction=reduction,
+            max_length=max_length,
+            dtype=dtype,
+            projections=tuple(f"{m}:{f:g}" for m, f in proj_specs),
+            seed=seed,
+        )
+        run_id = config.key()
+        name = run or f"{_stem(queries_path)}-{run_id[:6]}"
+        row = store.begin_run(run_id, name, _config_dict(config))
+        name = row["name"]
+        if row["status"] == "complete":
+            return ComputeSummary(name, run_id, db, 0, 0, len(components), 0, 0.0, True)
+        cand_df = bm25_candidates(train, queries, candidates, bm25_on)
+        train_tok = {t.example.id: t for t in tokenize_all(tokenizer, train, loss_on, max_length)}
+        query_tok = {t.example.id: t for t in tokenize_all(tokenizer, queries, loss_on, max_length)}
+        if not store.has_rows("components", run_id):
+            _write_setup(store, run_id, components, train_tok, query_tok, cand_df)
+        done = store.done_queries(run_id)
+        query_cands = {
+            q: list(g.sort_values("rank")["candidate_id"])
+            for q, g in cand_df.groupby("query_id", sort=False)
+            if q not in done
+        }
+        if done:
+            log.warning(
+                "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
+            )
+        projections = _build_projections(proj_specs, components, seed, net)
+        engine = GradientEngine(net, components, reduction=reduction, projections=projections)
+        budget = max_memory if max_memory is not None else default_max_memory()
+        bsz = batch_size or (8 if str(engine.device).startswith("cuda") else 1)
+
+        def emit(res: QueryResult) -> None:
+            store.write_query(run_id, res.query_id, res.dots, res.norms)
+
+        with engine:
+            stats = run_schedule(
+                engine,
+                query_tok,
+                train_tok,
+                query_cands,
+                budget,
+                bsz,
+                emit,
+                normed_train=store.normed_examples(run_id, "train"),
+                progress=progress,
+            )
+        seconds = time.perf_counter() - t0
+        unique = len(query_tok) + len(set(cand_df["candidate_id"]))
+        summary = ComputeSummary(
+            run_name=name,
+            run_id=run_id,
+            db=str(db),
+            examples=unique,
+            pairs=len(cand_df),
+            components=len(components),
+            passes=stats.passes,
+            seconds=seconds,
+            evictions=stats.evictions,
+        )
+        store.mark_complete(
+            run_id,
+            {
+                "seconds": seconds,
+                "passes": stats.passes,
+                "unique_examples": unique,
+                "evictions": stats.evictions,
+                "peak_cache_bytes": stats.peak_cache_bytes,
+                "max_memory": budget,
+                "batch_size": bsz,
+                "device": str(engine.device),
+                "resumed_queries": len(done),
+            },
+        )
+        return summary
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _config_dict(config: ComputeConfig) -> dict:
+    import json
+
+    return json.loads(config.to_json())
+
+
+def _write_setup(store: Store, run_id, components, train_tok, query_tok, cand_df) -> None:
+    used = set(cand_df["candidate_id"])
+    ex_rows = [
+        (split, t.example.id, t.example.prompt, t.example.response, t.n_tokens)
+        for split, toks in (("train", train_tok), ("query", query_tok))
+        for t in toks.values()
+        if split == "query" or t.example.id in used
+    ]
+    examples = pd.DataFrame(
+        ex_rows, columns=["split", "example_id", "prompt", "response", "n_tokens"]
+    )
+    store.con.execute("BEGIN TRANSACTION")
+    try:
+        store.insert("components", run_id, component_frame(components))
+        store.insert("examples", run_id, examples)
+        store.insert("candidates", run_id, cand_df)
+        store.con.execute("COMMIT")
+    except BaseException:
+        store.con.execute("ROLLBACK")
+        raise
+
+
+def _parse_projections(project: str | None) -> list[tuple[str, float]]:
+    if not project:
+        return []
+    from gradlens.projection import parse_project_spec
+
+    try:
+        return list(parse_project_spec(project))
+    except ValueError as exc:
+        raise GradLensError(f"--project: {exc}") from None
+
+
+def _build_projections(specs, components, seed: int, net) -> list[ProjectionSet]:
+    if not specs:
+        return []
+    from gradlens.projection import Projector, component_dims
+
+    device = str(next(net.parameters()).device)
+    sets = []
+    for method, fraction in specs:
+        dims = component_dims([c.n_params for c in components], fraction)
+        projectors = [
+            Projector(c.n_params, d, method, seed=seed * 100_003 + idx, device=device).project
+            for idx, (c, d) in enumerate(zip(components, dims))
+        ]
+        sets.append(ProjectionSet(f"{method}:{fraction:g}", projectors))
+    return sets

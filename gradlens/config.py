@@ -1,0 +1,47 @@
+"""Run configuration: a frozen dataclass whose stable hash is the run key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+CONFIG_VERSION = 1  # bump when a change alters the numbers a run stores
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Everything that determines a compute run's numbers.
+
+    model: the ``--model`` spec; model_hash: hash of the weights (``model_fingerprint``);
+    train_hash / queries_hash: ``data.content_hash`` of each dataset; projections: e.g.
+    ``("sjlt:0.01",)``. Device, batch size and memory budget are not part of the key: they do
+    not change the numbers beyond float round-off.
+    """
+
+    model: str
+    model_hash: str
+    train_hash: str
+    queries_hash: str
+    train_path: str
+    queries_path: str
+    candidates: int = 5
+    bm25_on: str = "prompt"
+    loss_on: str = "response"
+    reduction: str = "mean"
+    max_length: int | None = None
+    dtype: str = "float32"
+    projections: tuple[str, ...] = ()
+    seed: int = 0
+
+    def key(self) -> str:
+        """Stable 16-hex run id: hash of the fields that change the numbers (not paths)."""
+        fields = asdict(self)
+        fields.pop("train_path")
+        fields.pop("queries_path")
+        fields["version"] = CONFIG_VERSION
+        blob = json.dumps(fields, sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)

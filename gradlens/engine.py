@@ -1,0 +1,265 @@
+"""Gradient engine: one forward+backward per example, per-component gradients captured by hooks.
+
+With every weight frozen, the backward pass computes only activation gradients; forward hooks
+record each linear layer's inputs ``X`` and a tensor hook its output gradients ``D``, so the
+weight gradient ``D^T X`` is known exactly without being formed (see ``gradlens.grads``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from gradlens.data import IGNORE_INDEX, Tokenized
+from gradlens.grads import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
+from gradlens.models import Component
+
+ProjectorFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ProjectionSet:
+    """One projection method: ``project[c](g_c.flatten()) -> p_c[d_c]`` for each component."""
+
+    method: str
+    project: Sequence[ProjectorFn]
+
+
+class GradientEngine:
+    """Computes :class:`ExampleGrads` for batches of tokenized examples.
+
+    model: a HF causal LM (eval mode); components: from ``discover_components``.
+    reduction: ``mean`` (default, mean token loss) or ``sum``. Hooks stay registered until
+    :meth:`close` (or the ``with`` block ends), which also restores ``requires_grad``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        components: Sequence[Component],
+        reduction: str = "mean",
+        projections: Sequence[ProjectionSet] = (),
+    ) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be mean or sum, got {reduction!r}")
+        self.model = model
+        self.components = list(components)
+        self.reduction = reduction
+        self.projections = list(projections)
+        self.device = next(model.parameters()).device
+        self.passes = 0
+        modules = dict(model.named_modules())
+        input_emb = model.get_input_embeddings()
+        output_emb = model.get_output_embeddings()
+        self._idx_of_module: dict[str, int] = {}
+        for idx, comp in enumerate(self.components):
+            self._idx_of_module[comp.module] = idx
+        embed_idx = next((i for i, c in enumerate(self.components) if c.kind == "embed"), None)
+        # A tied output projection shares the embedding's weight: its gradient joins `embed`.
+        if output_emb is not None and embed_idx is not None:
+            if output_emb.weight is input_emb.weight:
+                for name, mod in modules.items():
+                    if mod is output_emb:
+                        self._idx_of_module[name] = embed_idx
+        self._captured: dict[int, list] = {}
+        self._handles = []
+        self._saved_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for name, idx in self._idx_of_module.items():
+            mod = modules[name]
+            if isinstance(mod, nn.Embedding):
+                self._handles.append(mod.register_forward_hook(self._embedding_hook(idx)))
+            else:
+                self._handles.append(mod.register_forward_hook(self._linear_hook(idx)))
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _linear_hook(self, idx: int):
+        def hook(module, args, output):
+            x = args[0].detach()
+            entry = {"type": "linear", "x": x, "d": None}
+            self._captured.setdefault(idx, []).append(entry)
+
+            def save_grad(grad):
+                entry["d"] = grad.detach()
+
+            output.register_hook(save_grad)
+
+        return hook
+
+    def _embedding_hook(self, idx: int):
+        def hook(module, args, output):
+            out = output.detach().requires_grad_(True)
+            entry = {"type": "embedding", "ids": args[0].detach(), "d": None}
+            self._captured.setdefault(idx, []).append(entry)
+
+            def save_grad(grad):
+                entry["d"] = grad.detach()
+
+            out.register_hook(save_grad)
+            return out
+
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self._saved_requires_grad[n])
+
+    def __enter__(self) -> GradientEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- compute -----------------------------------------------------------------------------
+    def compute(self, batch: Sequence[Tokenized]) -> list[ExampleGrads]:
+        """One forward+backward over ``batch`` (right-padded); per-example exact gradients."""
+        n_max = max(t.n_tokens for t in batch)
+        bsz = len(batch)
+        ids = torch.zeros(bsz, n_max, dtype=torch.long)
+        labels = torch.full((bsz, n_max), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros(bsz, n_max, dtype=torch.long)
+        for i, t in enumerate(batch):
+            ids[i, : t.n_tokens] = t.input_ids
+            labels[i, : t.n_tokens] = t.labels
+            mask[i, : t.n_tokens] = 1
+        ids, labels, mask = ids.to(self.device), labels.to(self.device), mask.to(self.device)
+        positions = torch.arange(n_max, device=self.device).expand(bsz, n_max)
+        self._captured = {}
+        try:
+            with torch.enable_grad():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+                ).logits
+                shift_logits = logits[:, :-1].float()
+                shift_labels = labels[:, 1:]
+                token_loss = torch.nn.functional.cross_entropy(
+                    shift_logits.reshape(-1, shift_logits.shape[-1]),
+                    shift_labels.reshape(-1),
+                    ignore_index=IGNORE_INDEX,
+                    reduction="none",
+                ).view(bsz, -1)
+                counts = (shift_labels != IGNORE_INDEX).sum(1).clamp(min=1)
+                per_example = token_loss.sum(1)
+                if self.reduction == "mean":
+                    per_example = per_example / counts
+                per_example.sum().backward()
+            self.passes += bsz
+            return [self._collect(i, batch[i], mask[i].bool()) for i in range(bsz)]
+        finally:
+            self._captured = {}
+
+    def _collect(self, i: int, tok: Tokenized, valid: torch.Tensor) -> ExampleGrads:
+        comps: list[tuple[Term, ...]] = []
+        for idx, comp in enumerate(self.components):
+            terms = []
+            for entry in self._captured.get(idx, []):
+                d = entry["d"]
+                if d is None:  # this module's output did not reach the loss
+                    continue
+                d = d[i]
+                if entry["type"] == "linear":
+                    x = entry["x"][i][valid].float()
+                    d = d[valid].float()
+                    keep = d.abs().amax(dim=-1) > 0  # rows without gradient add nothing
+                    x, d = x[keep], d[keep]
+                    if x.shape[0] == 0:
+                        continue
+                    if x.shape[0] * (x.shape[1] + d.shape[1]) < comp.n_params:
+                        terms.append(Factored(x.contiguous(), d.contiguous()))
+                    else:
+                        terms.append(Dense(d.T @ x))
+                else:
+                    ids, d = entry["ids"][i][valid], d[valid].float()
+                    terms.append(Sparse(ids.contiguous(), d.contiguous()))
+            comps.append(self._compact(terms, comp))
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        sqnorms = torch.stack([sum((term_dot(a, b) for a in t for b in t), zero) for t in comps])
+        grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
+        for ps in self.projections:
+            grads.proj[ps.method] = [
+                ps.project[c](self._dense(terms, comp).reshape(-1))
+                for c, (terms, comp) in enumerate(zip(comps, self.components))
+            ]
+        return grads
+
+    def _dense(self, terms: tuple[Term, ...], comp: Component) -> torch.Tensor:
+        if not terms:
+            return torch.zeros(comp.shape, device=self.device)
+        return densify(terms, comp.shape)
+
+    def _compact(self, terms: list[Term], comp: Component) -> tuple[Term, ...]:
+        """Merge to one dense matrix when the terms together are larger than it."""
+        if len(terms) > 1 and sum(t.numel for t in terms) >= comp.n_params:
+            return (Dense(densify(tuple(terms), comp.shape)),)
+        return tuple(terms)
+
+
+def flat_component_grads(
+    model: nn.Module,
+    components: Sequence[Component],
+    tok: Tokenized,
+    reduction: str = "mean",
+) -> list[torch.Tensor]:
+    """Reference: each component's gradient flattened, by plain ``torch.autograd.grad``.
+
+    The slow, obvious computation the engine is tested against. Returns float32 [P_c] tensors.
+    """
+    params = dict(model.named_parameters())
+    weights = [params[c.params[0]] for c in components]
+    saved = [w.requires_grad for w in weights]
+    for w in weights:
+        w.requires_grad_(True)
+    try:
+        device = weights[0].device
+        ids = tok.input_ids[None].to(device)
+        labels = tok.labels[None].to(device)
+        with torch.enable_grad():
+            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+            shift = labels[:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                shift.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+            if reduction == "mean":
+                loss = loss / (shift != IGNORE_INDEX).sum().clamp(min=1)
+            grads = torch.autograd.grad(loss, weights, allow_unused=True)
+    finally:
+        for w, s in zip(weights, saved):
+            w.requires_grad_(s)
+    return [
+        (g if g is not None else torch.zeros_like(w)).reshape(-1).float()
+        for g, w in zip(grads, weights)
+    ]
+
+
+def naive_pair_dots(
+    model: nn.Module,
+    components: Sequence[Component],
+    query: Tokenized,
+    candidates: Sequence[Tokenized],
+    reduction: str = "mean",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's ``get_grads`` loop: 1 + b backward passes for one query, dense gradients.
+
+    Returns dots[b, K], query_sq[K], cand_sq[b, K] (float64).
+    """
+    q = flat_component_grads(model, components, query, reduction)
+    q_sq = np.array([torch.dot(g.double(), g.double()).item() for g in q])
+    dots = np.zeros((len(candidates), len(components)))
+    c_sq = np.zeros((len(candidates), len(components)))
+    for j, cand in enumerate(candidates):
+        c = flat_component_grads(model, components, cand, reduction)
+        for k, (gq, gc) in enumerate(zip(q, c)):
+            dots[j, k] = torch.dot(gq.double(), gc.double()).item()
+            c_sq[j, k] = torch.dot(gc.double(), gc.double()).item()
+    return dots, q_sq, c_sq

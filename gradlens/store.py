@@ -1,0 +1,199 @@
+"""DuckDB store: the tables of DESIGN §4 (a contract) plus bookkeeping for resumable runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from gradlens.errors import GradLensError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, name VARCHAR UNIQUE, created_at TIMESTAMP,
+    status VARCHAR, config JSON, stats JSON);
+CREATE TABLE IF NOT EXISTS components (
+    run_id VARCHAR, component_idx INTEGER, component VARCHAR, layer INTEGER, kind VARCHAR,
+    n_params BIGINT, param_name VARCHAR);
+CREATE TABLE IF NOT EXISTS examples (
+    run_id VARCHAR, split VARCHAR, example_id VARCHAR, prompt VARCHAR, response VARCHAR,
+    n_tokens INTEGER);
+CREATE TABLE IF NOT EXISTS candidates (
+    run_id VARCHAR, query_id VARCHAR, candidate_id VARCHAR, rank INTEGER, bm25 DOUBLE);
+CREATE TABLE IF NOT EXISTS dots (
+    run_id VARCHAR, method VARCHAR, query_id VARCHAR, candidate_id VARCHAR,
+    component_idx INTEGER, dot DOUBLE);
+CREATE TABLE IF NOT EXISTS norms (
+    run_id VARCHAR, method VARCHAR, split VARCHAR, example_id VARCHAR, component_idx INTEGER,
+    sqnorm DOUBLE);
+CREATE TABLE IF NOT EXISTS progress (run_id VARCHAR, query_id VARCHAR);
+"""
+DATA_TABLES = ("components", "examples", "candidates", "dots", "norms", "progress")
+
+
+class Store:
+    """A GradLens DuckDB file. Bulk writes go through pandas frames (``INSERT ... BY NAME``)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise GradLensError(f"database {path} does not exist")
+        try:
+            if not read_only:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            if not read_only:
+                self.con.execute(SCHEMA)
+        except (duckdb.Error, OSError) as exc:
+            msg = str(exc).splitlines()[0]
+            raise GradLensError(f"cannot open database {path}: {msg}") from None
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- runs --------------------------------------------------------------------------------
+    def run(self, run_id: str) -> dict | None:
+        """The ``runs`` row of ``run_id`` as a dict, or None."""
+        df = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        return None if df.empty else df.iloc[0].to_dict()
+
+    def resolve(self, name_or_id: str) -> dict:
+        """The run named (or with id) ``name_or_id``; GradLensError listing the runs if none."""
+        df = self.con.execute(
+            "SELECT * FROM runs WHERE name = ? OR run_id = ?", [name_or_id, name_or_id]
+        ).df()
+        if df.empty:
+            names = ", ".join(self.con.execute("SELECT name FROM runs").df()["name"]) or "none"
+            raise GradLensError(f"no run '{name_or_id}' in {self.path} (runs: {names})")
+        return df.iloc[0].to_dict()
+
+    def begin_run(self, run_id: str, name: str, config: dict) -> dict:
+        """Create the run (status ``running``) unless it exists; returns its row."""
+        existing = self.run(run_id)
+        if existing is not None:
+            return existing
+        other = self.con.execute("SELECT run_id FROM runs WHERE name = ?", [name]).fetchone()
+        if other is not None:
+            raise GradLensError(
+                f"run name '{name}' is already used by a run with a different configuration "
+                f"({other[0]}); pass another --run"
+            )
+        self.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, NULL)",
+            [run_id, name, dt.datetime.now(dt.UTC).replace(tzinfo=None), json.dumps(config)],
+        )
+        return self.run(run_id)
+
+    def mark_complete(self, run_id: str, stats: dict) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = 'complete', stats = ? WHERE run_id = ?",
+            [json.dumps(stats), run_id],
+        )
+
+    def list_runs(self) -> pd.DataFrame:
+        return self.con.execute(
+            """SELECT r.name, r.run_id, r.status, r.created_at,
+                      (SELECT count(DISTINCT query_id) FROM candidates c
+                        WHERE c.run_id = r.run_id) AS queries,
+                      (SELECT count(*) FROM components k WHERE k.run_id = r.run_id) AS components,
+                      (SELECT string_agg(DISTINCT method, ',' ORDER BY method) FROM norms n
+                        WHERE n.run_id = r.run_id) AS methods
+               FROM runs r ORDER BY r.created_at"""
+        ).df()
+
+    # -- bulk writes -------------------------------------------------------------------------
+    def insert(self, table: str, run_id: str, frame: pd.DataFrame) -> None:
+        """Append ``frame`` (columns by name, without run_id) to ``table`` for ``run_id``."""
+        if frame.empty:
+            return
+        frame = frame.assign(run_id=run_id)
+        self.con.register("_gradlens_frame", frame)
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _gradlens_frame")
+        finally:
+            self.con.unregister("_gradlens_frame")
+
+    def has_rows(self, table: str, run_id: str) -> bool:
+        return bool(
+            self.con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchone()[
+                0
+            ]
+        )
+
+    def write_query(
+        self,
+        run_id: str,
+        query_id: str,
+        dots: pd.DataFrame,
+        norms: pd.DataFrame,
+    ) -> None:
+        """Atomically store one query's dots and new norms and mark the query done."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.insert("dots", run_id, dots)
+            self.insert("norms", run_id, norms)
+            self.insert("progress", run_id, pd.DataFrame({"query_id": [query_id]}))
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def done_queries(self, run_id: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT query_id FROM progress WHERE run_id = ?", [run_id]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def normed_examples(self, run_id: str, split: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT DISTINCT example_id FROM norms WHERE run_id = ? AND split = ?", [run_id, split]
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def delete_run(self, run_id: str) -> None:
+        for table in DATA_TABLES + ("runs",):
+            self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+
+    # -- reads -------------------------------------------------------------------------------
+    def frame(self, table: str, run_id: str, method: str | None = None) -> pd.DataFrame:
+        """All rows of ``table`` for the run (optionally one method), without run_id."""
+        sql = f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?"
+        args = [run_id]
+        if method is not None:
+            sql += " AND method = ?"
+            args.append(method)
+        return self.con.execute(sql, args).df()
+
+    def methods(self, run_id: str) -> list[str]:
+        rows = self.con.execute(
+            "SELECT DISTINCT method FROM norms WHERE run_id = ? ORDER BY method = 'exact' DESC, "
+            "method",
+            [run_id],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def export(self, run_id: str, out_dir: str | Path) -> list[Path]:
+        """Write each table's rows of the run to ``out_dir/<table>.parquet``."""
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GradLensError(f"cannot create {out}: {exc.strerror}") from None
+        paths = []
+        for table in ("runs",) + DATA_TABLES[:-1]:
+            path = out / f"{table}.parquet"
+            self.con.execute(
+                f"COPY (SELECT * FROM {table} WHERE run_id = ?) TO '{path}' (FORMAT parquet)",
+                [run_id],
+            )
+            paths.append(path)
+        return paths
