@@ -94,7 +94,13 @@ class GradientEngine:
     def _embedding_hook(self, idx: int):
         def hook(module, args, output):
             out = output.detach().requires_grad_(True)
-            entry = {"type": "embedding", "ids": args[0].detach(), "d": None}
+            # nn.Embedding leaves the row of padding_idx without gradient (as autograd does).
+            entry = {
+                "type": "embedding",
+                "ids": args[0].detach(),
+                "d": None,
+                "padding_idx": module.padding_idx,
+            }
             self._captured.setdefault(idx, []).append(entry)
 
             def save_grad(grad):
@@ -178,6 +184,9 @@ class GradientEngine:
                         terms.append(Dense(d.T @ x))
                 else:
                     ids, d = entry["ids"][i][valid], d[valid].float()
+                    if entry["padding_idx"] is not None:
+                        keep = ids != entry["padding_idx"]
+                        ids, d = ids[keep], d[keep]
                     terms.append(Sparse(ids.contiguous(), d.contiguous()))
             comps.append(self._compact(terms, comp))
         zero = torch.zeros((), dtype=torch.float64, device=self.device)

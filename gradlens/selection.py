@@ -20,9 +20,7 @@ Internally candidates are permuted so the original sits in slot 0 and arrays are
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,9 +36,6 @@ EPS: float = 1e-12
 #: Elements of one ``[R, b, N]`` float64 block evaluated at once in a greedy step (cache-sized).
 CHUNK_ELEMENTS: int = 1 << 16
 
-#: Threads a greedy step is split over by default (capped by the CPU count); results do not
-#: depend on it.
-DEFAULT_THREADS: int = 2
 
 Objective = Literal["accuracy", "fidelity"]
 
@@ -314,85 +309,54 @@ class Step:
     param_fraction: float
 
 
-def _n_threads(threads: int | None) -> int:
-    if threads is None:
-        return max(1, min(DEFAULT_THREADS, os.cpu_count() or 1))
-    return max(1, int(threads))
-
-
 class _StepEvaluator:
     """Scores every remaining component for one greedy step, in cache-sized chunks of the
-    ``[R, b, N]`` block, optionally split over threads (numpy releases the GIL in ufuncs)."""
+    ``[R, b, N]`` block (preallocated buffers, no per-step allocation)."""
 
-    def __init__(self, p: _Prepared, objective: Objective, threads: int) -> None:
+    def __init__(self, p: _Prepared, objective: Objective) -> None:
         k_total, b, n = p.D.shape
         self.p = p
         self.objective = objective
         self.full, self.full_norm = _full_cos(p)
         self.chunk = max(1, min(k_total, CHUNK_ELEMENTS // max(1, b * n)))
-        self.threads = max(1, min(threads, k_total))
-        self.bufs = [
-            (
-                np.empty((self.chunk, b, n)),
-                np.empty((self.chunk, b, n)),
-                np.empty((self.chunk, n)),
-            )
-            for _ in range(self.threads)
-        ]
-        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
+        self.num_buf = np.empty((self.chunk, b, n))
+        self.den_buf = np.empty((self.chunk, b, n))
+        self.q_buf = np.empty((self.chunk, n))
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-
-    def _range(self, t: int, lo: int, hi: int, args: tuple, scores: np.ndarray) -> None:
+    def scores(self, r: int, args: tuple[np.ndarray, ...]) -> np.ndarray:
+        """float[r]: objective (accuracy as a count of correct queries) of adding each of the
+        components [:r] of the working arrays to the running sums."""
         dw, qw, cw, sd, sq, sc = args
-        num_buf, den_buf, q_buf = self.bufs[t]
         p = self.p
-        for a in range(lo, hi, self.chunk):
-            z = min(hi, a + self.chunk)
+        out = np.empty(r)
+        for a in range(0, r, self.chunk):
+            z = min(r, a + self.chunk)
             m = z - a
-            num = np.add(dw[a:z], sd, out=num_buf[:m])
-            den = np.add(cw[a:z], sc, out=den_buf[:m])
-            qq = np.add(qw[a:z], sq, out=q_buf[:m])
+            num = np.add(dw[a:z], sd, out=self.num_buf[:m])
+            den = np.add(cw[a:z], sc, out=self.den_buf[:m])
+            qq = np.add(qw[a:z], sq, out=self.q_buf[:m])
             den *= qq[:, None, :]
             np.sqrt(den, out=den)
             den += EPS
             num /= den
             if self.objective == "fidelity":
-                scores[a:z] = _fid(num, self.full, self.full_norm)
+                out[a:z] = _fid(num, self.full, self.full_norm)
             else:
-                scores[a:z] = np.count_nonzero(_correct_first(num, p.V, p.all_valid), axis=-1)
-
-    def scores(self, r: int, args: tuple) -> np.ndarray:
-        """float[r]: objective (accuracy as a count of correct queries) for components [:r]."""
-        out = np.empty(r)
-        if self.pool is None or r < 2 * self.threads:
-            self._range(0, 0, r, args, out)
-            return out
-        bounds = np.linspace(0, r, self.threads + 1).astype(int)
-        futures = [
-            self.pool.submit(self._range, t, int(bounds[t]), int(bounds[t + 1]), args, out)
-            for t in range(self.threads)
-        ]
-        for f in futures:
-            f.result()
+                out[a:z] = np.count_nonzero(_correct_first(num, p.V, p.all_valid), axis=-1)
         return out
 
 
 def _greedy_core(
-    p: _Prepared,
-    objective: Objective,
-    max_steps: int | None,
-    threads: int | None = None,
+    p: _Prepared, objective: Objective, max_steps: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy order int[k], accuracy float[k], fidelity float[k] on prepared arrays."""
     if objective not in ("accuracy", "fidelity"):
         raise ValueError(f"objective must be 'accuracy' or 'fidelity', got {objective!r}")
     k_total, b, n = p.D.shape
     steps = k_total if max_steps is None else max(0, min(int(max_steps), k_total))
-    ev = _StepEvaluator(p, objective, _n_threads(threads))
-    # working copies, compacted by swap-remove so the remaining components are always [:r]
+    ev = _StepEvaluator(p, objective)
+    # working copies, compacted by swap-remove so the remaining components are always [:r];
+    # idx maps a working row to its component index (for lowest-index tie-breaking)
     dw, qw, cw = p.D.copy(), p.Q.copy(), p.C.copy()
     idx = np.arange(k_total)
     sd = np.zeros((b, n))
@@ -401,29 +365,25 @@ def _greedy_core(
     order = np.empty(steps, dtype=np.int64)
     accs = np.empty(steps)
     fids = np.empty(steps)
-    try:
-        for step in range(steps):
-            r = k_total - step
-            scores = ev.scores(r, (dw, qw, cw, sd, sq, sc))
-            tied = np.flatnonzero(scores == scores.max())
-            pos = int(tied[np.argmin(idx[tied])]) if tied.size > 1 else int(tied[0])
-            order[step] = idx[pos]
-            sd += dw[pos]
-            sq += qw[pos]
-            sc += cw[pos]
-            cos = _cos(sd, sq[None, :], sc)
-            fids[step] = float(_fid(cos, ev.full, ev.full_norm))
-            accs[step] = float(np.count_nonzero(_correct_first(cos, p.V, p.all_valid))) / n
-            last = r - 1
-            if pos != last:
-                dw[pos], qw[pos], cw[pos], idx[pos] = (
-                    dw[last],
-                    qw[last],
-                    cw[last],
-                    idx[last],
-                )
-    finally:
-        ev.close()
+    for step in range(steps):
+        r = k_total - step
+        scores = ev.scores(r, (dw, qw, cw, sd, sq, sc))
+        tied = np.flatnonzero(scores == scores.max())
+        pos = int(tied[np.argmin(idx[tied])])
+        order[step] = idx[pos]
+        sd += dw[pos]
+        sq += qw[pos]
+        sc += cw[pos]
+        # same operations as in ev.scores, so these values equal the winning score bit for bit
+        cos = _cos(sd, sq[None, :], sc)
+        fids[step] = float(_fid(cos, ev.full, ev.full_norm))
+        accs[step] = float(np.count_nonzero(_correct_first(cos, p.V, p.all_valid))) / n
+        last = r - 1
+        if pos != last:
+            dw[pos] = dw[last]
+            qw[pos] = qw[last]
+            cw[pos] = cw[last]
+            idx[pos] = idx[last]
     return order, accs, fids
 
 
@@ -558,17 +518,22 @@ def bootstrap_ci(
     """Percentile bootstrap CI of the mean over queries (last axis) of bool[..., N].
 
     The same n_boot resamples of the N queries are used for every leading index (so CIs of
-    different subsets are paired). Returns floats for 1-D input, else arrays of shape [...]."""
+    different subsets are paired); they are drawn in blocks of about 4M indices, so results are
+    deterministic per (seed, n_boot, N). Returns floats for 1-D input, else arrays [...]."""
     x = np.asarray(correct, dtype=np.float64)
     n = x.shape[-1]
     if n == 0:
         nan = np.full(x.shape[:-1], np.nan)
         return (float("nan"), float("nan")) if x.ndim == 1 else (nan, nan.copy())
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_boot, n))
-    offsets = (np.arange(n_boot) * n)[:, None]
-    weights = np.bincount((draws + offsets).ravel(), minlength=n_boot * n).reshape(n_boot, n)
-    means = x @ weights.T.astype(np.float64) / n  # [..., n_boot]
+    means = np.empty(x.shape[:-1] + (n_boot,))
+    rows = max(1, (1 << 22) // n)  # resamples per block, bounds memory at ~32 MB
+    for start in range(0, n_boot, rows):
+        m = min(rows, n_boot - start)
+        draws = rng.integers(0, n, size=(m, n))
+        offsets = (np.arange(m) * n)[:, None]
+        weights = np.bincount((draws + offsets).ravel(), minlength=m * n).reshape(m, n)
+        means[..., start : start + m] = x @ weights.T.astype(np.float64) / n
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=-1)
     if x.ndim == 1:

@@ -194,13 +194,14 @@ def test_greedy_ties_go_to_lowest_index_and_chunking_is_invisible(monkeypatch) -
     dots, qsq, csq, target, valid = make_instance(seed=7, pad=True)
     ref = sel.greedy_select(dots, qsq, csq, target, valid=valid)
     monkeypatch.setattr(sel, "CHUNK_ELEMENTS", 1)
-    monkeypatch.setattr(sel, "DEFAULT_THREADS", 3)
     again = sel.greedy_select(dots, qsq, csq, target, valid=valid)
     assert [(s.component_idx, s.accuracy, s.fidelity) for s in again] == [
         (s.component_idx, s.accuracy, s.fidelity) for s in ref
     ]
     short = sel.greedy_select(dots, qsq, csq, target, valid=valid, max_steps=3)
     assert [s.component_idx for s in short] == [s.component_idx for s in ref[:3]]
+    with pytest.raises(ValueError, match="objective"):
+        sel.greedy_select(dots, qsq, csq, target, objective="recall")  # type: ignore[arg-type]
 
 
 def test_kfold_holds_each_query_out_once_and_never_peeks() -> None:

@@ -1,0 +1,279 @@
+"""Seeded random projections of gradient vectors (DESIGN §2 "Random projection").
+
+``Projector(n_in, n_out, method, seed).project(x[..., n_in]) -> [..., n_out]`` (float32), with
+E|p|² = |x|² for every method:
+
+- ``gaussian``: dense i.i.d. N(0, 1) matrix R [n_in, n_out], p = x R / sqrt(n_out) (TRAK
+  BasicProjector semantics plus the 1/sqrt(d) factor). R is never materialised: it is generated
+  in blocks of ``block`` input rows, block i from its own ``torch.Generator`` seeded with
+  ``derive_seed(seed, GAUSSIAN_TAG, i)``, so R depends only on (n_in, n_out, seed, block), never
+  on the batch. The generator runs on ``device``: CPU and CUDA give different (each
+  deterministic) matrices.
+- ``sjlt``: sparse JL / CountSketch: input coordinate j goes to s output rows, one in each of s
+  contiguous row ranges, with independent signs ±1/sqrt(s). Hash rows and signs come from seeded
+  CPU ``torch.Generator`` blocks (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted
+  ``hash()``, so tables are identical across processes and devices (on CUDA ``index_add_`` may
+  add in a different order, so outputs can differ in the last bits). Applied with ``index_add_``:
+  O(n_in · s) per vector. The table (12 bytes per input coordinate and hash: int64 row, float32
+  sign) is cached on the Projector when n_in · s <= ``cache_limit`` (default 2^25, which covers
+  every SmolLM2 component); larger ones are redrawn on each call (~30 ns per entry here).
+- ``trak``: TRAK's own projector (BasicProjector on CPU, CudaProjector on CUDA), scaled by
+  1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = [
+    "Projector",
+    "available_methods",
+    "component_dims",
+    "component_projectors",
+    "derive_seed",
+    "method_label",
+    "parse_project_spec",
+]
+
+GAUSSIAN_TAG = 0x6761
+SJLT_TAG = 0x736A
+#: Elements of one generated Gaussian block (rows = max(1, this // n_out)); part of R's definition.
+GAUSSIAN_BLOCK_ELEMENTS = 1 << 22
+#: Input coordinates per generated SJLT hash block; part of the sketch's definition.
+SJLT_BLOCK = 1 << 22
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit generator seed from integers (splitmix64 chain; same in every process)."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = _splitmix64(h ^ (int(p) & _MASK64))
+    return h & ((1 << 63) - 1)
+
+
+def _trak_available() -> bool:
+    return importlib.util.find_spec("trak") is not None
+
+
+def available_methods() -> tuple[str, ...]:
+    """Projection methods usable here: gaussian, sjlt, plus trak when ``traker`` is installed."""
+    return ("gaussian", "sjlt", "trak") if _trak_available() else ("gaussian", "sjlt")
+
+
+@dataclass(frozen=True, eq=False)
+class Projector:
+    """Random projection R^n_in -> R^n_out (see module docstring). ``block`` (input coordinates
+    per generated block) defaults per method and is part of the projection's definition."""
+
+    n_in: int
+    n_out: int
+    method: str = "sjlt"
+    seed: int = 0
+    s: int = 1
+    device: str = "cpu"
+    block: int | None = None
+    cache_limit: int = 1 << 25
+    _cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    _trak: object = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.n_in < 1 or self.n_out < 1:
+            raise ValueError(f"n_in and n_out must be positive, got {self.n_in}, {self.n_out}")
+        if self.method not in ("gaussian", "sjlt", "trak"):
+            raise ValueError(f"unknown projection method {self.method!r} (gaussian, sjlt, trak)")
+        if self.method == "sjlt" and not 1 <= self.s <= self.n_out:
+            raise ValueError(f"sjlt needs 1 <= s <= n_out, got s={self.s}, n_out={self.n_out}")
+        if self.block is None:
+            default = (
+                max(1, GAUSSIAN_BLOCK_ELEMENTS // self.n_out)
+                if self.method == "gaussian"
+                else SJLT_BLOCK
+            )
+            object.__setattr__(self, "block", default)
+        elif self.block < 1:
+            raise ValueError(f"block must be positive, got {self.block}")
+        if self.method == "trak":
+            object.__setattr__(self, "_trak", self._make_trak())
+
+    # ---------------------------------------------------------------- random blocks
+
+    @property
+    def n_blocks(self) -> int:
+        return math.ceil(self.n_in / self.block)
+
+    def _rows(self, i: int) -> tuple[int, int]:
+        lo = i * self.block
+        return lo, min(self.n_in, lo + self.block)
+
+    def gaussian_block(self, i: int) -> torch.Tensor:
+        """Unscaled N(0, 1) rows [lo:hi] of R for block i: float32 [hi - lo, n_out] on device."""
+        lo, hi = self._rows(i)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(derive_seed(self.seed, GAUSSIAN_TAG, i))
+        return torch.randn(
+            (hi - lo, self.n_out), generator=gen, dtype=torch.float32, device=self.device
+        )
+
+    def sjlt_block(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i."""
+        cached = self._cache.get(i)
+        if cached is not None:
+            return cached
+        lo, hi = self._rows(i)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(derive_seed(self.seed, SJLT_TAG, i))
+        m = hi - lo
+        idx = torch.empty((self.s, m), dtype=torch.int64)
+        for r in range(self.s):  # row range r: [r * n_out // s, (r + 1) * n_out // s)
+            a, b = r * self.n_out // self.s, (r + 1) * self.n_out // self.s
+            idx[r] = torch.randint(a, b, (m,), generator=gen)
+        bits = torch.randint(0, 2, (self.s, m), generator=gen)
+        sign = (bits.to(torch.float32) * 2.0 - 1.0) / math.sqrt(self.s)
+        out = (idx.to(self.device), sign.to(self.device))
+        if self.n_in * self.s <= self.cache_limit:
+            self._cache[i] = out
+        return out
+
+    def matrix(self) -> torch.Tensor:
+        """The full scaled matrix [n_in, n_out] with p = x @ matrix() (small sizes only: tests)."""
+        if self.method == "gaussian":
+            blocks = [self.gaussian_block(i) for i in range(self.n_blocks)]
+            return torch.cat(blocks) / math.sqrt(self.n_out)
+        if self.method == "sjlt":
+            return self.project(torch.eye(self.n_in, dtype=torch.float32, device=self.device))
+        raise ValueError("matrix() is only defined for gaussian and sjlt")
+
+    # ---------------------------------------------------------------- projection
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Project x[..., n_in] (cast to float32) to [..., n_out] float32 on ``device``."""
+        if x.shape[-1] != self.n_in:
+            raise ValueError(f"expected last dimension {self.n_in}, got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.n_in).to(device=self.device, dtype=torch.float32)
+        if self.method == "gaussian":
+            out = torch.zeros((x2.shape[0], self.n_out), dtype=torch.float32, device=self.device)
+            for i in range(self.n_blocks):
+                lo, hi = self._rows(i)
+                out.addmm_(x2[:, lo:hi], self.gaussian_block(i))
+            out /= math.sqrt(self.n_out)
+        elif self.method == "sjlt":
+            out = torch.zeros((x2.shape[0], self.n_out), dtype=torch.float32, device=self.device)
+            for i in range(self.n_blocks):
+                lo, hi = self._rows(i)
+                idx, sign = self.sjlt_block(i)
+                xb = x2[:, lo:hi]
+                for r in range(self.s):
+                    out.index_add_(1, idx[r], xb * sign[r])
+        else:
+            out = self._trak.project(x2, model_id=0).to(torch.float32) / math.sqrt(self.n_out)
+        return out.reshape(*lead, self.n_out)
+
+    def _make_trak(self) -> object:
+        if not _trak_available():
+            raise ValueError(
+                "projection method 'trak' needs the traker package (pip install traker)"
+            )
+        from trak.projectors import BasicProjector, CudaProjector, ProjectionType
+
+        seed = self.seed % (1 << 30)  # TRAK adds offsets to the seed; fast_jl takes a C int
+        if str(self.device).startswith("cuda"):
+            return CudaProjector(
+                grad_dim=self.n_in,
+                proj_dim=self.n_out,
+                seed=seed,
+                proj_type=ProjectionType.normal,
+                device=self.device,
+                max_batch_size=8,
+            )
+        return BasicProjector(
+            grad_dim=self.n_in,
+            proj_dim=self.n_out,
+            seed=seed,
+            proj_type=ProjectionType.normal,
+            device=self.device,
+            dtype=torch.float32,
+        )
+
+
+# -------------------------------------------------------------------- specs and dimensions
+
+
+def component_dims(n_params: Sequence[int], fraction: float) -> list[int]:
+    """Projected dimension per component: d_c = max(1, round(fraction · P_c)) (Python round)."""
+    if not 0 < fraction <= 1 or not math.isfinite(fraction):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    return [max(1, round(fraction * int(p))) for p in n_params]
+
+
+def method_label(method: str, fraction: float) -> str:
+    """The ``dots.method`` label of a projection, e.g. ``sjlt:0.01``."""
+    return f"{method}:{fraction:g}"
+
+
+def parse_project_spec(spec: str) -> list[tuple[str, float]]:
+    """Parse ``"sjlt:0.01,gaussian:0.001"`` into ``[("sjlt", 0.01), ("gaussian", 0.001)]``.
+
+    Raises ValueError for an unknown method (gaussian, sjlt; trak only where traker is
+    installed), a fraction outside (0, 1], a malformed or repeated entry."""
+    methods = available_methods()
+    usage = f"expected METHOD:FRACTION[,...] with METHOD one of {', '.join(methods)}"
+    out: list[tuple[str, float]] = []
+    for item in spec.split(","):
+        item = item.strip()
+        method, sep, frac = item.partition(":")
+        method, frac = method.strip(), frac.strip()
+        if not item or not sep or not method or not frac:
+            raise ValueError(f"bad projection spec {item!r} in {spec!r}: {usage}")
+        if method not in methods:
+            hint = " (install traker for trak)" if method == "trak" else ""
+            raise ValueError(f"unknown projection method {method!r} in {spec!r}{hint}: {usage}")
+        try:
+            fraction = float(frac)
+        except ValueError:
+            raise ValueError(f"bad fraction {frac!r} in {spec!r}: {usage}") from None
+        if not math.isfinite(fraction) or not 0 < fraction <= 1:
+            raise ValueError(f"fraction {frac!r} in {spec!r} must be in (0, 1]")
+        if (method, fraction) in out:
+            raise ValueError(f"projection {method}:{frac} is listed twice in {spec!r}")
+        out.append((method, fraction))
+    return out
+
+
+def component_projectors(
+    n_params: Sequence[int],
+    method: str,
+    fraction: float,
+    seed: int = 0,
+    s: int = 1,
+    device: str = "cpu",
+) -> list[Projector]:
+    """One Projector per component c (n_in = P_c, n_out = d_c, seed derive_seed(seed, c))."""
+    dims = component_dims(n_params, fraction)
+    return [
+        Projector(
+            int(p),
+            d,
+            method=method,
+            seed=derive_seed(seed, c),
+            s=min(s, d) if method == "sjlt" else s,
+            device=device,
+        )
+        for c, (p, d) in enumerate(zip(n_params, dims, strict=True))
+    ]

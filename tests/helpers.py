@@ -1,0 +1,48 @@
+"""Brute-force references shared by the tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gradlens.engine import flat_component_grads
+
+
+def brute_force_tables(model, components, toks_by_split):
+    """Flat ``torch.autograd.grad`` per component for every (split, id): {key: [P_c] tensors}."""
+    return {
+        (split, t.example.id): flat_component_grads(model, components, t)
+        for split, toks in toks_by_split.items()
+        for t in toks
+    }
+
+
+def dot64(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.dot(a.double(), b.double()).item()
+
+
+def assert_db_matches_brute_force(store, run_id, grads, tol=1e-5) -> int:
+    """Every stored exact dot and norm vs brute force; error in cosine scale. Returns #checked."""
+    dots = store.frame("dots", run_id, "exact")
+    norms = store.frame("norms", run_id, "exact")
+    sq = {(r.split, r.example_id, r.component_idx): r.sqnorm for r in norms.itertuples(index=False)}
+    checked = 0
+    for (split, ex_id), flat in grads.items():
+        for k, g in enumerate(flat):
+            if (split, ex_id, k) not in sq:
+                continue
+            ref = dot64(g, g)
+            assert abs(sq[(split, ex_id, k)] - ref) <= tol * max(ref, 1e-30), (split, ex_id, k)
+            checked += 1
+    worst = 0.0
+    for r in dots.itertuples(index=False):
+        gq = grads[("query", r.query_id)][r.component_idx]
+        gc = grads[("train", r.candidate_id)][r.component_idx]
+        scale = np.sqrt(dot64(gq, gq) * dot64(gc, gc)) + 1e-30
+        err = abs(r.dot - dot64(gq, gc)) / scale
+        worst = max(worst, err)
+        checked += 1
+    assert worst <= tol, f"worst error in cosine scale {worst:.2e}"
+    assert isinstance(dots, pd.DataFrame)
+    return checked

@@ -1,0 +1,98 @@
+"""The engine's factored dot products equal brute-force autograd gradients (cosine scale 1e-5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gradlens.data import Example, tokenize_all
+from gradlens.engine import GradientEngine, flat_component_grads
+from gradlens.grads import Dense, Factored, Sparse, component_dots, densify, term_dot
+from gradlens.models import discover_components
+from tests.conftest import build_tiny
+from tests.helpers import dot64
+
+EXAMPLES = [
+    Example("a", "What is the boiling point of water?", "Water boils at 100 °C at sea level."),
+    Example("b", "Explain photosynthesis briefly.", "Plants turn light and CO2 into sugar."),
+    Example("c", "hi", "hello there, friend! How can I help you today?"),
+]
+
+
+def _check_pairs(grads, ref, tol=1e-5):
+    worst = 0.0
+    for a in range(len(grads)):
+        for b in range(len(grads)):
+            got = component_dots(grads[a], grads[b])
+            want = np.array([dot64(x, y) for x, y in zip(ref[a], ref[b])])
+            scale = np.sqrt(
+                np.array([dot64(x, x) for x in ref[a]]) * np.array([dot64(y, y) for y in ref[b]])
+            )
+            worst = max(worst, float(np.max(np.abs(got - want) / (scale + 1e-30))))
+    assert worst <= tol, f"worst relative error {worst:.2e}"
+    for g, r in zip(grads, ref):
+        want = np.array([dot64(x, x) for x in r])
+        np.testing.assert_allclose(g.sqnorms, want, rtol=tol)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "neox"])
+def test_engine_matches_autograd(family, tokenizer):
+    model = build_tiny(family, tokenizer)
+    components = discover_components(model)
+    toks = tokenize_all(tokenizer, EXAMPLES)
+    ref = [flat_component_grads(model, components, t) for t in toks]
+    with GradientEngine(model, components) as engine:
+        single = [engine.compute([t])[0] for t in toks]
+        batched = engine.compute(toks)  # right-padded batch of 3
+        assert engine.passes == 6
+    _check_pairs(single, ref)
+    _check_pairs(batched, ref)
+    # the engine restores requires_grad on exit
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_sum_reduction_and_loss_on_all(tokenizer):
+    model = build_tiny("llama", tokenizer)
+    components = discover_components(model)
+    toks = tokenize_all(tokenizer, EXAMPLES[:2], loss_on="all")
+    ref = [flat_component_grads(model, components, t, reduction="sum") for t in toks]
+    with GradientEngine(model, components, reduction="sum") as engine:
+        grads = engine.compute(toks)
+    _check_pairs(grads, ref)
+
+
+def test_term_dots_every_form_pair():
+    """Each cross-form formula equals the dot of the densified matrices."""
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = 40, 12
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    forms = [
+        Dense(rand(rows, cols)),
+        Factored(rand(5, cols), rand(5, rows)),
+        Sparse(torch.randint(0, rows, (7,), generator=gen), rand(7, cols)),
+        Sparse(torch.tensor([3, 3, 9]), rand(3, cols)),  # repeated ids
+    ]
+    for a in forms:
+        for b in forms:
+            da, db = densify((a,), (rows, cols)), densify((b,), (rows, cols))
+            want = dot64(da.reshape(-1), db.reshape(-1))
+            got = term_dot(a, b).item()
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_smollm2_three_examples(smollm2_dir):
+    """The real bundled model: 211 components, exact against autograd on 3 examples."""
+    from gradlens.models import load_model
+
+    model, tok = load_model(str(smollm2_dir))
+    components = discover_components(model)
+    assert len(components) == 211
+    toks = tokenize_all(tok, EXAMPLES)
+    ref = [flat_component_grads(model, components, t) for t in toks]
+    with GradientEngine(model, components) as engine:
+        grads = [engine.compute([t])[0] for t in toks]
+    _check_pairs(grads, ref)
