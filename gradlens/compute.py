@@ -339,6 +339,7 @@ def compute(
                 "batch_size": bsz,
                 "device": str(engine.device),
                 "resumed_queries": len(done),
+                "projection_seconds": engine.projection_seconds,
             },
         )
         return summary

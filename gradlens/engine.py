@@ -7,6 +7,7 @@ weight gradient ``D^T X`` is known exactly without being formed (see ``gradlens.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class GradientEngine:
         self.projections = list(projections)
         self.device = next(model.parameters()).device
         self.passes = 0
+        self.projection_seconds: dict[str, float] = {p.method: 0.0 for p in self.projections}
         modules = dict(model.named_modules())
         input_emb = model.get_input_embeddings()
         output_emb = model.get_output_embeddings()
@@ -193,10 +195,12 @@ class GradientEngine:
         sqnorms = torch.stack([sum((term_dot(a, b) for a in t for b in t), zero) for t in comps])
         grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
         for ps in self.projections:
+            t0 = time.perf_counter()
             grads.proj[ps.method] = [
                 ps.project[c](self._dense(terms, comp).reshape(-1))
                 for c, (terms, comp) in enumerate(zip(comps, self.components))
             ]
+            self.projection_seconds[ps.method] += time.perf_counter() - t0
         return grads
 
     def _dense(self, terms: tuple[Term, ...], comp: Component) -> torch.Tensor:
