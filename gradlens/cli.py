@@ -148,7 +148,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code,
             progress=not args.no_progress,
         )
-        print(summary.line())
+        if summary is not None:  # None on torchrun ranks other than 0
+            print(summary.line())
         return 0
     if args.command == "generate":
         from gradlens.generate import generate

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,10 +23,17 @@ from tqdm.auto import tqdm
 from gradlens.candidates import bm25_candidates
 from gradlens.config import ComputeConfig
 from gradlens.data import Tokenized, check_queries, content_hash, load_examples, tokenize_all
+from gradlens.distributed import init_distributed
 from gradlens.engine import GradientEngine, ProjectionSet
 from gradlens.errors import GradLensError
 from gradlens.grads import ExampleGrads, component_dots, projected_dots
-from gradlens.models import Component, discover_components, load_model, model_fingerprint
+from gradlens.models import (
+    Component,
+    discover_components,
+    load_model,
+    model_fingerprint,
+    resolve_device,
+)
 from gradlens.store import Store
 
 log = logging.getLogger(__name__)
@@ -90,22 +97,21 @@ def greedy_order(query_cands: dict[str, list[str]]) -> list[str]:
     return order
 
 
-def run_schedule(
+def iter_schedule(
     engine: GradientEngine,
     queries: dict[str, Tokenized],
     train: dict[str, Tokenized],
     query_cands: dict[str, list[str]],
     max_memory: int,
     batch_size: int,
-    emit: Callable[[QueryResult], None],
-    normed_train: set[str] | None = None,
+    stats: ScheduleStats,
+    order: Sequence[str] | None = None,
     progress: bool = True,
-) -> ScheduleStats:
-    """Compute every query's dots against its candidates, one pass per example where the
-    budget allows; ``emit`` is called once per finished query (in processing order)."""
-    stats = ScheduleStats()
-    normed_train = set() if normed_train is None else set(normed_train)
-    order = greedy_order(query_cands)
+) -> Iterator[QueryResult]:
+    """Yield one QueryResult per query (in ``order``, default ``greedy_order``), computing each
+    example once where the budget allows. Query norms come with their query; a training
+    example's norms come with the first query that computed it (see ``drop_written_norms``)."""
+    order = list(greedy_order(query_cands) if order is None else order)
     stats.order = order
     uses = Counter(c for q in order for c in query_cands[q])
     cache: dict[str, ExampleGrads] = {}
@@ -123,16 +129,13 @@ def run_schedule(
         for g in new_train:
             cache[g.example_id] = g
         norm_rows = [_norm_rows(q_grads, "query", methods)]
-        for g in new_train:
-            if g.example_id not in normed_train:
-                norm_rows.append(_norm_rows(g, "train", methods))
-                normed_train.add(g.example_id)
+        norm_rows += [_norm_rows(g, "train", methods) for g in new_train]
         dot_rows = []
         for cid in cands:
             dot_rows.append(_dot_frame(qid, cid, "exact", component_dots(q_grads, cache[cid])))
             for m in methods:
                 dot_rows.append(_dot_frame(qid, cid, m, projected_dots(q_grads, cache[cid], m)))
-        emit(QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows)))
+        result = QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows))
         for cid in cands:
             uses[cid] -= 1
         for cid in [c for c in cache if uses[c] == 0]:
@@ -145,8 +148,17 @@ def run_schedule(
             stats.evictions += 1
         bar.update(1)
         bar.set_postfix(passes=engine.passes, cached=len(cache))
+        yield result
     bar.close()
-    return stats
+
+
+def drop_written_norms(result: QueryResult, written_train: set[str]) -> QueryResult:
+    """Keep each training example's norms once: drop those already written, remember the rest."""
+    norms = result.norms
+    is_train = norms["split"] == "train"
+    repeat = is_train & norms["example_id"].isin(written_train)
+    written_train.update(norms.loc[is_train, "example_id"])
+    return QueryResult(result.query_id, result.dots, norms[~repeat])
 
 
 def _dot_frame(qid: str, cid: str, method: str, dots: np.ndarray) -> pd.DataFrame:
@@ -241,8 +253,12 @@ def compute(
     batch_size: int | None = None,
     trust_remote_code: bool = False,
     progress: bool = True,
-) -> ComputeSummary:
-    """Run (or resume) a compute job; see ``gradlens compute --help`` for the options."""
+) -> ComputeSummary | None:
+    """Run (or resume) a compute job; see ``gradlens compute --help`` for the options.
+
+    Under ``torchrun`` every rank computes a slice of the queries and rank 0 writes; ranks
+    other than 0 return None.
+    """
     t0 = time.perf_counter()
     if candidates < 1:
         raise GradLensError(f"--candidates must be at least 1, got {candidates}")
@@ -252,97 +268,199 @@ def compute(
     train = load_examples(train_path)
     queries = load_examples(queries_path)
     check_queries(train, queries, queries_path)
-    with Store(db) as store:
-        net, tokenizer = load_model(
-            model, device=device, trust_remote_code=trust_remote_code, dtype=dtype
-        )
-        components = discover_components(net)
-        config = ComputeConfig(
-            model=model,
-            model_hash=model_fingerprint(net),
-            train_hash=content_hash(train),
-            queries_hash=content_hash(queries),
-            train_path=str(train_path),
-            queries_path=str(queries_path),
-            candidates=candidates,
-            bm25_on=bm25_on,
-            loss_on=loss_on,
-            reduction=reduction,
-            max_length=max_length,
-            dtype=dtype,
-            projections=tuple(f"{m}:{f:g}" for m, f in proj_specs),
-            seed=seed,
-        )
-        run_id = config.key()
-        name = run or f"{_stem(queries_path)}-{run_id[:6]}"
-        row = store.begin_run(run_id, name, _config_dict(config))
-        name = row["name"]
-        if row["status"] == "complete":
-            return ComputeSummary(name, run_id, db, 0, 0, len(components), 0, 0.0, True)
-        cand_df = bm25_candidates(train, queries, candidates, bm25_on)
-        train_tok = {t.example.id: t for t in tokenize_all(tokenizer, train, loss_on, max_length)}
-        query_tok = {t.example.id: t for t in tokenize_all(tokenizer, queries, loss_on, max_length)}
-        if not store.has_rows("components", run_id):
-            _write_setup(store, run_id, components, train_tok, query_tok, cand_df)
-        done = store.done_queries(run_id)
-        query_cands = {
-            q: list(g.sort_values("rank")["candidate_id"])
-            for q, g in cand_df.groupby("query_id", sort=False)
-            if q not in done
-        }
-        if done:
-            log.warning(
-                "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
+    ctx = init_distributed(resolve_device(device))
+    try:
+        if ctx.active and device.startswith("cuda"):
+            device = f"cuda:{ctx.local_rank}"
+        # only rank 0 touches the database (DuckDB has a single writer)
+        store = Store(db) if ctx.is_main else None
+        try:
+            return _compute_run(
+                ctx,
+                store,
+                t0,
+                model,
+                train,
+                queries,
+                train_path,
+                queries_path,
+                db,
+                run,
+                candidates,
+                bm25_on,
+                loss_on,
+                reduction,
+                max_length,
+                device,
+                dtype,
+                proj_specs,
+                seed,
+                max_memory,
+                batch_size,
+                trust_remote_code,
+                progress,
             )
-        projections = _build_projections(proj_specs, components, seed, net)
-        engine = GradientEngine(net, components, reduction=reduction, projections=projections)
-        budget = max_memory if max_memory is not None else default_max_memory()
-        bsz = batch_size or (8 if str(engine.device).startswith("cuda") else 1)
+        finally:
+            if store is not None:
+                store.close()
+    finally:
+        ctx.close()
 
-        def emit(res: QueryResult) -> None:
-            store.write_query(run_id, res.query_id, res.dots, res.norms)
 
-        with engine:
-            stats = run_schedule(
+def _compute_run(
+    ctx,
+    store,
+    t0,
+    model,
+    train,
+    queries,
+    train_path,
+    queries_path,
+    db,
+    run,
+    candidates,
+    bm25_on,
+    loss_on,
+    reduction,
+    max_length,
+    device,
+    dtype,
+    proj_specs,
+    seed,
+    max_memory,
+    batch_size,
+    trust_remote_code,
+    progress,
+) -> ComputeSummary | None:
+    net, tokenizer = load_model(
+        model, device=device, trust_remote_code=trust_remote_code, dtype=dtype
+    )
+    components = discover_components(net)
+    config = ComputeConfig(
+        model=model,
+        model_hash=model_fingerprint(net),
+        train_hash=content_hash(train),
+        queries_hash=content_hash(queries),
+        train_path=str(train_path),
+        queries_path=str(queries_path),
+        candidates=candidates,
+        bm25_on=bm25_on,
+        loss_on=loss_on,
+        reduction=reduction,
+        max_length=max_length,
+        dtype=dtype,
+        projections=tuple(f"{m}:{f:g}" for m, f in proj_specs),
+        seed=seed,
+    )
+    run_id = config.key()
+    cand_df = bm25_candidates(train, queries, candidates, bm25_on)
+    train_tok = {t.example.id: t for t in tokenize_all(tokenizer, train, loss_on, max_length)}
+    query_tok = {t.example.id: t for t in tokenize_all(tokenizer, queries, loss_on, max_length)}
+    state: dict = {}
+    if ctx.is_main:
+        try:
+            row = store.begin_run(
+                run_id, run or f"{_stem(queries_path)}-{run_id[:6]}", _config_dict(config)
+            )
+            if row["status"] != "complete" and not store.has_rows("components", run_id):
+                _write_setup(store, run_id, components, train_tok, query_tok, cand_df)
+            state = {
+                "name": row["name"],
+                "status": row["status"],
+                "done": store.done_queries(run_id),
+            }
+        except GradLensError as exc:
+            state = {"error": str(exc)}
+    state = ctx.broadcast(state)
+    if "error" in state:
+        raise GradLensError(state["error"])
+    name, done = state["name"], state["done"]
+    if state["status"] == "complete":
+        if not ctx.is_main:
+            return None
+        return ComputeSummary(name, run_id, str(db), 0, 0, len(components), 0, 0.0, True)
+    query_cands = {
+        q: list(g.sort_values("rank")["candidate_id"])
+        for q, g in cand_df.groupby("query_id", sort=False)
+        if q not in done
+    }
+    if done and ctx.is_main:
+        log.warning(
+            "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
+        )
+    projections = _build_projections(proj_specs, components, seed, net)
+    engine = GradientEngine(net, components, reduction=reduction, projections=projections)
+    budget = max_memory if max_memory is not None else default_max_memory()
+    bsz = batch_size or (8 if str(engine.device).startswith("cuda") else 1)
+    written = store.normed_examples(run_id, "train") if ctx.is_main else set()
+
+    def write(res: QueryResult) -> None:
+        res = drop_written_norms(res, written)
+        store.write_query(run_id, res.query_id, res.dots, res.norms)
+
+    stats = ScheduleStats()
+    with engine:
+        if not ctx.active:
+            for res in iter_schedule(
+                engine, query_tok, train_tok, query_cands, budget, bsz, stats, progress=progress
+            ):
+                write(res)
+        else:
+            # contiguous slices of the greedy order keep each rank's candidates shared
+            order = greedy_order(query_cands)
+            lo = len(order) * ctx.rank // ctx.world
+            hi = len(order) * (ctx.rank + 1) // ctx.world
+            rounds = -(-len(order) // ctx.world)
+            shard = {q: query_cands[q] for q in order[lo:hi]}
+            results = iter_schedule(
                 engine,
                 query_tok,
                 train_tok,
-                query_cands,
+                shard,
                 budget,
                 bsz,
-                emit,
-                normed_train=store.normed_examples(run_id, "train"),
-                progress=progress,
+                stats,
+                order=order[lo:hi],
+                progress=progress and ctx.is_main,
             )
-        seconds = time.perf_counter() - t0
-        unique = len(query_tok) + len(set(cand_df["candidate_id"]))
-        summary = ComputeSummary(
-            run_name=name,
-            run_id=run_id,
-            db=str(db),
-            examples=unique,
-            pairs=len(cand_df),
-            components=len(components),
-            passes=stats.passes,
-            seconds=seconds,
-            evictions=stats.evictions,
-        )
-        store.mark_complete(
-            run_id,
-            {
-                "seconds": seconds,
-                "passes": stats.passes,
-                "unique_examples": unique,
-                "evictions": stats.evictions,
-                "peak_cache_bytes": stats.peak_cache_bytes,
-                "max_memory": budget,
-                "batch_size": bsz,
-                "device": str(engine.device),
-                "resumed_queries": len(done),
-                "projection_seconds": engine.projection_seconds,
-            },
-        )
-        return summary
+            for _ in range(rounds):
+                gathered = ctx.gather(next(results, None))
+                for res in gathered or []:
+                    if res is not None:
+                        write(res)
+    passes = ctx.sum(stats.passes)
+    evictions = ctx.sum(stats.evictions)
+    if not ctx.is_main:
+        return None
+    seconds = time.perf_counter() - t0
+    unique = len(query_tok) + len(set(cand_df["candidate_id"]))
+    store.mark_complete(
+        run_id,
+        {
+            "seconds": seconds,
+            "passes": passes,
+            "unique_examples": unique,
+            "evictions": evictions,
+            "peak_cache_bytes": stats.peak_cache_bytes,
+            "max_memory": budget,
+            "batch_size": bsz,
+            "device": str(engine.device),
+            "world_size": ctx.world,
+            "resumed_queries": len(done),
+            "projection_seconds": engine.projection_seconds,
+        },
+    )
+    return ComputeSummary(
+        run_name=name,
+        run_id=run_id,
+        db=str(db),
+        examples=unique,
+        pairs=len(cand_df),
+        components=len(components),
+        passes=passes,
+        seconds=seconds,
+        evictions=evictions,
+    )
 
 
 def _stem(path: str) -> str:

@@ -82,6 +82,8 @@ class GradientEngine:
     # -- hooks -------------------------------------------------------------------------------
     def _linear_hook(self, idx: int):
         def hook(module, args, output):
+            if not output.requires_grad:  # e.g. under torch.no_grad(): nothing to capture
+                return
             x = args[0].detach()
             entry = {"type": "linear", "x": x, "d": None}
             self._captured.setdefault(idx, []).append(entry)
@@ -95,6 +97,8 @@ class GradientEngine:
 
     def _embedding_hook(self, idx: int):
         def hook(module, args, output):
+            if not torch.is_grad_enabled():
+                return
             out = output.detach().requires_grad_(True)
             # nn.Embedding leaves the row of padding_idx without gradient (as autograd does).
             entry = {
