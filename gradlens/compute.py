@@ -26,7 +26,7 @@ from gradlens.data import Tokenized, check_queries, content_hash, load_examples,
 from gradlens.distributed import init_distributed
 from gradlens.engine import GradientEngine, ProjectionSet
 from gradlens.errors import GradLensError
-from gradlens.grads import ExampleGrads, component_dots, projected_dots
+from gradlens.grads import ExampleGrads, projected_dots, query_dots
 from gradlens.models import (
     Component,
     discover_components,
@@ -130,9 +130,10 @@ def iter_schedule(
             cache[g.example_id] = g
         norm_rows = [_norm_rows(q_grads, "query", methods)]
         norm_rows += [_norm_rows(g, "train", methods) for g in new_train]
+        exact = query_dots(q_grads, [cache[cid] for cid in cands])
         dot_rows = []
-        for cid in cands:
-            dot_rows.append(_dot_frame(qid, cid, "exact", component_dots(q_grads, cache[cid])))
+        for j, cid in enumerate(cands):
+            dot_rows.append(_dot_frame(qid, cid, "exact", exact[j]))
             for m in methods:
                 dot_rows.append(_dot_frame(qid, cid, m, projected_dots(q_grads, cache[cid], m)))
         result = QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows))

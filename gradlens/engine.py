@@ -170,6 +170,9 @@ class GradientEngine:
 
     def _collect(self, i: int, tok: Tokenized, valid: torch.Tensor) -> ExampleGrads:
         comps: list[tuple[Term, ...]] = []
+        # q/k/v (and gate/up) read the same input: share one X tensor so that dot products
+        # compute its Gram matrix once (see grads.component_dots).
+        shared_x: dict[tuple, torch.Tensor] = {}
         for idx, comp in enumerate(self.components):
             terms = []
             for entry in self._captured.get(idx, []):
@@ -178,14 +181,16 @@ class GradientEngine:
                     continue
                 d = d[i]
                 if entry["type"] == "linear":
-                    x = entry["x"][i][valid].float()
                     d = d[valid].float()
                     keep = d.abs().amax(dim=-1) > 0  # rows without gradient add nothing
-                    x, d = x[keep], d[keep]
+                    key = (entry["x"].data_ptr(), tuple(keep.nonzero().flatten().tolist()))
+                    if key not in shared_x:
+                        shared_x[key] = entry["x"][i][valid][keep].float().contiguous()
+                    x, d = shared_x[key], d[keep]
                     if x.shape[0] == 0:
                         continue
                     if x.shape[0] * (x.shape[1] + d.shape[1]) < comp.n_params:
-                        terms.append(Factored(x.contiguous(), d.contiguous()))
+                        terms.append(Factored(x, d.contiguous()))
                     else:
                         terms.append(Dense(d.T @ x))
                 else:
@@ -196,7 +201,11 @@ class GradientEngine:
                     terms.append(Sparse(ids.contiguous(), d.contiguous()))
             comps.append(self._compact(terms, comp))
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
-        sqnorms = torch.stack([sum((term_dot(a, b) for a in t for b in t), zero) for t in comps])
+        grams: dict = {}
+        sqnorms = torch.stack(
+            [sum((term_dot(a, b, grams) for a in t for b in t), zero) for t in comps]
+        )
+        del grams
         grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
         for ps in self.projections:
             t0 = time.perf_counter()

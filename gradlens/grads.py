@@ -59,12 +59,22 @@ def _sum64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64).sum()
 
 
-def term_dot(a: Term, b: Term) -> torch.Tensor:
-    """<a, b> (Frobenius) as a float64 scalar tensor; a and b belong to the same component."""
+def term_dot(a: Term, b: Term, grams: dict | None = None) -> torch.Tensor:
+    """<a, b> (Frobenius) as a float64 scalar tensor; a and b belong to the same component.
+
+    ``grams`` memoises ``x_a x_b^T`` by tensor identity, for components that share inputs.
+    """
     if isinstance(a, Dense) and isinstance(b, Dense):
         return torch.dot(a.g.reshape(-1).double(), b.g.reshape(-1).double())
     if isinstance(a, Factored) and isinstance(b, Factored):
-        return _sum64((a.x @ b.x.T).double() * (a.d @ b.d.T).double())
+        if grams is None:
+            gram = (a.x @ b.x.T).double()
+        else:
+            key = (id(a.x), id(b.x))
+            if key not in grams:
+                grams[key] = (a.x @ b.x.T).double()
+            gram = grams[key]
+        return _sum64(gram * (a.d @ b.d.T).double())
     if isinstance(a, Sparse) and isinstance(b, Sparse):
         same_row = a.ids[:, None] == b.ids[None, :]
         return _sum64((a.e @ b.e.T).double() * same_row)
@@ -118,16 +128,33 @@ class ExampleGrads:
     proj: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
+    def sqnorms_device(self) -> torch.device:
+        """The device the gradient tensors live on."""
+        for terms in self.comps:
+            for t in terms:
+                return next(iter(vars(t).values())).device
+        return torch.device("cpu")
+
+    @property
     def nbytes(self) -> int:
-        n = sum(t.numel for terms in self.comps for t in terms)
+        """Bytes held (tensors shared between components counted once)."""
+        seen: set[int] = set()
+        n = 0
+        for terms in self.comps:
+            for t in terms:
+                for tensor in vars(t).values():
+                    if id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        n += tensor.numel()
         n += sum(p.numel() for ps in self.proj.values() for p in ps)
         return 4 * n
 
 
 def component_dots(a: ExampleGrads, b: ExampleGrads) -> np.ndarray:
     """dot[c] = <g_c(a), g_c(b)> for every component; float64[K]."""
+    grams: dict = {}
     out = torch.stack(
-        [sum(term_dot(ta, tb) for ta in ca for tb in cb) for ca, cb in zip(a.comps, b.comps)]
+        [sum(term_dot(ta, tb, grams) for ta in ca for tb in cb) for ca, cb in zip(a.comps, b.comps)]
     )
     return out.cpu().numpy()
 
@@ -137,4 +164,42 @@ def projected_dots(a: ExampleGrads, b: ExampleGrads, method: str) -> np.ndarray:
     out = torch.stack(
         [torch.dot(pa.double(), pb.double()) for pa, pb in zip(a.proj[method], b.proj[method])]
     )
+    return out.cpu().numpy()
+
+
+def query_dots(q: ExampleGrads, cands: list[ExampleGrads]) -> np.ndarray:
+    """dot[j, c] = <g_c(q), g_c(cands[j])> for all candidates at once; float64[b, K].
+
+    Where the query and every candidate hold component c as one factored term, the Gram
+    matrices against all candidates come from one matmul each (``x_q [x_1; ...; x_b]^T``),
+    which runs far closer to peak than b small ones; other forms fall back to ``term_dot``.
+    Equal to ``component_dots(q, cands[j])`` up to float32 round-off in the matmuls.
+    """
+    b, k = len(cands), len(q.comps)
+    out = torch.zeros((b, k), dtype=torch.float64, device=q.sqnorms_device)
+    x_grams: dict = {}
+    pair_grams: list[dict] = [{} for _ in cands]
+    for c in range(k):
+        qc = q.comps[c]
+        cc = [cand.comps[c] for cand in cands]
+        batched = (
+            len(qc) == 1
+            and isinstance(qc[0], Factored)
+            and all(len(t) == 1 and isinstance(t[0], Factored) for t in cc)
+        )
+        if not batched:
+            for j, terms in enumerate(cc):
+                for ta in qc:
+                    for tb in terms:
+                        out[j, c] += term_dot(ta, tb, pair_grams[j])
+            continue
+        fq = qc[0]
+        fc = [t[0] for t in cc]
+        sizes = [f.x.shape[0] for f in fc]
+        key = (id(fq.x),) + tuple(id(f.x) for f in fc)
+        if key not in x_grams:
+            x_grams[key] = (fq.x @ torch.cat([f.x for f in fc]).T).double()
+        gram_d = (fq.d @ torch.cat([f.d for f in fc]).T).double()
+        per_col = (x_grams[key] * gram_d).sum(0)  # [sum of candidate rows]
+        out[:, c] = torch.stack([s.sum() for s in torch.split(per_col, sizes)])
     return out.cpu().numpy()

@@ -8,7 +8,7 @@ import torch
 
 from gradlens.data import Example, tokenize_all
 from gradlens.engine import GradientEngine, flat_component_grads
-from gradlens.grads import Dense, Factored, Sparse, component_dots, densify, term_dot
+from gradlens.grads import Dense, Factored, Sparse, component_dots, densify, query_dots, term_dot
 from gradlens.models import discover_components
 from tests.conftest import build_tiny
 from tests.helpers import dot64
@@ -48,6 +48,13 @@ def test_engine_matches_autograd(family, tokenizer):
         assert engine.passes == 6
     _check_pairs(single, ref)
     _check_pairs(batched, ref)
+    # the batched query-vs-candidates path equals the pairwise one
+    np.testing.assert_allclose(
+        query_dots(single[0], single),
+        np.stack([component_dots(single[0], g) for g in single]),
+        rtol=1e-6,
+        atol=1e-12,
+    )
     # the engine restores requires_grad on exit
     assert all(p.requires_grad for p in model.parameters())
 
