@@ -5,6 +5,8 @@ and the physical floor: unique examples x the measured time of one plain forward
 
     python benchmarks/engine.py                       # the 16-example set, naive + engine
     python benchmarks/engine.py --set demo --no-naive # the full demo: engine vs floor
+    python benchmarks/engine.py --no-naive --project sjlt:0.01   # + projection overhead
+    python benchmarks/engine.py --no-naive --batching            # + batch 4 vs batch 1
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def run_naive(model_spec, train, queries, b):
     return time.perf_counter() - t0, passes, out
 
 
-def run_engine(model_spec, train_path, queries_path, b, device):
+def run_engine(model_spec, train_path, queries_path, b, device, project=None):
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
         t0 = time.perf_counter()
@@ -100,6 +102,25 @@ def run_engine(model_spec, train_path, queries_path, b, device):
         row[g["component_idx"].to_numpy()] = g["dot"].to_numpy()
         out[(qid, cid)] = row
     return wall, summary, out
+
+
+def batching_seconds(model_spec, examples, n=8, batch=4):
+    """Engine time for n examples one at a time vs in right-padded batches of ``batch``."""
+    from gradlens.engine import GradientEngine
+
+    model, tok = load_model(model_spec)
+    toks = tokenize_all(tok, examples[:n])
+    with GradientEngine(model, discover_components(model)) as engine:
+        engine.compute(toks[:1])  # warm-up
+        t0 = time.perf_counter()
+        for t in toks:
+            engine.compute([t])
+        single = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            engine.compute(toks[i : i + batch])
+        batched = time.perf_counter() - t0
+    return single, batched
 
 
 def fwd_bwd_seconds(model_spec, examples, sample=12):
@@ -127,6 +148,8 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument("--project", help="also time a run with these projections")
+    parser.add_argument("--batching", action="store_true", help="also time batch 4 vs 1")
     args = parser.parse_args()
     train_path, queries_path = SETS[args.set]
     train, queries = load_examples(train_path), load_examples(queries_path)

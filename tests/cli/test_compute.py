@@ -159,3 +159,33 @@ def test_projection_rows_are_stored(tmp_path, tiny_model_dir, small_data, clean_
     # projections preserve squared norms in expectation: total over all rows within 20 %
     ratio = proj["sqnorm"].sum() / exact["sqnorm"].sum()
     assert 0.8 < ratio < 1.2
+
+
+def test_bf16_forward_backward_stays_close_to_float32(tmp_path, tiny_model_dir, small_data):
+    """--dtype bf16 runs the model in bfloat16 (dots still accumulate in float32/64)."""
+    fp32 = tmp_path / "fp32.duckdb"
+    bf16 = tmp_path / "bf16.duckdb"
+    run(tiny_model_dir, *small_data, fp32)
+    summary = run(tiny_model_dir, *small_data, bf16, dtype="bf16")
+    assert summary.passes == summary.examples
+    a, b = dots_frame(fp32), dots_frame(bf16)
+    assert a[["query_id", "candidate_id", "component_idx"]].equals(
+        b[["query_id", "candidate_id", "component_idx"]]
+    )
+    assert np.isfinite(b["dot"]).all()
+    cos = np.dot(a["dot"], b["dot"]) / (np.linalg.norm(a["dot"]) * np.linalg.norm(b["dot"]))
+    assert cos > 0.98
+
+
+def test_device_auto_resolves_without_gpu():
+    import torch
+
+    from gradlens.errors import GradLensError
+    from gradlens.models import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GradLensError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(GradLensError, match="unknown device"):
+        resolve_device("tpu")
