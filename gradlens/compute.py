@@ -22,8 +22,15 @@ from tqdm.auto import tqdm
 
 from gradlens.candidates import bm25_candidates
 from gradlens.config import ComputeConfig
-from gradlens.data import Tokenized, check_queries, content_hash, load_examples, tokenize_all
-from gradlens.distributed import init_distributed
+from gradlens.data import (
+    Example,
+    Tokenized,
+    check_queries,
+    content_hash,
+    load_examples,
+    tokenize_all,
+)
+from gradlens.distributed import DistContext, init_distributed
 from gradlens.engine import GradientEngine, ProjectionSet
 from gradlens.errors import GradLensError
 from gradlens.grads import ExampleGrads, projected_dots, query_dots
@@ -235,6 +242,29 @@ def component_frame(components: Sequence[Component]) -> pd.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class ComputeJob:
+    """The options of one ``gradlens compute`` invocation (see ``compute``)."""
+
+    model: str
+    train_path: str
+    queries_path: str
+    db: str
+    run: str | None
+    candidates: int
+    bm25_on: str
+    loss_on: str
+    reduction: str
+    max_length: int | None
+    dtype: str
+    seed: int
+    max_memory: int | None
+    batch_size: int | None
+    trust_remote_code: bool
+    progress: bool
+    t0: float
+
+
 def compute(
     model: str,
     train_path: str,
@@ -269,6 +299,25 @@ def compute(
     train = load_examples(train_path)
     queries = load_examples(queries_path)
     check_queries(train, queries, queries_path)
+    job = ComputeJob(
+        model,
+        str(train_path),
+        str(queries_path),
+        str(db),
+        run,
+        candidates,
+        bm25_on,
+        loss_on,
+        reduction,
+        max_length,
+        dtype,
+        seed,
+        max_memory,
+        batch_size,
+        trust_remote_code,
+        progress,
+        t0,
+    )
     ctx = init_distributed(resolve_device(device))
     try:
         if ctx.active and device.startswith("cuda"):
@@ -276,31 +325,7 @@ def compute(
         # only rank 0 touches the database (DuckDB has a single writer)
         store = Store(db) if ctx.is_main else None
         try:
-            return _compute_run(
-                ctx,
-                store,
-                t0,
-                model,
-                train,
-                queries,
-                train_path,
-                queries_path,
-                db,
-                run,
-                candidates,
-                bm25_on,
-                loss_on,
-                reduction,
-                max_length,
-                device,
-                dtype,
-                proj_specs,
-                seed,
-                max_memory,
-                batch_size,
-                trust_remote_code,
-                progress,
-            )
+            return _compute_run(ctx, store, job, train, queries, proj_specs, device)
         finally:
             if store is not None:
                 store.close()
@@ -309,59 +334,47 @@ def compute(
 
 
 def _compute_run(
-    ctx,
-    store,
-    t0,
-    model,
-    train,
-    queries,
-    train_path,
-    queries_path,
-    db,
-    run,
-    candidates,
-    bm25_on,
-    loss_on,
-    reduction,
-    max_length,
-    device,
-    dtype,
-    proj_specs,
-    seed,
-    max_memory,
-    batch_size,
-    trust_remote_code,
-    progress,
+    ctx: DistContext,
+    store: Store | None,
+    job: ComputeJob,
+    train: list[Example],
+    queries: list[Example],
+    proj_specs: list[tuple[str, float]],
+    device: str,
 ) -> ComputeSummary | None:
     net, tokenizer = load_model(
-        model, device=device, trust_remote_code=trust_remote_code, dtype=dtype
+        job.model, device=device, trust_remote_code=job.trust_remote_code, dtype=job.dtype
     )
     components = discover_components(net)
     config = ComputeConfig(
-        model=model,
+        model=job.model,
         model_hash=model_fingerprint(net),
         train_hash=content_hash(train),
         queries_hash=content_hash(queries),
-        train_path=str(train_path),
-        queries_path=str(queries_path),
-        candidates=candidates,
-        bm25_on=bm25_on,
-        loss_on=loss_on,
-        reduction=reduction,
-        max_length=max_length,
-        dtype=dtype,
+        train_path=str(job.train_path),
+        queries_path=str(job.queries_path),
+        candidates=job.candidates,
+        bm25_on=job.bm25_on,
+        loss_on=job.loss_on,
+        reduction=job.reduction,
+        max_length=job.max_length,
+        dtype=job.dtype,
         projections=tuple(f"{m}:{f:g}" for m, f in proj_specs),
-        seed=seed,
+        seed=job.seed,
     )
     run_id = config.key()
-    cand_df = bm25_candidates(train, queries, candidates, bm25_on)
-    train_tok = {t.example.id: t for t in tokenize_all(tokenizer, train, loss_on, max_length)}
-    query_tok = {t.example.id: t for t in tokenize_all(tokenizer, queries, loss_on, max_length)}
+    cand_df = bm25_candidates(train, queries, job.candidates, job.bm25_on)
+    train_tok = {
+        t.example.id: t for t in tokenize_all(tokenizer, train, job.loss_on, job.max_length)
+    }
+    query_tok = {
+        t.example.id: t for t in tokenize_all(tokenizer, queries, job.loss_on, job.max_length)
+    }
     state: dict = {}
     if ctx.is_main:
         try:
             row = store.begin_run(
-                run_id, run or f"{_stem(queries_path)}-{run_id[:6]}", _config_dict(config)
+                run_id, job.run or f"{_stem(job.queries_path)}-{run_id[:6]}", _config_dict(config)
             )
             if row["status"] != "complete" and not store.has_rows("components", run_id):
                 _write_setup(store, run_id, components, train_tok, query_tok, cand_df)
@@ -379,7 +392,7 @@ def _compute_run(
     if state["status"] == "complete":
         if not ctx.is_main:
             return None
-        return ComputeSummary(name, run_id, str(db), 0, 0, len(components), 0, 0.0, True)
+        return ComputeSummary(name, run_id, str(job.db), 0, 0, len(components), 0, 0.0, True)
     query_cands = {
         q: list(g.sort_values("rank")["candidate_id"])
         for q, g in cand_df.groupby("query_id", sort=False)
@@ -389,10 +402,10 @@ def _compute_run(
         log.warning(
             "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
         )
-    projections = _build_projections(proj_specs, components, seed, net)
-    engine = GradientEngine(net, components, reduction=reduction, projections=projections)
-    budget = max_memory if max_memory is not None else default_max_memory()
-    bsz = batch_size or (8 if str(engine.device).startswith("cuda") else 1)
+    projections = _build_projections(proj_specs, components, job.seed, net)
+    engine = GradientEngine(net, components, reduction=job.reduction, projections=projections)
+    budget = job.max_memory if job.max_memory is not None else default_max_memory()
+    bsz = job.batch_size or (8 if str(engine.device).startswith("cuda") else 1)
     written = store.normed_examples(run_id, "train") if ctx.is_main else set()
 
     def write(res: QueryResult) -> None:
@@ -403,7 +416,7 @@ def _compute_run(
     with engine:
         if not ctx.active:
             for res in iter_schedule(
-                engine, query_tok, train_tok, query_cands, budget, bsz, stats, progress=progress
+                engine, query_tok, train_tok, query_cands, budget, bsz, stats, progress=job.progress
             ):
                 write(res)
         else:
@@ -422,7 +435,7 @@ def _compute_run(
                 bsz,
                 stats,
                 order=order[lo:hi],
-                progress=progress and ctx.is_main,
+                progress=job.progress and ctx.is_main,
             )
             for _ in range(rounds):
                 gathered = ctx.gather(next(results, None))
@@ -433,7 +446,7 @@ def _compute_run(
     evictions = ctx.sum(stats.evictions)
     if not ctx.is_main:
         return None
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - job.t0
     unique = len(query_tok) + len(set(cand_df["candidate_id"]))
     store.mark_complete(
         run_id,
@@ -454,7 +467,7 @@ def _compute_run(
     return ComputeSummary(
         run_name=name,
         run_id=run_id,
-        db=str(db),
+        db=str(job.db),
         examples=unique,
         pairs=len(cand_df),
         components=len(components),
