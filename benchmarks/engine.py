@@ -197,6 +197,20 @@ def main() -> None:
         f"floor = {summary.examples} x {floor_one:.3f} = {floor:.1f} s; "
         f"engine / floor = {eng_wall / floor:.2f}"
     )
+    if args.project:
+        proj_wall, proj_summary, _ = run_engine(
+            args.model, train_path, queries_path, args.candidates, args.device, args.project
+        )
+        print(
+            f"with --project {args.project}: {proj_wall:.1f} s vs {eng_wall:.1f} s exact only: "
+            f"+{100 * (proj_wall / eng_wall - 1):.0f} % (passes {proj_summary.passes})"
+        )
+    if args.batching:
+        single, batched = batching_seconds(args.model, train)
+        print(
+            f"engine on 8 examples: batch 1 {single:.2f} s, batch 4 {batched:.2f} s "
+            f"(batch 4 / batch 1 = {batched / single:.2f})"
+        )
     if not args.no_naive:
         print(
             f"speedup engine vs naive: {naive_wall / eng_wall:.2f}x; "
