@@ -1,8 +1,10 @@
-# GradLens: `make demo` (compute + headline on the bundled demo), `make test` (lint + tests).
+# GradLens: `make demo` (compute the bundled demo if needed, print headlines, serve the dashboard),
+# `make test` (lint + tests).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DB     ?= data/demo.duckdb
+PORT   ?= 8501
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup test demo lint bench clean
@@ -32,6 +34,8 @@ demo: setup
 		--queries data/demo/generated.jsonl --db $(DB) --run model-generated
 	$(BIN)/gradlens select --db $(DB) --run paraphrased
 	$(BIN)/gradlens select --db $(DB) --run model-generated
+	GRADLENS_DB=$(DB) $(BIN)/streamlit run app.py --server.headless true \
+		--server.address 127.0.0.1 --server.port $(PORT) --browser.gatherUsageStats false
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py

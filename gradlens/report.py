@@ -247,3 +247,39 @@ def _format_costs(stats: dict, timings: dict) -> str:
         rows.append((f"greedy selection ({objective}), all steps", f"{seconds:.3f} s"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name.ljust(width)}  {value}" for name, value in rows)
+
+
+def list_runs(db: str) -> pd.DataFrame:
+    """The runs of ``db`` (read-only): name, run_id, status, created_at, queries, ..."""
+    with Store(db, read_only=True) as store:
+        return store.list_runs()
+
+
+def run_overview(db: str, run: str, folds: int = 5, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Read-only summary of one complete run for display: ``headline`` (as ``select`` prints
+    it, with CIs) and ``layer_kind`` (single-component accuracy, rows = layer, cols = kind)."""
+    from gradlens.selection import layer_kind_table, per_component_accuracy
+
+    with Store(db, read_only=True) as store:
+        row = store.resolve(run)
+        if row["status"] != "complete":
+            raise GradLensError(f"run '{row['name']}' is {row['status']}")
+        a = load_arrays(store, row["run_id"], "exact")
+    n_params = a.n_params if not np.isnan(a.n_params).any() else None
+    bm25 = a.bm25 if not np.isnan(a.bm25[a.valid]).any() else None
+    table = headline(
+        a.dots,
+        a.query_sq,
+        a.cand_sq,
+        a.target,
+        a.names,
+        valid=a.valid,
+        n_params=n_params,
+        bm25=bm25,
+        folds=folds,
+        seed=seed,
+    )
+    single = per_component_accuracy(a.dots, a.query_sq, a.cand_sq, a.target, a.valid)
+    layers = [None if pd.isna(v) else int(v) for v in a.components["layer"]]
+    grid = layer_kind_table(single, layers, list(a.components["kind"]))
+    return {"headline": table, "layer_kind": grid}
