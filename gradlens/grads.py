@@ -98,6 +98,9 @@ def densify(terms: tuple[Term, ...], shape: tuple[int, int]) -> torch.Tensor:
     Dense and factored terms are oriented [out, in] (GPT-2's Conv1D stores its weight
     transposed; only the element order differs, which no dot product sees).
     """
+    if len(terms) == 1 and not isinstance(terms[0], Sparse):  # no zero-fill and add needed
+        only = terms[0]
+        return (only.g if isinstance(only, Dense) else only.d.T @ only.x).reshape(shape)
     ref = next(iter(terms))
     dev = (
         ref.g if isinstance(ref, Dense) else ref.x if isinstance(ref, Factored) else ref.e
