@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dtype", choices=["float32", "bf16"], default="float32")
     c.add_argument("--project", help="projections, e.g. sjlt:0.01,gaussian:0.001")
     c.add_argument("--seed", type=int, default=0, help="projection seed")
-    c.add_argument("--max-memory", help="gradient cache budget, e.g. 8G (default: 70%% of free - 1G)")
+    c.add_argument(
+        "--max-memory", help="gradient cache budget, e.g. 8G (default: 70%% of free - 1G)"
+    )
     c.add_argument("--batch-size", type=_positive_int, help="examples per pass (cpu 1, cuda 8)")
     c.add_argument("--trust-remote-code", action="store_true", help="allow model code from disk")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
