@@ -123,6 +123,35 @@ def import_run(
     )
 
 
+def _complete_run(store: Store, run: str) -> dict:
+    """The ``runs`` row of ``run``; GradLensError unless its status is complete."""
+    row = store.resolve(run)
+    if row["status"] != "complete":
+        raise GradLensError(
+            f"run '{row['name']}' is {row['status']}: rerun its compute command to finish it"
+        )
+    return row
+
+
+def _headline(exact: RunArrays, projected: dict, folds: int, seed: int) -> pd.DataFrame:
+    """``selection.headline`` for a run's exact arrays (n_params / BM25 only where known)."""
+    n_params = exact.n_params if not np.isnan(exact.n_params).any() else None
+    bm25 = exact.bm25 if not np.isnan(exact.bm25[exact.valid]).any() else None
+    return headline(
+        exact.dots,
+        exact.query_sq,
+        exact.cand_sq,
+        exact.target,
+        exact.names,
+        valid=exact.valid,
+        n_params=n_params,
+        bm25=bm25,
+        projected=projected,
+        folds=folds,
+        seed=seed,
+    )
+
+
 def write_curves(store: Store, run_id: str, method: str, arrays: RunArrays, folds: int, seed: int):
     """Greedy curves (accuracy and fidelity objectives) with held-out accuracy, into the DB."""
     store.con.execute(CURVES_SCHEMA)
@@ -180,34 +209,15 @@ def select_report(db: str, run: str, folds: int = 5, seed: int = 0) -> str:
     """The headline table of a run (every stored method) and its cost table; greedy curves are
     written to ``selection_curves``. Returns printable text."""
     with Store(db) as store:
-        row = store.resolve(run)
+        row = _complete_run(store, run)
         run_id = row["run_id"]
-        if row["status"] != "complete":
-            raise GradLensError(
-                f"run '{row['name']}' is {row['status']}: rerun its compute command to finish it"
-            )
-        methods = store.methods(run_id)
         exact = load_arrays(store, run_id, "exact")
         projected = {}
-        for m in methods:
+        for m in store.methods(run_id):
             if m != "exact":
                 a = load_arrays(store, run_id, m)
                 projected[m] = (a.dots, a.query_sq, a.cand_sq)
-        n_params = exact.n_params if not np.isnan(exact.n_params).any() else None
-        bm25 = exact.bm25 if not np.isnan(exact.bm25[exact.valid]).any() else None
-        table = headline(
-            exact.dots,
-            exact.query_sq,
-            exact.cand_sq,
-            exact.target,
-            exact.names,
-            valid=exact.valid,
-            n_params=n_params,
-            bm25=bm25,
-            projected=projected,
-            folds=folds,
-            seed=seed,
-        )
+        table = _headline(exact, projected, folds, seed)
         timings = write_curves(store, run_id, "exact", exact, folds, seed)
         stats = json.loads(row["stats"]) if row.get("stats") else {}
     n, b, k = exact.dots.shape
@@ -261,24 +271,8 @@ def run_overview(db: str, run: str, folds: int = 5, seed: int = 0) -> dict[str, 
     from gradlens.selection import layer_kind_table, per_component_accuracy
 
     with Store(db, read_only=True) as store:
-        row = store.resolve(run)
-        if row["status"] != "complete":
-            raise GradLensError(f"run '{row['name']}' is {row['status']}")
-        a = load_arrays(store, row["run_id"], "exact")
-    n_params = a.n_params if not np.isnan(a.n_params).any() else None
-    bm25 = a.bm25 if not np.isnan(a.bm25[a.valid]).any() else None
-    table = headline(
-        a.dots,
-        a.query_sq,
-        a.cand_sq,
-        a.target,
-        a.names,
-        valid=a.valid,
-        n_params=n_params,
-        bm25=bm25,
-        folds=folds,
-        seed=seed,
-    )
+        a = load_arrays(store, _complete_run(store, run)["run_id"], "exact")
+    table = _headline(a, {}, folds, seed)
     single = per_component_accuracy(a.dots, a.query_sq, a.cand_sq, a.target, a.valid)
     layers = [None if pd.isna(v) else int(v) for v in a.components["layer"]]
     grid = layer_kind_table(single, layers, list(a.components["kind"]))

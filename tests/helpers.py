@@ -46,3 +46,26 @@ def assert_db_matches_brute_force(store, run_id, grads, tol=1e-5) -> int:
     assert worst <= tol, f"worst error in cosine scale {worst:.2e}"
     assert isinstance(dots, pd.DataFrame)
     return checked
+
+
+def synthetic_import_args(tmp_path, db) -> list[str]:
+    """`gradlens import` arguments for the synthetic long tables of test_paper_reference,
+    written as Parquet under ``tmp_path`` (run name ``syn``)."""
+    from tests.unit.test_paper_reference import synthetic, write
+
+    dots, norms, _ = synthetic()
+    dp, np_ = write(tmp_path, dots, norms, "parquet")
+    setting = dots["setting"].iloc[0]
+    return [
+        "import",
+        "--db",
+        str(db),
+        "--run",
+        "syn",
+        "--dots",
+        str(dp),
+        "--norms",
+        str(np_),
+        "--filter",
+        f"setting={setting}",
+    ]

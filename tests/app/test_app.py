@@ -6,7 +6,7 @@ import pytest
 
 from gradlens.cli import main
 from tests.conftest import REPO
-from tests.unit.test_paper_reference import synthetic, write
+from tests.helpers import synthetic_import_args
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -14,28 +14,8 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 @pytest.fixture
 def db(tmp_path):
-    dots, norms, _ = synthetic()
-    dp, np_ = write(tmp_path, dots, norms, "parquet")
     path = tmp_path / "app.duckdb"
-    setting = dots["setting"].iloc[0]
-    assert (
-        main(
-            [
-                "import",
-                "--db",
-                str(path),
-                "--run",
-                "syn",
-                "--dots",
-                str(dp),
-                "--norms",
-                str(np_),
-                "--filter",
-                f"setting={setting}",
-            ]
-        )
-        == 0
-    )
+    assert main(synthetic_import_args(tmp_path, path)) == 0
     return path
 
 

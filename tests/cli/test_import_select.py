@@ -12,27 +12,13 @@ from gradlens.cli import main
 from gradlens.report import load_arrays
 from gradlens.selection import accuracy, per_component_accuracy
 from gradlens.store import Store
-from tests.unit.test_paper_reference import PUBLISHED, paper_dir, synthetic, write
+from tests.helpers import synthetic_import_args
+from tests.unit.test_paper_reference import PARAMS, PUBLISHED, paper_dir, synthetic, write
 
 
 def test_import_then_select_synthetic(tmp_path, capsys):
-    dots, norms, _ = synthetic()
-    dp, np_ = write(tmp_path, dots, norms, "parquet")
     db = tmp_path / "x.duckdb"
-    setting = dots["setting"].iloc[0]
-    args = [
-        "import",
-        "--db",
-        str(db),
-        "--run",
-        "syn",
-        "--dots",
-        str(dp),
-        "--norms",
-        str(np_),
-        "--filter",
-        f"setting={setting}",
-    ]
+    args = synthetic_import_args(tmp_path, db)
     assert main(args) == 0
     assert "imported" in capsys.readouterr().out
     assert main(args) == 0  # same tables again: a no-op
@@ -46,7 +32,7 @@ def test_import_then_select_synthetic(tmp_path, capsys):
             "SELECT objective, count(*) FROM selection_curves WHERE run_id = ? GROUP BY 1",
             [run_id],
         ).fetchall()
-    k = dots["component"].nunique()
+    k = len(PARAMS)
     assert dict(curves) == {"accuracy": k, "fidelity": k}
 
 
