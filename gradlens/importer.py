@@ -132,6 +132,11 @@ class RunArrays:
     method: str = "exact"
 
     @property
+    def core(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(dots, query_sq, cand_sq, target)``: the leading arguments of the selection API."""
+        return self.dots, self.query_sq, self.cand_sq, self.target
+
+    @property
     def names(self) -> list[str]:
         """User-facing component names [K]."""
         return [str(c) for c in self.components["component"]]

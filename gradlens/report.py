@@ -138,10 +138,7 @@ def _headline(exact: RunArrays, projected: dict, folds: int, seed: int) -> pd.Da
     n_params = exact.n_params if not np.isnan(exact.n_params).any() else None
     bm25 = exact.bm25 if not np.isnan(exact.bm25[exact.valid]).any() else None
     return headline(
-        exact.dots,
-        exact.query_sq,
-        exact.cand_sq,
-        exact.target,
+        *exact.core,
         exact.names,
         valid=exact.valid,
         n_params=n_params,
@@ -164,10 +161,7 @@ def write_curves(store: Store, run_id: str, method: str, arrays: RunArrays, fold
     for objective in ("accuracy", "fidelity"):
         t0 = time.perf_counter()
         steps = greedy_select(
-            arrays.dots,
-            arrays.query_sq,
-            arrays.cand_sq,
-            arrays.target,
+            *arrays.core,
             objective=objective,
             n_params=n_params,
             valid=arrays.valid,
@@ -176,10 +170,7 @@ def write_curves(store: Store, run_id: str, method: str, arrays: RunArrays, fold
         held = np.full(len(steps), np.nan)
         if 2 <= folds <= len(arrays.target):
             h = kfold_greedy(
-                arrays.dots,
-                arrays.query_sq,
-                arrays.cand_sq,
-                arrays.target,
+                *arrays.core,
                 folds=folds,
                 seed=seed,
                 objective=objective,

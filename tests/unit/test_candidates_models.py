@@ -88,3 +88,26 @@ def test_unmappable_architecture_names_the_class():
     )
     with pytest.raises(GradLensError, match="BertForMaskedLM"):
         discover_components(model)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("8G", 8 << 30),
+        ("512M", 512 << 20),
+        ("1.5GB", int(1.5 * (1 << 30))),
+        ("2GiB", 2 << 30),
+        ("1000", 1000),
+    ],
+)
+def test_parse_memory(text, expected):
+    from gradlens.compute import parse_memory
+
+    assert parse_memory(text) == expected
+
+
+def test_parse_memory_rejects_garbage():
+    from gradlens.compute import parse_memory
+
+    with pytest.raises(GradLensError, match="--max-memory"):
+        parse_memory("lots")
