@@ -164,37 +164,42 @@ class GradientEngine:
                     per_example = per_example / counts
                 per_example.sum().backward()
             self.passes += bsz
-            return [self._collect(i, batch[i], mask[i].bool()) for i in range(bsz)]
+            rows = [self._rows_with_gradient(t) for t in batch]
+            return [self._collect(i, batch[i], rows[i]) for i in range(bsz)]
         finally:
             self._captured = {}
 
-    def _collect(self, i: int, tok: Tokenized, valid: torch.Tensor) -> ExampleGrads:
+    @staticmethod
+    def _rows_with_gradient(tok: Tokenized) -> int:
+        """Positions [0, m) can carry gradient: in a causal LM, position t only influences
+        outputs at positions >= t, so every position after the last one whose logits enter the
+        loss (label at t + 1) gets exactly zero gradient in every layer and is dropped."""
+        has_loss = (tok.labels[1:] != IGNORE_INDEX).nonzero()
+        return int(has_loss[-1]) + 1 if len(has_loss) else 0
+
+    def _collect(self, i: int, tok: Tokenized, m: int) -> ExampleGrads:
         comps: list[tuple[Term, ...]] = []
         # q/k/v (and gate/up) read the same input: share one X tensor so that dot products
         # compute its Gram matrix once (see grads.component_dots).
-        shared_x: dict[tuple, torch.Tensor] = {}
+        shared_x: dict[int, torch.Tensor] = {}
         for idx, comp in enumerate(self.components):
             terms = []
             for entry in self._captured.get(idx, []):
                 d = entry["d"]
-                if d is None:  # this module's output did not reach the loss
+                if d is None or m == 0:  # this module's output did not reach the loss
                     continue
-                d = d[i]
+                d = d[i, :m].float()
                 if entry["type"] == "linear":
-                    d = d[valid].float()
-                    keep = d.abs().amax(dim=-1) > 0  # rows without gradient add nothing
-                    key = (entry["x"].data_ptr(), tuple(keep.nonzero().flatten().tolist()))
+                    key = entry["x"].data_ptr()
                     if key not in shared_x:
-                        shared_x[key] = entry["x"][i][valid][keep].float().contiguous()
-                    x, d = shared_x[key], d[keep]
-                    if x.shape[0] == 0:
-                        continue
-                    if x.shape[0] * (x.shape[1] + d.shape[1]) < comp.n_params:
+                        shared_x[key] = entry["x"][i, :m].float().contiguous()
+                    x = shared_x[key]
+                    if m * (x.shape[1] + d.shape[1]) < comp.n_params:
                         terms.append(Factored(x, d.contiguous()))
                     else:
                         terms.append(Dense(d.T @ x))
                 else:
-                    ids, d = entry["ids"][i][valid], d[valid].float()
+                    ids = entry["ids"][i, :m]
                     if entry["padding_idx"] is not None:
                         keep = ids != entry["padding_idx"]
                         ids, d = ids[keep], d[keep]
