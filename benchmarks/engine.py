@@ -1,9 +1,10 @@
 """Engine vs the naive ``get_grads`` loop (1 + b passes per query), in one process.
 
 Prints passes per query, wall time (model load included) and peak RSS for both, their ratio,
-and the physical floor: unique examples x the measured time of one plain forward+backward.
+and the physical floor: unique examples x the time of one plain forward+backward, sampled by
+probes on a second model copy during the engine run (see ``FloorProbe``).
 
-    python benchmarks/engine.py                       # the 16-example set, naive + engine
+    python benchmarks/engine.py --no-floor            # the 16-example set, naive + engine
     python benchmarks/engine.py --set demo --no-naive # the full demo: engine vs floor
     python benchmarks/engine.py --no-naive --project sjlt:0.01   # + projection overhead
     python benchmarks/engine.py --no-naive --batching            # + batch 4 vs batch 1
@@ -17,6 +18,7 @@ import platform
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -123,22 +125,76 @@ def batching_seconds(model_spec, examples, n=8, batch=4):
     return single, batched
 
 
-def fwd_bwd_seconds(model_spec, examples, sample=12):
-    """Mean wall time of one plain forward+backward (weights' .grad computed) per example."""
-    model, tok = load_model(model_spec)
-    toks = tokenize_all(tok, examples[:sample])
-    times = []
-    for t in toks:
-        model.zero_grad(set_to_none=True)
+def _plain_fwd_bwd(model, t) -> float:
+    """Wall time of one plain forward+backward of ``t`` (weights' .grad computed)."""
+    model.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
+    logits = model(input_ids=t.input_ids[None], use_cache=False).logits[:, :-1]
+    labels = t.labels[None, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def _spread(train, queries, sample):
+    """``sample`` examples spread evenly over the training set and the queries (half each)."""
+    half = sample // 2
+    return [pool[i * len(pool) // half] for pool in (train, queries) for i in range(half)]
+
+
+class FloorProbe:
+    """Samples the floor DURING the engine run: every ``every`` engine passes, one plain
+    forward+backward of the next example of a spread sample on a second copy of the model.
+
+    This box's speed drifts by tens of percent over minutes (a fresh process measured one
+    fwd+bwd at 1.25 s and at 1.94 s within the hour), so a floor measured before or after
+    a ten-minute run is not comparable with it; probes taken in between are. Probe time is
+    subtracted from the engine's wall time.
+    """
+
+    def __init__(self, model_spec, train, queries, every=8, sample=32):
+        self.model, tok = load_model(model_spec)
+        self.toks = tokenize_all(tok, _spread(train, queries, sample))
+        self.every = every
+        self.times: list[float] = []
+        self.seconds = 0.0  # probe wall time, including bookkeeping
+        self._next = 0
+
+    def probe(self) -> None:
         t0 = time.perf_counter()
-        logits = model(input_ids=t.input_ids[None], use_cache=False).logits[:, :-1]
-        labels = t.labels[None, 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
-        )
-        loss.backward()
-        times.append(time.perf_counter() - t0)
-    return float(np.mean(times[1:])), float(np.mean([t.n_tokens for t in toks]))
+        self.times.append(_plain_fwd_bwd(self.model, self.toks[self._next % len(self.toks)]))
+        self._next += 1
+        self.model.zero_grad(set_to_none=True)
+        self.seconds += time.perf_counter() - t0
+
+    def __enter__(self) -> FloorProbe:
+        from gradlens.engine import GradientEngine
+
+        self._orig = orig = GradientEngine.compute
+        probe, every = self, self.every
+
+        def compute(engine, batch):
+            out = orig(engine, batch)
+            if engine.passes % every < len(batch):
+                probe.probe()
+            return out
+
+        GradientEngine.compute = compute
+        self.probe()  # warm-up, not counted
+        self.times.clear()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from gradlens.engine import GradientEngine
+
+        GradientEngine.compute = self._orig
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.times))
 
 
 def main() -> None:
@@ -148,6 +204,11 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-naive", action="store_true")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor probes (their second model copy would count in the peak RSS)",
+    )
     parser.add_argument("--project", help="also time a run with these projections")
     parser.add_argument("--batching", action="store_true", help="also time batch 4 vs 1")
     args = parser.parse_args()
@@ -155,12 +216,13 @@ def main() -> None:
     train, queries = load_examples(train_path), load_examples(queries_path)
     load_model(args.model)  # convert/cache once so neither side pays the one-time conversion
 
-    with PeakRSS() as rss_engine:
+    probe = FloorProbe(args.model, train, queries) if not args.no_floor else nullcontext()
+    with probe, PeakRSS() as rss_engine:
         eng_wall, summary, eng_dots = run_engine(
             args.model, train_path, queries_path, args.candidates, args.device
         )
-    floor_one, mean_tokens = fwd_bwd_seconds(args.model, train + queries)
-    floor = summary.examples * floor_one
+    if not args.no_floor:
+        eng_wall -= probe.seconds  # the probes ran inside the engine's timed window
     rows = [
         ("engine", summary.passes / len(queries), eng_wall, rss_engine.peak),
     ]
@@ -192,11 +254,17 @@ def main() -> None:
         f"unique examples: {summary.examples}; engine passes: {summary.passes}; "
         f"evictions: {summary.evictions}"
     )
-    print(
-        f"one plain fwd+bwd: {floor_one:.3f} s (mean {mean_tokens:.0f} tokens); "
-        f"floor = {summary.examples} x {floor_one:.3f} = {floor:.1f} s; "
-        f"engine / floor = {eng_wall / floor:.2f}"
-    )
+    if not args.no_floor:
+        floor_one = probe.mean
+        floor = summary.examples * floor_one
+        mean_tokens = float(np.mean([t.n_tokens for t in probe.toks]))
+        print(
+            f"one plain fwd+bwd, {len(probe.times)} probes during the run: {floor_one:.3f} s "
+            f"(min {min(probe.times):.3f}, max {max(probe.times):.3f}; mean {mean_tokens:.0f} "
+            f"tokens; probe time {probe.seconds:.1f} s excluded from the engine's wall); "
+            f"floor = {summary.examples} x {floor_one:.3f} = {floor:.1f} s; "
+            f"engine / floor = {eng_wall / floor:.2f}"
+        )
     if args.project:
         proj_wall, proj_summary, _ = run_engine(
             args.model, train_path, queries_path, args.candidates, args.device, args.project
