@@ -98,21 +98,24 @@ def densify(terms: tuple[Term, ...], shape: tuple[int, int]) -> torch.Tensor:
     Dense and factored terms are oriented [out, in] (GPT-2's Conv1D stores its weight
     transposed; only the element order differs, which no dot product sees).
     """
-    if len(terms) == 1 and not isinstance(terms[0], Sparse):  # no zero-fill and add needed
-        only = terms[0]
-        return (only.g if isinstance(only, Dense) else only.d.T @ only.x).reshape(shape)
-    ref = next(iter(terms))
-    dev = (
-        ref.g if isinstance(ref, Dense) else ref.x if isinstance(ref, Factored) else ref.e
-    ).device
-    g = torch.zeros(shape, dtype=torch.float32, device=dev)
-    for t in terms:
+    g: torch.Tensor | None = None  # built in place: no zero-fill or temporary where avoidable
+    for t in sorted(terms, key=lambda t: isinstance(t, Sparse)):
         if isinstance(t, Dense):
-            g += t.g.reshape(shape)
+            if g is None:  # copy unless it is the only term: the terms must stay untouched
+                g = t.g.reshape(shape) if len(terms) == 1 else t.g.reshape(shape).clone()
+            else:
+                g.add_(t.g.reshape(shape))
         elif isinstance(t, Factored):
-            g += (t.d.T @ t.x).reshape(shape)
+            if g is None:
+                g = (t.d.T @ t.x).reshape(shape)
+            else:
+                g.view(t.d.shape[1], t.x.shape[1]).addmm_(t.d.T, t.x)
         else:
+            if g is None:
+                g = torch.zeros(shape, dtype=torch.float32, device=t.e.device)
             g.index_add_(0, t.ids, t.e)
+    if g is None:
+        raise ValueError("densify needs at least one term")
     return g
 
 

@@ -91,6 +91,24 @@ def test_term_dots_every_form_pair():
             assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+def test_densify_mixed_terms_matches_brute_force_and_leaves_terms_untouched():
+    gen = torch.Generator().manual_seed(1)
+    rows, cols = 30, 8
+    dense = Dense(torch.randn(rows, cols, generator=gen))
+    fac = Factored(torch.randn(4, cols, generator=gen), torch.randn(4, rows, generator=gen))
+    sparse = Sparse(torch.tensor([2, 2, 17]), torch.randn(3, cols, generator=gen))
+    saved = dense.g.clone()
+    want = dense.g + fac.d.T @ fac.x
+    want[2] += sparse.e[0] + sparse.e[1]
+    want[17] += sparse.e[2]
+    for order in [(dense, fac, sparse), (sparse, fac, dense), (sparse, fac), (fac, fac)]:
+        expect = sum((densify((t,), (rows, cols)) for t in order), torch.zeros(rows, cols))
+        got = densify(order, (rows, cols))
+        assert torch.allclose(got, expect, atol=1e-5)
+    assert torch.allclose(densify((dense, fac, sparse), (rows, cols)), want, atol=1e-5)
+    assert torch.equal(dense.g, saved)  # densify never writes into a stored term
+
+
 def test_smollm2_three_examples(smollm2_dir):
     """The real bundled model: 211 components, exact against autograd on 3 examples."""
     from gradlens.models import load_model
