@@ -404,7 +404,7 @@ def _compute_run(
         log.warning(
             "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
         )
-    projections = _build_projections(proj_specs, components, job.seed, net)
+    projections = build_projections(proj_specs, components, job.seed, net)
     engine = GradientEngine(net, components, reduction=job.reduction, projections=projections)
     budget = job.max_memory if job.max_memory is not None else default_max_memory()
     bsz = job.batch_size or (8 if str(engine.device).startswith("cuda") else 1)
@@ -522,7 +522,11 @@ def _parse_projections(project: str | None) -> list[tuple[str, float]]:
         raise GradLensError(f"--project: {exc}") from None
 
 
-def _build_projections(specs, components, seed: int, net) -> list[ProjectionSet]:
+def build_projections(
+    specs: Sequence[tuple[str, float]], components: Sequence[Component], seed: int, net
+) -> list[ProjectionSet]:
+    """The engine's projections for ``--project`` specs [(method, fraction), ...]: component c
+    gets ``Projector(P_c, d_c, method, seed=seed * 100_003 + c)`` on the model's device."""
     if not specs:
         return []
     from gradlens.projection import Projector, component_dims
