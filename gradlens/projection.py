@@ -13,11 +13,12 @@ E|p|² = |x|² for every method:
   contiguous row ranges, with independent signs ±1/sqrt(s). Hash rows and signs come from seeded
   CPU ``torch.Generator`` blocks (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted
   ``hash()``, so tables are identical across processes and devices (on CUDA ``index_add_`` may
-  add in a different order, so outputs can differ in the last bits). Applied with
-  ``np.bincount`` on CPU (``index_add_`` elsewhere): O(n_in · s) per vector. The table (12
-  bytes per input coordinate and hash: int64 row, float32 sign) is cached on the Projector
-  when n_in · s <= ``cache_limit`` (default 2^25, which covers every SmolLM2
-  component); larger ones are redrawn on each call (~30 ns per entry here).
+  add in a different order, so outputs can differ in the last bits). Applied on CPU by
+  a numba kernel (``gradlens.sketch_kernel``; 4-byte table entries),
+  elsewhere with ``index_add_``: O(n_in · s) per vector. The table (int32 codes on CPU, int64
+  row + float32 sign elsewhere) is cached on the Projector when n_in · s <= ``cache_limit``
+  (default 2^25, which covers every SmolLM2 component); larger ones are redrawn on each call
+  (~30 ns per entry here).
 - ``trak``: TRAK's own projector (BasicProjector on CPU, CudaProjector on CUDA), scaled by
   1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
 """
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from gradlens import sketch_kernel
 
 __all__ = [
     "Projector",
@@ -89,9 +92,7 @@ class Projector:
     device: str = "cpu"
     block: int | None = None
     cache_limit: int = 1 << 25
-    _cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    _cache: dict[tuple, object] = field(default_factory=dict, init=False, repr=False)
     _trak: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,11 +133,9 @@ class Projector:
             (hi - lo, self.n_out), generator=gen, dtype=torch.float32, device=self.device
         )
 
-    def sjlt_block(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i."""
-        cached = self._cache.get(i)
-        if cached is not None:
-            return cached
+    def _draw_sjlt(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i,
+        on the CPU, freshly drawn."""
         lo, hi = self._rows(i)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(derive_seed(self.seed, SJLT_TAG, i))
@@ -147,10 +146,33 @@ class Projector:
             idx[r] = torch.randint(a, b, (m,), generator=gen)
         bits = torch.randint(0, 2, (self.s, m), generator=gen)
         sign = (bits.to(torch.float32) * 2.0 - 1.0) / math.sqrt(self.s)
-        out = (idx.to(self.device), sign.to(self.device))
-        if self.n_in * self.s <= self.cache_limit:
-            self._cache[i] = out
+        return idx, sign
+
+    def _cached(self, key: tuple, make):
+        out = self._cache.get(key)
+        if out is None:
+            out = make()
+            if self.n_in * self.s <= self.cache_limit:
+                self._cache[key] = out
         return out
+
+    def sjlt_block(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i."""
+
+        def make():
+            idx, sign = self._draw_sjlt(i)
+            return idx.to(self.device), sign.to(self.device)
+
+        return self._cached(("table", i), make)
+
+    def sjlt_codes(self, i: int) -> np.ndarray:
+        """Block i's table packed for the CPU kernel: int32 [s, hi - lo], 2 * row + (sign < 0)."""
+
+        def make():
+            idx, sign = self._draw_sjlt(i)
+            return sketch_kernel.encode(idx.numpy(), (sign < 0).numpy())
+
+        return self._cached(("codes", i), make)
 
     def matrix(self) -> torch.Tensor:
         """The full scaled matrix [n_in, n_out] with p = x @ matrix() (small sizes only: tests)."""
@@ -179,19 +201,18 @@ class Projector:
             out = torch.zeros((x2.shape[0], self.n_out), dtype=torch.float32, device=self.device)
             for i in range(self.n_blocks):
                 lo, hi = self._rows(i)
-                idx, sign = self.sjlt_block(i)
                 xb = x2[:, lo:hi]
+                if out.device.type == "cpu" and sketch_kernel.available():
+                    codes = self.sjlt_codes(i)
+                    xn = xb.detach().numpy()
+                    scale = 1.0 / math.sqrt(self.s)
+                    for j in range(out.shape[0]):
+                        acc = sum(sketch_kernel.sketch(xn[j], c, self.n_out) for c in codes)
+                        out[j] += torch.from_numpy(acc) * scale
+                    continue
+                idx, sign = self.sjlt_block(i)
                 for r in range(self.s):
-                    if out.device.type == "cpu":
-                        # numpy's bincount is a plain C loop: 2-3x faster than index_add_
-                        # here, and it accumulates in float64
-                        signed = (xb * sign[r]).numpy()
-                        rows = idx[r].numpy()
-                        for j in range(out.shape[0]):
-                            counts = np.bincount(rows, weights=signed[j], minlength=self.n_out)
-                            out[j] += torch.from_numpy(counts)
-                    else:
-                        out.index_add_(1, idx[r], xb * sign[r])
+                    out.index_add_(1, idx[r], xb * sign[r])
         else:
             out = self._trak.project(x2, model_id=0).to(torch.float32) / math.sqrt(self.n_out)
         return out.reshape(*lead, self.n_out)

@@ -40,8 +40,12 @@ def _digest_here() -> str:
 
 def test_bit_identical_across_processes() -> None:
     procs = []
-    for hash_seed in ("1", "2"):  # a salted-hash dependence would show up here
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+    # a salted-hash dependence, or a thread-count dependence of the CPU sketch kernel,
+    # would show up here
+    for hash_seed, threads in (("1", "1"), ("2", "2")):
+        env = dict(
+            os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS=threads
+        )
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", _SCRIPT],
@@ -97,6 +101,25 @@ def test_sjlt_structure_and_reference(s: int) -> None:
     assert torch.allclose(y, x @ m, rtol=1e-5, atol=1e-5)
     assert torch.equal(p.project(x[1:3]), y[1:3])
     assert torch.equal(Projector(n_in, n_out, "sjlt", seed=2, s=s, block=256).project(x), y)
+
+
+@pytest.mark.parametrize("s", [1, 3])
+def test_sjlt_cpu_kernel_equals_index_add_with_the_same_table(s: int) -> None:
+    """The numba scatter (int32 codes) against torch's index_add_ in float64."""
+    from gradlens import sketch_kernel
+
+    assert sketch_kernel.available()
+    n_in, n_out, block = 5000, 97, 1200
+    p = Projector(n_in, n_out, "sjlt", seed=4, s=s, block=block)
+    x = torch.randn(3, n_in, generator=torch.Generator().manual_seed(8))
+    want = torch.zeros(3, n_out, dtype=torch.float64)
+    for i in range(p.n_blocks):
+        lo, hi = i * block, min(n_in, (i + 1) * block)
+        idx, sign = p.sjlt_block(i)
+        for r in range(s):
+            want.index_add_(1, idx[r], x[:, lo:hi].double() * sign[r].double())
+    got = p.project(x)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(("method", "s"), [("gaussian", 1), ("sjlt", 1), ("sjlt", 4)])
