@@ -181,7 +181,7 @@ class GradientEngine:
         comps: list[tuple[Term, ...]] = []
         # q/k/v (and gate/up) read the same input: share one X tensor so that dot products
         # compute its Gram matrix once (see grads.component_dots).
-        shared_x: dict[int, torch.Tensor] = {}
+        shared_x: dict[tuple, torch.Tensor] = {}
         for idx, comp in enumerate(self.components):
             terms = []
             for entry in self._captured.get(idx, []):
@@ -190,9 +190,10 @@ class GradientEngine:
                     continue
                 d = d[i, :m].float()
                 if entry["type"] == "linear":
-                    key = entry["x"].data_ptr()
+                    xt = entry["x"]  # the same live tensor (not just the same address)
+                    key = (xt.data_ptr(), tuple(xt.shape), xt.stride())
                     if key not in shared_x:
-                        shared_x[key] = entry["x"][i, :m].float().contiguous()
+                        shared_x[key] = xt[i, :m].float().contiguous()
                     x = shared_x[key]
                     if m * (x.shape[1] + d.shape[1]) < comp.n_params:
                         terms.append(Factored(x, d.contiguous()))
