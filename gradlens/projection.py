@@ -10,15 +10,14 @@ E|p|² = |x|² for every method:
   on the batch. The generator runs on ``device``: CPU and CUDA give different (each
   deterministic) matrices.
 - ``sjlt``: sparse JL / CountSketch: input coordinate j goes to s output rows, one in each of s
-  contiguous row ranges, with independent signs ±1/sqrt(s). Hash rows and signs come from seeded
-  CPU ``torch.Generator`` blocks (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted
-  ``hash()``, so tables are identical across processes and devices (on CUDA ``index_add_`` may
-  add in a different order, so outputs can differ in the last bits). Applied on CPU by
-  a numba kernel (``gradlens.sketch_kernel``; 4-byte table entries),
-  elsewhere with ``index_add_``: O(n_in · s) per vector. The table (int32 codes on CPU, int64
-  row + float32 sign elsewhere) is cached on the Projector when n_in · s <= ``cache_limit``
-  (default 2^25, which covers every SmolLM2 component); larger ones are redrawn on each call
-  (~30 ns per entry here).
+  contiguous row ranges, with independent signs ±1/sqrt(s). Each (row, sign) is one int32 code
+  ``2 * row + (sign < 0)``, drawn uniformly from seeded CPU ``torch.Generator`` blocks
+  (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted ``hash()``, so tables are identical
+  across processes and devices (on CUDA ``index_add_`` may add in a different order, so outputs
+  can differ in the last bits). Applied on CPU by a numba kernel (``gradlens.sketch_kernel``;
+  reads each code once), elsewhere with ``index_add_``: O(n_in · s) per vector. The table is
+  cached on the Projector when n_in · s <= ``cache_limit`` (default 2^25, which covers every
+  SmolLM2 component); larger ones are redrawn on each call.
 - ``trak``: TRAK's own projector (BasicProjector on CPU, CudaProjector on CUDA), scaled by
   1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
 """
@@ -133,20 +132,18 @@ class Projector:
             (hi - lo, self.n_out), generator=gen, dtype=torch.float32, device=self.device
         )
 
-    def _draw_sjlt(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i,
-        on the CPU, freshly drawn."""
+    def _draw_sjlt(self, i: int) -> torch.Tensor:
+        """Block i's table as int32 codes [s, hi - lo], freshly drawn on the CPU: code =
+        2 * row + (sign < 0), drawn uniformly from [2a, 2b) for row range [a, b) — one draw
+        gives a uniform row and an independent fair sign."""
         lo, hi = self._rows(i)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(derive_seed(self.seed, SJLT_TAG, i))
-        m = hi - lo
-        idx = torch.empty((self.s, m), dtype=torch.int64)
+        codes = torch.empty((self.s, hi - lo), dtype=torch.int32)
         for r in range(self.s):  # row range r: [r * n_out // s, (r + 1) * n_out // s)
             a, b = r * self.n_out // self.s, (r + 1) * self.n_out // self.s
-            idx[r] = torch.randint(a, b, (m,), generator=gen)
-        bits = torch.randint(0, 2, (self.s, m), generator=gen)
-        sign = (bits.to(torch.float32) * 2.0 - 1.0) / math.sqrt(self.s)
-        return idx, sign
+            codes[r] = torch.randint(2 * a, 2 * b, (hi - lo,), generator=gen, dtype=torch.int32)
+        return codes
 
     def _cached(self, key: tuple, make):
         out = self._cache.get(key)
@@ -160,7 +157,9 @@ class Projector:
         """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i."""
 
         def make():
-            idx, sign = self._draw_sjlt(i)
+            codes = self._draw_sjlt(i)
+            idx = (codes >> 1).to(torch.int64)
+            sign = (1.0 - 2.0 * (codes & 1).to(torch.float32)) / math.sqrt(self.s)
             return idx.to(self.device), sign.to(self.device)
 
         return self._cached(("table", i), make)
@@ -169,8 +168,7 @@ class Projector:
         """Block i's table packed for the CPU kernel: int32 [s, hi - lo], 2 * row + (sign < 0)."""
 
         def make():
-            idx, sign = self._draw_sjlt(i)
-            return sketch_kernel.encode(idx.numpy(), (sign < 0).numpy())
+            return self._draw_sjlt(i).numpy()
 
         return self._cached(("codes", i), make)
 

@@ -29,11 +29,6 @@ def available() -> bool:
     return numba is not None
 
 
-def encode(rows: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Codes int32[n] = 2 * rows + negative, for rows < 2^30."""
-    return (rows.astype(np.int64) * 2 + negative.astype(np.int64)).astype(np.int32)
-
-
 if numba is not None:
 
     @numba.njit(parallel=True, cache=True)
