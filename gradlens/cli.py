@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-length", type=_positive_int, help="cut examples to N tokens (warns)")
     c.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     c.add_argument("--dtype", choices=["float32", "bf16"], default="float32")
-    c.add_argument("--project", help="projections, e.g. sjlt:0.01,gaussian:0.001")
+    c.add_argument(
+        "--project",
+        help="projections METHOD:FRACTION,... with METHOD gaussian, sjlt, kron (Kronecker "
+        "CountSketch of the factors) or trak; e.g. sjlt:0.01,gaussian:0.001",
+    )
     c.add_argument("--seed", type=int, default=0, help="projection seed")
     c.add_argument(
         "--max-memory", help="gradient cache budget, e.g. 8G (default: 70%% of free - 1G)"

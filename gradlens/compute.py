@@ -529,15 +529,32 @@ def build_projections(
     gets ``Projector(P_c, d_c, method, seed=seed * 100_003 + c)`` on the model's device."""
     if not specs:
         return []
-    from gradlens.projection import Projector, component_dims
+    from gradlens.projection import KroneckerSketch, Projector, component_dims
 
     device = str(next(net.parameters()).device)
+    modules = dict(net.named_modules())
     sets = []
     for method, fraction in specs:
         dims = component_dims([c.n_params for c in components], fraction)
+        if method == "kron":
+            sketches = [
+                KroneckerSketch(_term_shape(c, modules[c.module]), d, seed * 100_003 + idx, device)
+                for idx, (c, d) in enumerate(zip(components, dims))
+            ]
+            label = f"{method}:{fraction:g}"
+            sets.append(ProjectionSet(label, [k.project for k in sketches], factored=sketches))
+            continue
         projectors = [
             Projector(c.n_params, d, method, seed=seed * 100_003 + idx, device=device).project
             for idx, (c, d) in enumerate(zip(components, dims))
         ]
         sets.append(ProjectionSet(f"{method}:{fraction:g}", projectors))
     return sets
+
+
+def _term_shape(comp: Component, module: torch.nn.Module) -> tuple[int, int]:
+    """The engine's orientation of a component's gradient: [out, in] (nn.Linear and
+    nn.Embedding store their weight that way; GPT-2's Conv1D stores it transposed)."""
+    if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+        return tuple(comp.shape)
+    return (comp.shape[1], comp.shape[0])

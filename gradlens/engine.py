@@ -24,10 +24,14 @@ ProjectorFn = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class ProjectionSet:
-    """One projection method: ``project[c](g_c.flatten()) -> p_c[d_c]`` for each component."""
+    """One projection method: ``project[c](g_c.flatten()) -> p_c[d_c]`` for each component,
+    on the dense gradient. Methods that can work on the compact forms (``kron``) also give
+    ``factored[c]``, with ``project_factored(d, x)``, ``project_rows(ids, e)`` and
+    ``project(flat)`` for g oriented [out, in]; the engine then never forms g."""
 
     method: str
     project: Sequence[ProjectorFn]
+    factored: Sequence | None = None
 
 
 class GradientEngine:
@@ -215,10 +219,15 @@ class GradientEngine:
         grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
         for ps in self.projections:
             t0 = time.perf_counter()
-            grads.proj[ps.method] = [
-                ps.project[c](self._dense(terms, comp).reshape(-1))
-                for c, (terms, comp) in enumerate(zip(comps, self.components))
-            ]
+            if ps.factored is not None:
+                grads.proj[ps.method] = [
+                    _sketch_terms(ps.factored[c], terms) for c, terms in enumerate(comps)
+                ]
+            else:
+                grads.proj[ps.method] = [
+                    ps.project[c](self._dense(terms, comp).reshape(-1))
+                    for c, (terms, comp) in enumerate(zip(comps, self.components))
+                ]
             self.projection_seconds[ps.method] += time.perf_counter() - t0
         return grads
 
@@ -232,6 +241,20 @@ class GradientEngine:
         if len(terms) > 1 and sum(t.numel for t in terms) >= comp.n_params:
             return (Dense(densify(tuple(terms), comp.shape)),)
         return tuple(terms)
+
+
+def _sketch_terms(sketch, terms: tuple[Term, ...]) -> torch.Tensor:
+    """A factored-aware sketch of the sum of ``terms`` (oriented [out, in]), term by term."""
+    out = None
+    for t in terms:
+        if isinstance(t, Factored):
+            p = sketch.project_factored(t.d, t.x)
+        elif isinstance(t, Sparse):
+            p = sketch.project_rows(t.ids, t.e)
+        else:
+            p = sketch.project(t.g.reshape(-1))
+        out = p if out is None else out + p
+    return out if out is not None else torch.zeros(sketch.n_out, device=sketch.device)
 
 
 def flat_component_grads(

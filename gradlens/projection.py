@@ -35,6 +35,7 @@ import torch
 from gradlens import sketch_kernel
 
 __all__ = [
+    "KroneckerSketch",
     "Projector",
     "available_methods",
     "component_dims",
@@ -46,6 +47,7 @@ __all__ = [
 
 GAUSSIAN_TAG = 0x6761
 SJLT_TAG = 0x736A
+KRON_TAG = 0x6B72
 #: Elements of one generated Gaussian block (rows = max(1, this // n_out)); part of R's definition.
 GAUSSIAN_BLOCK_ELEMENTS = 1 << 22
 #: Input coordinates per generated SJLT hash block; part of the sketch's definition.
@@ -74,8 +76,10 @@ def _trak_available() -> bool:
 
 
 def available_methods() -> tuple[str, ...]:
-    """Projection methods usable here: gaussian, sjlt, plus trak when ``traker`` is installed."""
-    return ("gaussian", "sjlt", "trak") if _trak_available() else ("gaussian", "sjlt")
+    """Projection methods usable here: gaussian, sjlt, kron, plus trak when ``traker`` is
+    installed."""
+    base = ("gaussian", "sjlt", "kron")
+    return base + ("trak",) if _trak_available() else base
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,6 +246,72 @@ class Projector:
         )
 
 
+@dataclass(frozen=True, eq=False)
+class KroneckerSketch:
+    """Kronecker CountSketch of a matrix gradient g[r, c] (LoGra-style): p = vec(S_r g S_cᵀ).
+
+    S_r [m_r, r] and S_c [m_c, c] are CountSketches (one ±1 per column, seeded by
+    ``derive_seed(seed, KRON_TAG)``); m_r = min(r, isqrt(n_out)), m_c = min(c, n_out // m_r), so
+    m_r·m_c <= n_out and the remaining outputs are zero. E|p|² = |g|². For g = dᵀx (d[n, r],
+    x[n, c]) S_r g S_cᵀ = (d S_rᵀ)ᵀ (x S_cᵀ): computed from the factors without forming g, in
+    O(n·(r + c) + n·m_r·m_c) instead of O(n·r·c). The price: on low-rank gradients its error is
+    larger than a CountSketch's of the same size (measured in benchmarks/RESULTS.md).
+    """
+
+    shape: tuple[int, int]
+    n_out: int
+    seed: int = 0
+    device: str = "cpu"
+    dims: tuple[int, int] = field(init=False)
+    _tables: tuple[torch.Tensor, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        r, c = self.shape
+        if r < 1 or c < 1 or self.n_out < 1:
+            raise ValueError(f"bad Kronecker sketch shape {self.shape} -> {self.n_out}")
+        m_r = min(r, max(1, math.isqrt(self.n_out)))
+        m_c = min(c, self.n_out // m_r)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(derive_seed(self.seed, KRON_TAG))
+        tables = []
+        for n, m in ((r, m_r), (c, m_c)):
+            idx = torch.randint(0, m, (n,), generator=gen)
+            sign = torch.randint(0, 2, (n,), generator=gen).to(torch.float32) * 2.0 - 1.0
+            tables += [idx.to(self.device), sign.to(self.device)]
+        object.__setattr__(self, "dims", (m_r, m_c))
+        object.__setattr__(self, "_tables", tuple(tables))
+
+    def _sketch_cols(self, a: torch.Tensor, which: int) -> torch.Tensor:
+        """CountSketch the last dimension of a[..., r or c] with S_r (0) or S_c (1)."""
+        idx, sign = self._tables[2 * which], self._tables[2 * which + 1]
+        out = torch.zeros((*a.shape[:-1], self.dims[which]), dtype=torch.float32, device=a.device)
+        return out.index_add_(a.dim() - 1, idx, a.float() * sign)
+
+    def _pad(self, z: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros((*z.shape[:-2], self.n_out), dtype=torch.float32, device=z.device)
+        out[..., : self.dims[0] * self.dims[1]] = z.reshape(*z.shape[:-2], -1)
+        return out
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense reference: x[..., r*c] (row-major g) -> [..., n_out] float32."""
+        r, c = self.shape
+        g = x.reshape(*x.shape[:-1], r, c).to(self.device)
+        right = self._sketch_cols(g, 1)  # g S_cᵀ: [..., r, m_c]
+        both = self._sketch_cols(right.transpose(-1, -2), 0)  # (S_r g S_cᵀ)ᵀ: [..., m_c, m_r]
+        return self._pad(both.transpose(-1, -2))
+
+    def project_factored(self, d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """p for g = dᵀx with d[n, r], x[n, c], without forming g: (S_r dᵀ)(S_c xᵀ)ᵀ."""
+        return self._pad(self._sketch_cols(d, 0).T @ self._sketch_cols(x, 1))
+
+    def project_rows(self, ids: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """p for the embedding-lookup gradient whose row ids[t] receives e[t] (e[n, c])."""
+        idx, sign = self._tables[0], self._tables[1]
+        rows = torch.zeros((len(ids), self.dims[0]), dtype=torch.float32, device=e.device)
+        rows[torch.arange(len(ids), device=e.device), idx[ids]] = sign[ids]  # = onehot S_rᵀ
+        return self._pad(rows.T @ self._sketch_cols(e, 1))
+
+
 # -------------------------------------------------------------------- specs and dimensions
 
 
@@ -260,7 +330,7 @@ def method_label(method: str, fraction: float) -> str:
 def parse_project_spec(spec: str) -> list[tuple[str, float]]:
     """Parse ``"sjlt:0.01,gaussian:0.001"`` into ``[("sjlt", 0.01), ("gaussian", 0.001)]``.
 
-    Raises ValueError for an unknown method (gaussian, sjlt; trak only where traker is
+    Raises ValueError for an unknown method (gaussian, sjlt, kron; trak only where traker is
     installed), a fraction outside (0, 1], a malformed or repeated entry."""
     methods = available_methods()
     usage = f"expected METHOD:FRACTION[,...] with METHOD one of {', '.join(methods)}"

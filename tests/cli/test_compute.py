@@ -147,18 +147,21 @@ def test_cli_runs_and_export(clean_run, tmp_path, capsys):
 
 def test_projection_rows_are_stored(tmp_path, tiny_model_dir, small_data, clean_run):
     db = tmp_path / "proj.duckdb"
-    summary = run(tiny_model_dir, *small_data, db, project="sjlt:0.5")
+    summary = run(tiny_model_dir, *small_data, db, project="sjlt:0.5,kron:0.5")
     with Store(db, read_only=True) as s:
-        assert s.methods(summary.run_id) == ["exact", "sjlt:0.5"]
+        assert sorted(s.methods(summary.run_id)) == ["exact", "kron:0.5", "sjlt:0.5"]
         exact = s.frame("norms", summary.run_id, "exact").sort_values(
             ["split", "example_id", "component_idx"]
         )
-        proj = s.frame("norms", summary.run_id, "sjlt:0.5").sort_values(
-            ["split", "example_id", "component_idx"]
-        )
-    # projections preserve squared norms in expectation: total over all rows within 20 %
-    ratio = proj["sqnorm"].sum() / exact["sqnorm"].sum()
-    assert 0.8 < ratio < 1.2
+        for method in ("sjlt:0.5", "kron:0.5"):
+            proj = s.frame("norms", summary.run_id, method).sort_values(
+                ["split", "example_id", "component_idx"]
+            )
+            # projections preserve squared norms in expectation: total over all rows within 20 %
+            ratio = proj["sqnorm"].sum() / exact["sqnorm"].sum()
+            assert 0.8 < ratio < 1.2, method
+            dots = s.frame("dots", summary.run_id, method)
+            assert len(dots) == summary.pairs * summary.components
 
 
 def test_bf16_forward_backward_stays_close_to_float32(tmp_path, tiny_model_dir, small_data):

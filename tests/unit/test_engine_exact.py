@@ -121,3 +121,28 @@ def test_smollm2_three_examples(smollm2_dir):
     with GradientEngine(model, components) as engine:
         grads = [engine.compute([t])[0] for t in toks]
     _check_pairs(grads, ref)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_kron_projection_in_the_engine_equals_sketching_the_autograd_gradient(family, tokenizer):
+    """The engine applies `kron` to the compact forms; the result equals the sketch of the
+    dense autograd gradient, oriented [out, in] (GPT-2's Conv1D weights are stored [in, out])."""
+    from gradlens.compute import build_projections
+
+    model = build_tiny(family, tokenizer)
+    components = discover_components(model)
+    toks = tokenize_all(tokenizer, EXAMPLES[:2])
+    sets = build_projections([("kron", 0.3)], components, 5, model)
+    modules = dict(model.named_modules())
+    with GradientEngine(model, components, projections=sets) as engine:
+        grads = engine.compute([toks[0]]) + engine.compute([toks[1]])
+    for g, tok in zip(grads, toks):
+        ref = flat_component_grads(model, components, tok)
+        for c, comp in enumerate(components):
+            flat = ref[c].reshape(comp.shape)
+            if not isinstance(modules[comp.module], (torch.nn.Linear, torch.nn.Embedding)):
+                flat = flat.T
+            want = sets[0].factored[c].project(flat.reshape(-1))
+            got = g.proj["kron:0.3"][c]
+            scale = float(want.abs().max()) + 1e-12
+            assert float((got - want).abs().max()) <= 1e-4 * scale + 1e-7, comp.name

@@ -200,3 +200,40 @@ def test_bad_arguments() -> None:
         Projector(10, 2, "dense")
     with pytest.raises(ValueError, match="last dimension"):
         Projector(10, 2, "sjlt").project(torch.zeros(3, 11))
+
+
+def test_kronecker_sketch_factored_and_rows_equal_the_dense_reference() -> None:
+    gen = torch.Generator().manual_seed(9)
+    r, c, n = 40, 24, 5
+    sk = proj.KroneckerSketch((r, c), 150, seed=3)
+    m_r, m_c = sk.dims
+    assert (m_r, m_c) == (12, 12) and m_r * m_c <= 150
+    d, x = torch.randn(n, r, generator=gen), torch.randn(n, c, generator=gen)
+    dense = sk.project((d.T @ x).reshape(-1))
+    assert dense.shape == (150,) and torch.all(dense[m_r * m_c :] == 0)
+    assert torch.allclose(sk.project_factored(d, x), dense, atol=1e-4)
+    ids = torch.tensor([3, 3, 17, 0])  # repeated rows add up
+    e = torch.randn(4, c, generator=gen)
+    g = torch.zeros(r, c).index_add_(0, ids, e)
+    assert torch.allclose(sk.project_rows(ids, e), sk.project(g.reshape(-1)), atol=1e-5)
+    # the dense reference is the explicit Kronecker product of the two CountSketch matrices
+    s_r = torch.zeros(m_r, r)
+    s_r[sk._tables[0], torch.arange(r)] = sk._tables[1]
+    s_c = torch.zeros(m_c, c)
+    s_c[sk._tables[2], torch.arange(c)] = sk._tables[3]
+    assert torch.allclose(dense[: m_r * m_c], (s_r @ d.T @ x @ s_c.T).reshape(-1), atol=1e-4)
+    # seeded: same seed, same sketch; another seed, another
+    again = proj.KroneckerSketch((r, c), 150, seed=3).project_factored(d, x)
+    assert torch.equal(again, sk.project_factored(d, x))
+    assert not torch.equal(proj.KroneckerSketch((r, c), 150, seed=4).project_factored(d, x), again)
+
+
+def test_kronecker_sketch_preserves_norms_in_expectation() -> None:
+    g = torch.randn(60, 50, generator=torch.Generator().manual_seed(2)).reshape(-1)
+    ratios = [
+        float(
+            proj.KroneckerSketch((60, 50), 400, seed=s).project(g).square().sum() / g.square().sum()
+        )
+        for s in range(200)
+    ]
+    assert abs(sum(ratios) / len(ratios) - 1) < 0.03
