@@ -526,7 +526,8 @@ def build_projections(
     specs: Sequence[tuple[str, float]], components: Sequence[Component], seed: int, net
 ) -> list[ProjectionSet]:
     """The engine's projections for ``--project`` specs [(method, fraction), ...]: component c
-    gets ``Projector(P_c, d_c, method, seed=seed * 100_003 + c)`` on the model's device."""
+    gets ``Projector(P_c, d_c, method, seed=seed * 100_003 + c)`` on the model's device, or for
+    ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the factors."""
     if not specs:
         return []
     from gradlens.projection import KroneckerSketch, Projector, component_dims

@@ -2,7 +2,7 @@
 
 Written by hand because no library call does this in one pass: ``index_add_``/``np.bincount``
 need a signed copy of ``x`` and a 12-byte table entry per coordinate (int64 row, float32 sign),
-which makes the scatter memory-bound at ~30 bytes per coordinate (0.9 s per SmolLM2 gradient,
+which makes the scatter memory-bound at ~30 bytes per coordinate (0.6–0.9 s per SmolLM2 gradient,
 134 M coordinates, on the 2-core box). Here a table entry is one int32 *code* ``2 * row + neg``
 and ``x`` is read once: 8 bytes per coordinate.
 

@@ -59,6 +59,34 @@ def test_engine_matches_autograd(family, tokenizer):
     assert all(p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_positions_after_the_last_loss_token_are_dropped_exactly(family, tokenizer):
+    """The engine keeps only positions [0, m), m = 1 + the last position whose prediction
+    enters the loss; a tail without labels (here 5 tokens) must then carry zero gradient."""
+    from dataclasses import replace
+
+    from gradlens.data import IGNORE_INDEX
+
+    model = build_tiny(family, tokenizer)
+    components = discover_components(model)
+    toks = []
+    for t in tokenize_all(tokenizer, EXAMPLES[:2]):
+        labels = t.labels.clone()
+        labels[-5:] = IGNORE_INDEX
+        toks.append(replace(t, labels=labels))
+    last = int((toks[0].labels[1:] != IGNORE_INDEX).nonzero()[-1])
+    assert GradientEngine._rows_with_gradient(toks[0]) == last + 1 <= toks[0].n_tokens - 5
+    ref = [flat_component_grads(model, components, t) for t in toks]
+    with GradientEngine(model, components) as engine:
+        grads = [engine.compute([t])[0] for t in toks]
+        batched = engine.compute(toks)
+    _check_pairs(grads, ref)
+    _check_pairs(batched, ref)
+    for g, tok in zip(grads, toks):  # nothing beyond the prefix is stored
+        m = GradientEngine._rows_with_gradient(tok)
+        assert all(t.x.shape[0] == m for terms in g.comps for t in terms if isinstance(t, Factored))
+
+
 def test_sum_reduction_and_loss_on_all(tokenizer):
     model = build_tiny("llama", tokenizer)
     components = discover_components(model)

@@ -122,6 +122,17 @@ def test_sjlt_cpu_kernel_equals_index_add_with_the_same_table(s: int) -> None:
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
 
 
+def test_sjlt_without_numba_falls_back_to_index_add(monkeypatch) -> None:
+    """Where numba is missing (and on CUDA) the same table is applied with index_add_."""
+    from gradlens import sketch_kernel
+
+    x = torch.randn(2, 3000, generator=torch.Generator().manual_seed(5))
+    with_kernel = Projector(3000, 50, "sjlt", seed=6, s=2, block=700).project(x)
+    monkeypatch.setattr(sketch_kernel, "available", lambda: False)
+    fallback = Projector(3000, 50, "sjlt", seed=6, s=2, block=700).project(x)
+    assert torch.allclose(fallback, with_kernel, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(("method", "s"), [("gaussian", 1), ("sjlt", 1), ("sjlt", 4)])
 def test_norm_preserved_in_expectation(method: str, s: int) -> None:
     x = torch.randn(1, 1000, generator=torch.Generator().manual_seed(0))
