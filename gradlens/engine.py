@@ -58,6 +58,7 @@ class GradientEngine:
         self.device = next(model.parameters()).device
         self.passes = 0
         self.projection_seconds: dict[str, float] = {p.method: 0.0 for p in self.projections}
+        self._scratch: dict[tuple[int, ...], torch.Tensor] = {}
         modules = dict(model.named_modules())
         input_emb = model.get_input_embeddings()
         output_emb = model.get_output_embeddings()
@@ -232,9 +233,14 @@ class GradientEngine:
         return grads
 
     def _dense(self, terms: tuple[Term, ...], comp: Component) -> torch.Tensor:
+        """comp's dense gradient for projecting, built in a scratch buffer reused per shape:
+        valid until the next call for the same shape."""
         if not terms:
             return torch.zeros(comp.shape, device=self.device)
-        return densify(terms, comp.shape)
+        scratch = self._scratch.get(comp.shape)
+        if scratch is None:
+            scratch = self._scratch[comp.shape] = torch.empty(comp.shape, device=self.device)
+        return densify(terms, comp.shape, out=scratch)
 
     def _compact(self, terms: list[Term], comp: Component) -> tuple[Term, ...]:
         """Merge to one dense matrix when the terms together are larger than it."""

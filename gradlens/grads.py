@@ -92,30 +92,44 @@ def term_dot(a: Term, b: Term, grams: dict | None = None) -> torch.Tensor:
     return _sum64((a.e @ b.x.T).double() * b.d[:, a.ids].T.double())
 
 
-def densify(terms: tuple[Term, ...], shape: tuple[int, int]) -> torch.Tensor:
+def densify(
+    terms: tuple[Term, ...], shape: tuple[int, int], out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The dense gradient g[shape] (float32) that ``terms`` add up to.
 
     Dense and factored terms are oriented [out, in] (GPT-2's Conv1D stores its weight
-    transposed; only the element order differs, which no dot product sees).
+    transposed; only the element order differs, which no dot product sees). ``out`` (float32,
+    ``shape``, overwritten) is a scratch buffer to build into: a fresh ~100 MB tensor per call
+    costs page faults that can double the matmul's time. The terms are never modified; with a
+    single dense term its own tensor is returned (read-only use).
     """
-    g: torch.Tensor | None = None  # built in place: no zero-fill or temporary where avoidable
-    for t in sorted(terms, key=lambda t: isinstance(t, Sparse)):
-        if isinstance(t, Dense):
-            if g is None:  # copy unless it is the only term: the terms must stay untouched
-                g = t.g.reshape(shape) if len(terms) == 1 else t.g.reshape(shape).clone()
-            else:
-                g.add_(t.g.reshape(shape))
-        elif isinstance(t, Factored):
-            if g is None:
-                g = (t.d.T @ t.x).reshape(shape)
-            else:
-                g.view(t.d.shape[1], t.x.shape[1]).addmm_(t.d.T, t.x)
-        else:
-            if g is None:
-                g = torch.zeros(shape, dtype=torch.float32, device=t.e.device)
-            g.index_add_(0, t.ids, t.e)
-    if g is None:
+    terms = tuple(sorted(terms, key=lambda t: isinstance(t, Sparse)))
+    if not terms:
         raise ValueError("densify needs at least one term")
+    first = terms[0]
+    if isinstance(first, Dense) and len(terms) == 1:
+        return first.g.reshape(shape)
+    ref = (
+        first.g if isinstance(first, Dense) else first.x if isinstance(first, Factored) else first.e
+    )
+    g = (out if out is not None else torch.empty(shape, dtype=ref.dtype, device=ref.device)).view(
+        shape
+    )
+    if isinstance(first, Dense):
+        g.copy_(first.g.reshape(shape))
+    elif isinstance(first, Factored):  # the matmul writes straight into g
+        torch.mm(first.d.T, first.x, out=g.view(first.d.shape[1], first.x.shape[1]))
+    else:
+        g.zero_()
+    for i, t in enumerate(terms):
+        if i == 0 and not isinstance(t, Sparse):
+            continue
+        if isinstance(t, Dense):
+            g.add_(t.g.reshape(shape))
+        elif isinstance(t, Factored):
+            g.view(t.d.shape[1], t.x.shape[1]).addmm_(t.d.T, t.x)
+        else:
+            g.index_add_(0, t.ids, t.e)
     return g
 
 

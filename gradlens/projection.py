@@ -10,14 +10,22 @@ E|p|² = |x|² for every method:
   on the batch. The generator runs on ``device``: CPU and CUDA give different (each
   deterministic) matrices.
 - ``sjlt``: sparse JL / CountSketch: input coordinate j goes to s output rows, one in each of s
-  contiguous row ranges, with independent signs ±1/sqrt(s). Each (row, sign) is one int32 code
-  ``2 * row + (sign < 0)``, drawn uniformly from seeded CPU ``torch.Generator`` blocks
+  contiguous row ranges [a, a + L), with independent signs ±1/sqrt(s). The hash is
+  *block-structured*: coordinates are taken in groups of ``width`` = 16 consecutive ones (1 where
+  L < 16); group g draws one uniform cyclic offset u_g in [0, L) per row range, and coordinate
+  ``g * width + r`` goes to row ``a + (u_g + r) mod L``, each with its own random sign. Every
+  coordinate's row is uniform and two coordinates in different groups collide with probability
+  exactly 1/L, as with a fully random hash; two in the same group never collide. With the signs
+  independent per coordinate, every inner-product estimate is unbiased and its variance is never
+  larger than a fully random CountSketch's (it drops the same-group collision terms, each
+  (x_i y_j + x_j y_i)² / L >= 0). One int64 table entry ``u_g << 16 | sign bits`` serves a group
+  (0.5 byte per coordinate), drawn from seeded CPU ``torch.Generator`` blocks
   (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted ``hash()``, so tables are identical
   across processes and devices (on CUDA ``index_add_`` may add in a different order, so outputs
-  can differ in the last bits). Applied on CPU by a numba kernel (``gradlens.sketch_kernel``;
-  reads each code once), elsewhere with ``index_add_``: O(n_in · s) per vector. The table is
-  cached on the Projector when n_in · s <= ``cache_limit`` (default 2^25, which covers every
-  SmolLM2 component); larger ones are redrawn on each call.
+  can differ in the last bits). Applied on CPU by a numba kernel (``gradlens.sketch_kernel``),
+  elsewhere with ``index_add_``: O(n_in · s) per vector. The table is cached on the Projector
+  when n_in · s <= ``cache_limit`` (default 2^25, which covers every SmolLM2 component); larger
+  ones are redrawn on each call.
 - ``trak``: TRAK's own projector (BasicProjector on CPU, CudaProjector on CUDA), scaled by
   1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
 """
@@ -52,6 +60,8 @@ KRON_TAG = 0x6B72
 GAUSSIAN_BLOCK_ELEMENTS = 1 << 22
 #: Input coordinates per generated SJLT hash block; part of the sketch's definition.
 SJLT_BLOCK = 1 << 22
+#: Consecutive coordinates sharing one SJLT offset (where every row range has >= this many rows).
+SJLT_WIDTH = 16
 
 _MASK64 = (1 << 64) - 1
 
@@ -136,18 +146,30 @@ class Projector:
             (hi - lo, self.n_out), generator=gen, dtype=torch.float32, device=self.device
         )
 
+    @property
+    def width(self) -> int:
+        """Consecutive input coordinates that share one SJLT table entry (16, or 1 when a row
+        range has fewer than 16 rows)."""
+        return SJLT_WIDTH if self.n_out // self.s >= SJLT_WIDTH else 1
+
+    def _row_range(self, r: int) -> tuple[int, int]:
+        """Output rows [a, a + L) of the r-th of the s nonzeros."""
+        a = r * self.n_out // self.s
+        return a, (r + 1) * self.n_out // self.s - a
+
     def _draw_sjlt(self, i: int) -> torch.Tensor:
-        """Block i's table as int32 codes [s, hi - lo], freshly drawn on the CPU: code =
-        2 * row + (sign < 0), drawn uniformly from [2a, 2b) for row range [a, b) — one draw
-        gives a uniform row and an independent fair sign."""
+        """Block i's table, int64 [s, ceil((hi - lo) / width)], freshly drawn on the CPU: entry
+        ``u << 16 | bits`` drawn uniformly from [0, L << 16) gives a uniform offset u in [0, L)
+        and 16 independent fair sign bits (bit r set: coordinate r of the group is negated)."""
         lo, hi = self._rows(i)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(derive_seed(self.seed, SJLT_TAG, i))
-        codes = torch.empty((self.s, hi - lo), dtype=torch.int32)
-        for r in range(self.s):  # row range r: [r * n_out // s, (r + 1) * n_out // s)
-            a, b = r * self.n_out // self.s, (r + 1) * self.n_out // self.s
-            codes[r] = torch.randint(2 * a, 2 * b, (hi - lo,), generator=gen, dtype=torch.int32)
-        return codes
+        n_groups = -(-(hi - lo) // self.width)
+        table = torch.empty((self.s, n_groups), dtype=torch.int64)
+        for r in range(self.s):
+            _, length = self._row_range(r)
+            table[r] = torch.randint(0, length << 16, (n_groups,), generator=gen)
+        return table
 
     def _cached(self, key: tuple, make):
         out = self._cache.get(key)
@@ -158,23 +180,28 @@ class Projector:
         return out
 
     def sjlt_block(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hash rows int64 [s, hi - lo] and signs float32 [s, hi - lo] (±1/sqrt(s)) of block i."""
+        """Block i's table expanded per coordinate: rows int64 [s, hi - lo] and signs float32
+        [s, hi - lo] (±1/sqrt(s)), on ``device`` (the ``index_add_`` path)."""
 
         def make():
-            codes = self._draw_sjlt(i)
-            idx = (codes >> 1).to(torch.int64)
-            sign = (1.0 - 2.0 * (codes & 1).to(torch.float32)) / math.sqrt(self.s)
+            lo, hi = self._rows(i)
+            table = self._draw_sjlt(i)
+            j = torch.arange(hi - lo)
+            group, lane = j // self.width, j % self.width
+            idx = torch.empty((self.s, hi - lo), dtype=torch.int64)
+            sign = torch.empty((self.s, hi - lo), dtype=torch.float32)
+            for r in range(self.s):
+                a, length = self._row_range(r)
+                code = table[r, group]
+                idx[r] = a + ((code >> 16) + lane) % length
+                sign[r] = (1.0 - 2.0 * ((code >> lane) & 1).to(torch.float32)) / math.sqrt(self.s)
             return idx.to(self.device), sign.to(self.device)
 
         return self._cached(("table", i), make)
 
-    def sjlt_codes(self, i: int) -> np.ndarray:
-        """Block i's table packed for the CPU kernel: int32 [s, hi - lo], 2 * row + (sign < 0)."""
-
-        def make():
-            return self._draw_sjlt(i).numpy()
-
-        return self._cached(("codes", i), make)
+    def sjlt_table(self, i: int) -> np.ndarray:
+        """Block i's table for the CPU kernel: int64 [s, ceil((hi - lo) / width)]."""
+        return self._cached(("codes", i), lambda: self._draw_sjlt(i).numpy())
 
     def matrix(self) -> torch.Tensor:
         """The full scaled matrix [n_in, n_out] with p = x @ matrix() (small sizes only: tests)."""
@@ -200,21 +227,28 @@ class Projector:
                 out.addmm_(x2[:, lo:hi], self.gaussian_block(i))
             out /= math.sqrt(self.n_out)
         elif self.method == "sjlt":
-            out = torch.zeros((x2.shape[0], self.n_out), dtype=torch.float32, device=self.device)
-            for i in range(self.n_blocks):
-                lo, hi = self._rows(i)
-                xb = x2[:, lo:hi]
-                if out.device.type == "cpu" and sketch_kernel.available():
-                    codes = self.sjlt_codes(i)
-                    xn = xb.detach().numpy()
-                    scale = 1.0 / math.sqrt(self.s)
-                    for j in range(out.shape[0]):
-                        acc = sum(sketch_kernel.sketch(xn[j], c, self.n_out) for c in codes)
-                        out[j] += torch.from_numpy(acc) * scale
-                    continue
-                idx, sign = self.sjlt_block(i)
-                for r in range(self.s):
-                    out.index_add_(1, idx[r], xb * sign[r])
+            if x2.device.type == "cpu" and sketch_kernel.available():
+                # one accumulator per row of x across all blocks; summed once at the end
+                acc = np.zeros((x2.shape[0], sketch_kernel.CHUNKS, self.n_out), dtype=np.float32)
+                for i in range(self.n_blocks):
+                    lo, hi = self._rows(i)
+                    xn = x2[:, lo:hi].detach().numpy()
+                    for r, table in enumerate(self.sjlt_table(i)):
+                        a, length = self._row_range(r)
+                        for j in range(x2.shape[0]):
+                            sketch_kernel.accumulate(xn[j], table, a, length, self.width, acc[j])
+                out = torch.from_numpy(acc.sum(1))
+                if self.s > 1:
+                    out /= math.sqrt(self.s)
+            else:
+                out = torch.zeros(
+                    (x2.shape[0], self.n_out), dtype=torch.float32, device=self.device
+                )
+                for i in range(self.n_blocks):
+                    lo, hi = self._rows(i)
+                    idx, sign = self.sjlt_block(i)
+                    for r in range(self.s):
+                        out.index_add_(1, idx[r], x2[:, lo:hi] * sign[r])
         else:
             out = self._trak.project(x2, model_id=0).to(torch.float32) / math.sqrt(self.n_out)
         return out.reshape(*lead, self.n_out)

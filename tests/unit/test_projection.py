@@ -103,9 +103,61 @@ def test_sjlt_structure_and_reference(s: int) -> None:
     assert torch.equal(Projector(n_in, n_out, "sjlt", seed=2, s=s, block=256).project(x), y)
 
 
+def test_sjlt_block_hash_moves_groups_of_16_with_a_cyclic_offset() -> None:
+    n_in, n_out, block = 1000, 64, 520  # a partial group at the end of each block
+    p = Projector(n_in, n_out, "sjlt", seed=3, block=block)
+    assert p.width == 16 and Projector(100, 40, "sjlt", s=3).width == 1  # 13 rows per range
+    for i in range(p.n_blocks):
+        idx, sign = p.sjlt_block(i)
+        table = p.sjlt_table(i)[0]
+        for j in range(idx.shape[1]):
+            g, r = divmod(j, 16)
+            assert int(idx[0, j]) == ((int(table[g]) >> 16) + r) % n_out
+            assert float(sign[0, j]) == (-1.0 if (int(table[g]) >> r) & 1 else 1.0)
+
+
+def test_sjlt_collision_probability_is_one_over_rows() -> None:
+    """Two coordinates of one group never share a row; of different groups they do with
+    probability 1/L, as under a fully random hash (any lanes)."""
+    n_in, n_out, trials = 64, 32, 3000
+    hits = {(0, 5): 0, (0, 16): 0, (3, 40): 0, (15, 16): 0}
+    for seed in range(trials):
+        idx, _ = Projector(n_in, n_out, "sjlt", seed=seed).sjlt_block(0)
+        for i, j in hits:
+            hits[i, j] += int(idx[0, i] == idx[0, j])
+    assert hits[0, 5] == 0
+    for pair in ((0, 16), (3, 40), (15, 16)):  # expected 93.75, sd 9.5
+        assert abs(hits[pair] - trials / n_out) < 40, (pair, hits[pair])
+
+
+def test_sjlt_variance_is_the_block_formula_and_below_a_random_hash() -> None:
+    """Var |Sx|^2 = (2/L) sum over pairs i != j in different groups of x_i^2 x_j^2 (s = 1); a
+    fully random CountSketch also counts the same-group pairs. Energy concentrated in one group
+    (an outlier row slice) separates the two formulas by a factor of ~13."""
+    n_in, n_out, trials = 256, 32, 2000
+    x = torch.ones(n_in, dtype=torch.float64)
+    x[:16] = 20.0
+    sq = x.square()
+    group = torch.arange(n_in) // 16
+    pair = sq[:, None] * sq[None, :]
+    same = group[:, None] == group[None, :]
+    block_var = 2 / n_out * float(pair[~same].sum())
+    random_var = 2 / n_out * float(pair.sum() - pair.diagonal().sum())
+    norms = torch.tensor(
+        [
+            float(Projector(n_in, n_out, "sjlt", seed=seed).project(x).double().square().sum())
+            for seed in range(trials)
+        ]
+    )
+    assert abs(float(norms.mean()) / float(sq.sum()) - 1) < 0.03  # unbiased
+    assert random_var > 10 * block_var
+    assert abs(float(norms.var()) / block_var - 1) < 0.2, (float(norms.var()), block_var)
+
+
 @pytest.mark.parametrize("s", [1, 3])
 def test_sjlt_cpu_kernel_equals_index_add_with_the_same_table(s: int) -> None:
-    """The numba scatter (int32 codes) against torch's index_add_ in float64."""
+    """The numba kernel (one int64 entry per group) against index_add_ in float64 over the
+    table expanded per coordinate."""
     from gradlens import sketch_kernel
 
     assert sketch_kernel.available()
