@@ -33,7 +33,7 @@ from gradlens.data import (
 from gradlens.distributed import DistContext, init_distributed
 from gradlens.engine import GradientEngine, ProjectionSet
 from gradlens.errors import GradLensError
-from gradlens.grads import ExampleGrads, projected_dots, query_dots
+from gradlens.grads import ExampleGrads, projected_dots, projected_sqnorms, query_dots
 from gradlens.models import (
     Component,
     discover_components,
@@ -186,8 +186,7 @@ def _dot_frame(qid: str, cid: str, method: str, dots: np.ndarray) -> pd.DataFram
 def _norm_rows(g: ExampleGrads, split: str, methods: Sequence[str]) -> pd.DataFrame:
     frames = [_norm_frame(g.example_id, split, "exact", g.sqnorms)]
     for m in methods:
-        sq = np.array([torch.dot(p.double(), p.double()).item() for p in g.proj[m]])
-        frames.append(_norm_frame(g.example_id, split, m, sq))
+        frames.append(_norm_frame(g.example_id, split, m, projected_sqnorms(g, m)))
     return pd.concat(frames)
 
 

@@ -221,14 +221,13 @@ class GradientEngine:
         for ps in self.projections:
             t0 = time.perf_counter()
             if ps.factored is not None:
-                grads.proj[ps.method] = [
-                    _sketch_terms(ps.factored[c], terms) for c, terms in enumerate(comps)
-                ]
+                parts = [_sketch_terms(ps.factored[c], terms) for c, terms in enumerate(comps)]
             else:
-                grads.proj[ps.method] = [
+                parts = [
                     ps.project[c](self._dense(terms, comp).reshape(-1))
                     for c, (terms, comp) in enumerate(zip(comps, self.components))
                 ]
+            grads.set_projection(ps.method, parts)
             self.projection_seconds[ps.method] += time.perf_counter() - t0
         return grads
 

@@ -11,6 +11,7 @@ Matmuls run in float32 (the gradients' precision); the final reductions in float
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,6 +147,28 @@ class ExampleGrads:
     comps: list[tuple[Term, ...]]
     sqnorms: np.ndarray
     proj: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    _flat: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def set_projection(self, method: str, parts: Sequence[torch.Tensor]) -> None:
+        """Store p_c for every component as views of one flat float32 vector (for
+        ``projected_dots``: one vectorised product per pair instead of K small dots)."""
+        sizes = [p.numel() for p in parts]
+        flat = torch.cat([p.reshape(-1).float() for p in parts])
+        self.proj[method] = list(flat.split(sizes))
+        self._flat.pop(method, None)
+        if flat.device.type == "cpu":  # shares memory with proj[method]
+            self._flat[method] = (flat.numpy(), np.cumsum([0] + sizes[:-1]))
+
+    def proj_flat(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """(p float32 [sum d_c] on the CPU, start offsets int64 [K]) of ``proj[method]``."""
+        if method not in self._flat:
+            parts = self.proj[method]
+            flat = torch.cat([p.reshape(-1) for p in parts]).float().cpu().numpy()
+            starts = np.cumsum([0] + [p.numel() for p in parts[:-1]])
+            self._flat[method] = (flat, starts)
+        return self._flat[method]
 
     @property
     def sqnorms_device(self) -> torch.device:
@@ -180,11 +203,15 @@ def component_dots(a: ExampleGrads, b: ExampleGrads) -> np.ndarray:
 
 
 def projected_dots(a: ExampleGrads, b: ExampleGrads, method: str) -> np.ndarray:
-    """dot[c] = <p_c(a), p_c(b)> of projected gradients; float64[K]."""
-    out = torch.stack(
-        [torch.dot(pa.double(), pb.double()) for pa, pb in zip(a.proj[method], b.proj[method])]
-    )
-    return out.cpu().numpy()
+    """dot[c] = <p_c(a), p_c(b)> of projected gradients, accumulated in float64; float64[K]."""
+    pa, starts = a.proj_flat(method)
+    pb, _ = b.proj_flat(method)
+    return np.add.reduceat(np.multiply(pa, pb, dtype=np.float64), starts)
+
+
+def projected_sqnorms(a: ExampleGrads, method: str) -> np.ndarray:
+    """|p_c(a)|^2 for every component, accumulated in float64; float64[K]."""
+    return projected_dots(a, a, method)
 
 
 def query_dots(q: ExampleGrads, cands: list[ExampleGrads]) -> np.ndarray:

@@ -8,7 +8,18 @@ import torch
 
 from gradlens.data import Example, tokenize_all
 from gradlens.engine import GradientEngine, flat_component_grads
-from gradlens.grads import Dense, Factored, Sparse, component_dots, densify, query_dots, term_dot
+from gradlens.grads import (
+    Dense,
+    ExampleGrads,
+    Factored,
+    Sparse,
+    component_dots,
+    densify,
+    projected_dots,
+    projected_sqnorms,
+    query_dots,
+    term_dot,
+)
 from gradlens.models import discover_components
 from tests.conftest import build_tiny
 from tests.helpers import dot64
@@ -174,3 +185,22 @@ def test_kron_projection_in_the_engine_equals_sketching_the_autograd_gradient(fa
             got = g.proj["kron:0.3"][c]
             scale = float(want.abs().max()) + 1e-12
             assert float((got - want).abs().max()) <= 1e-4 * scale + 1e-7, comp.name
+
+
+def test_projected_dots_equal_per_component_dots() -> None:
+    """The flat, vectorised projected dot products against K separate float64 dots."""
+    gen = torch.Generator().manual_seed(3)
+    sizes = [5, 1, 17, 8]
+    parts = {e: [torch.randn(d, generator=gen) for d in sizes] for e in ("a", "b")}
+    grads = {e: ExampleGrads(e, 3, [(), (), (), ()], np.zeros(4)) for e in parts}
+    grads["a"].set_projection("sjlt:0.5", parts["a"])
+    grads["b"].proj["sjlt:0.5"] = parts["b"]  # set directly: proj_flat builds it lazily
+    want = [float(pa.double() @ pb.double()) for pa, pb in zip(parts["a"], parts["b"])]
+    got = projected_dots(grads["a"], grads["b"], "sjlt:0.5")
+    assert got.dtype == np.float64 and np.allclose(got, want, rtol=1e-12)
+    sq = projected_sqnorms(grads["a"], "sjlt:0.5")
+    assert np.allclose(sq, [float(p.double().square().sum()) for p in parts["a"]], rtol=1e-12)
+    # stored as views of one flat vector, equal to the given parts
+    views = grads["a"].proj["sjlt:0.5"]
+    assert all(torch.equal(v, p) for v, p in zip(views, parts["a"]))
+    assert views[1].untyped_storage().data_ptr() == views[2].untyped_storage().data_ptr()
