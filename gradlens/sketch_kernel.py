@@ -4,7 +4,10 @@ Written by hand because no library call does this in one pass: ``index_add_``/``
 need the table expanded to one int64 row and one float32 sign per coordinate plus a signed copy
 of ``x`` (~30 bytes of memory traffic per coordinate). Here one int64 table entry serves a group
 of ``width`` consecutive coordinates (a cyclic offset and ``width`` sign bits) and ``x`` is read
-once: ~4.5 bytes per coordinate, and the adds of a group go to consecutive accumulators.
+once: ~4.5 bytes per coordinate. A group of 16 that does not wrap around is one 16-lane vector
+operation (``_add16``: load, negate the lanes whose sign bit is set, add, store), emitted as
+LLVM IR because numba cannot prove that ``x`` and the accumulators do not overlap and so never
+vectorises the scalar loop (measured: ~5x faster on the 2-core AVX-512 box).
 
 Determinism: the groups are cut into ``CHUNKS`` fixed chunks, each accumulated into its own
 float32 row (float32 keeps a 283 K-dimensional sketch's accumulators near the cache) and the rows
@@ -30,6 +33,33 @@ def available() -> bool:
 
 
 if numba is not None:
+    from llvmlite import ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _add16(typingctx, acc, offset, x, start, code):
+        """acc[offset:offset + 16] += x[start:start + 16] with lane r negated where bit r of
+        ``code`` is set, as one <16 x float> operation. No bounds check: callers ensure both
+        slices are in range."""
+        sig = numba.types.void(acc, offset, x, start, code)
+
+        def codegen(context, builder, signature, args):
+            acc_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            x_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            vec = ir.VectorType(ir.FloatType(), 16)
+            pa = builder.bitcast(builder.gep(acc_arr.data, [args[1]]), vec.as_pointer())
+            px = builder.bitcast(builder.gep(x_arr.data, [args[3]]), vec.as_pointer())
+            va = builder.load(pa, align=4)
+            vx = builder.load(px, align=4)
+            # bit r of the low 16 bits -> lane r (LLVM's bitcast order on little-endian x86)
+            negate = builder.bitcast(
+                builder.trunc(args[4], ir.IntType(16)), ir.VectorType(ir.IntType(1), 16)
+            )
+            total = builder.fadd(va, builder.select(negate, builder.fneg(vx), vx))
+            builder.store(total, pa, align=4)  # unaligned: offsets are arbitrary
+            return context.get_dummy_value()
+
+        return sig, codegen
 
     @numba.njit(parallel=True, cache=True)
     def _scatter(x, table, a, length, width, out):  # out: float32 [CHUNKS, n_out], zeroed
@@ -43,13 +73,7 @@ if numba is not None:
                 start = code >> 16
                 j0 = g * width
                 if width == 16 and j0 + 16 <= n and start + 16 <= length:
-                    # the common case, with a constant trip count (unrolled: ~2x faster)
-                    base = a + start
-                    for r in range(16):
-                        v = x[j0 + r]
-                        if (code >> r) & 1:
-                            v = -v
-                        acc[base + r] += v
+                    _add16(acc, a + start, x, j0, code)  # the common case: one vector op
                 else:  # width 1, the last partial group, or an offset that wraps around
                     for r in range(min(width, n - j0)):
                         v = x[j0 + r]
@@ -69,8 +93,16 @@ def accumulate(
         raise ValueError(f"x {x.shape} needs {-(-x.shape[0] // width)} table entries")
     if acc.dtype != np.float32 or acc.ndim != 2 or acc.shape[0] != CHUNKS:
         raise ValueError(f"acc must be float32 [{CHUNKS}, n_out], got {acc.dtype} {acc.shape}")
+    if not acc.flags.c_contiguous or a < 0 or length < 1 or a + length > acc.shape[1]:
+        raise ValueError(f"rows [{a}, {a + length}) do not fit a C-contiguous acc {acc.shape}")
+    if width not in (1, 16):
+        raise ValueError(f"width must be 1 or 16, got {width}")
+    # the vector path writes without bounds checks: every offset must lie in [0, length)
+    if table.size and (int(table.min()) < 0 or int(table.max()) >> 16 >= length):
+        raise ValueError(f"table offsets must lie in [0, {length})")
     if numba is None:
         raise RuntimeError("the sketch kernel needs numba")
+    table = np.ascontiguousarray(table, dtype=np.int64)
     _scatter(np.ascontiguousarray(x, dtype=np.float32), table, a, length, width, acc)
 
 
