@@ -201,7 +201,14 @@ class Projector:
 
     def sjlt_table(self, i: int) -> np.ndarray:
         """Block i's table for the CPU kernel: int64 [s, ceil((hi - lo) / width)]."""
-        return self._cached(("codes", i), lambda: self._draw_sjlt(i).numpy())
+
+        def make():
+            table = self._draw_sjlt(i).numpy()
+            for r in range(self.s):  # once per draw, not per projection
+                sketch_kernel.check_table(table[r], self._row_range(r)[1])
+            return table
+
+        return self._cached(("codes", i), make)
 
     def matrix(self) -> torch.Tensor:
         """The full scaled matrix [n_in, n_out] with p = x @ matrix() (small sizes only: tests)."""
@@ -236,7 +243,9 @@ class Projector:
                     for r, table in enumerate(self.sjlt_table(i)):
                         a, length = self._row_range(r)
                         for j in range(x2.shape[0]):
-                            sketch_kernel.accumulate(xn[j], table, a, length, self.width, acc[j])
+                            sketch_kernel.accumulate(
+                                xn[j], table, a, length, self.width, acc[j], table_checked=True
+                            )
                 out = torch.from_numpy(acc.sum(1))
                 if self.s > 1:
                     out /= math.sqrt(self.s)

@@ -83,12 +83,19 @@ if numba is not None:
 
 
 def accumulate(
-    x: np.ndarray, table: np.ndarray, a: int, length: int, width: int, acc: np.ndarray
+    x: np.ndarray,
+    table: np.ndarray,
+    a: int,
+    length: int,
+    width: int,
+    acc: np.ndarray,
+    table_checked: bool = False,
 ) -> None:
     """Add the sketch of x float32[n] into ``acc`` float32 [CHUNKS, n_out] (sum over axis 0
     for the result): coordinate ``j = g * width + r`` adds ``±x[j]`` to row
     ``a + (start_g + r) % length``, with ``start_g = table[g] >> 16`` and the sign negative where
-    bit r of ``table[g]`` is set; table int64[ceil(n / width)]."""
+    bit r of ``table[g]`` is set; table int64[ceil(n / width)]. ``table_checked``: the caller
+    has already verified (see ``check_table``) that every offset lies in [0, length)."""
     if table.shape != (-(-x.shape[0] // width),):
         raise ValueError(f"x {x.shape} needs {-(-x.shape[0] // width)} table entries")
     if acc.dtype != np.float32 or acc.ndim != 2 or acc.shape[0] != CHUNKS:
@@ -98,12 +105,18 @@ def accumulate(
     if width not in (1, 16):
         raise ValueError(f"width must be 1 or 16, got {width}")
     # the vector path writes without bounds checks: every offset must lie in [0, length)
-    if table.size and (int(table.min()) < 0 or int(table.max()) >> 16 >= length):
-        raise ValueError(f"table offsets must lie in [0, {length})")
+    if not table_checked:
+        check_table(table, length)
     if numba is None:
         raise RuntimeError("the sketch kernel needs numba")
     table = np.ascontiguousarray(table, dtype=np.int64)
     _scatter(np.ascontiguousarray(x, dtype=np.float32), table, a, length, width, acc)
+
+
+def check_table(table: np.ndarray, length: int) -> None:
+    """Raise ValueError unless every entry's offset ``table[g] >> 16`` lies in [0, length)."""
+    if table.size and (int(table.min()) < 0 or int(table.max()) >> 16 >= length):
+        raise ValueError(f"table offsets must lie in [0, {length})")
 
 
 def sketch(

@@ -300,3 +300,28 @@ def test_kronecker_sketch_preserves_norms_in_expectation() -> None:
         for s in range(200)
     ]
     assert abs(sum(ratios) / len(ratios) - 1) < 0.03
+
+
+def test_sketch_kernel_rejects_tables_and_accumulators_out_of_range() -> None:
+    """The vector path writes without bounds checks, so bad input must never reach it."""
+    import numpy as np
+
+    from gradlens import sketch_kernel
+
+    x = np.ones(32, dtype=np.float32)
+    ok = np.array([3 << 16, 20 << 16 | 1], dtype=np.int64)  # lane 0 of group 1 negated
+    acc = np.zeros((sketch_kernel.CHUNKS, 40), dtype=np.float32)
+    sketch_kernel.accumulate(x, ok, 0, 40, 16, acc)
+    p = acc.sum(0)
+    assert p[3:19].tolist() == [1.0] * 16 and p[20:36].tolist() == [-1.0] + [1.0] * 15
+    assert p.sum() == 30
+    with pytest.raises(ValueError, match="offsets"):
+        sketch_kernel.accumulate(x, np.array([40 << 16, 0]), 0, 40, 16, acc)
+    with pytest.raises(ValueError, match="offsets"):
+        sketch_kernel.accumulate(x, np.array([-1, 0]), 0, 40, 16, acc)
+    with pytest.raises(ValueError, match="rows"):
+        sketch_kernel.accumulate(x, ok, 30, 40, 16, acc)
+    with pytest.raises(ValueError, match="table entries"):
+        sketch_kernel.accumulate(x, ok[:1], 0, 40, 16, acc)
+    with pytest.raises(ValueError, match="acc"):
+        sketch_kernel.accumulate(x, ok, 0, 40, 16, acc.astype(np.float64))
