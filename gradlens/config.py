@@ -7,6 +7,9 @@ import json
 from dataclasses import asdict, dataclass
 
 CONFIG_VERSION = 1  # bump when a change alters the numbers a run stores
+#: Version of each projection method's definition, in the key of runs that use the method (so a
+#: change to one sketch never re-keys exact-only runs). sjlt 2: the block-structured hash.
+PROJECTION_VERSIONS = {"sjlt": 2}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class ComputeConfig:
         fields.pop("train_path")
         fields.pop("queries_path")
         fields["version"] = CONFIG_VERSION
+        methods = sorted({p.split(":")[0] for p in self.projections} & set(PROJECTION_VERSIONS))
+        if methods:
+            fields["projection_versions"] = {m: PROJECTION_VERSIONS[m] for m in methods}
         blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

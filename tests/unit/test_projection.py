@@ -325,3 +325,25 @@ def test_sketch_kernel_rejects_tables_and_accumulators_out_of_range() -> None:
         sketch_kernel.accumulate(x, ok[:1], 0, 40, 16, acc)
     with pytest.raises(ValueError, match="acc"):
         sketch_kernel.accumulate(x, ok, 0, 40, 16, acc.astype(np.float64))
+
+
+def test_run_key_carries_the_version_of_the_sketches_it_uses(monkeypatch) -> None:
+    """A changed sketch definition re-keys the runs that use it, and only those."""
+    from gradlens import config
+
+    base = dict(
+        model="m",
+        model_hash="h",
+        train_hash="t",
+        queries_hash="q",
+        train_path="a",
+        queries_path="b",
+    )
+    exact = config.ComputeConfig(**base)
+    sjlt = config.ComputeConfig(**base, projections=("sjlt:0.01",))
+    gauss = config.ComputeConfig(**base, projections=("gaussian:0.001",))
+    before = [c.key() for c in (exact, sjlt, gauss)]
+    assert len(set(before)) == 3
+    monkeypatch.setitem(config.PROJECTION_VERSIONS, "sjlt", 99)
+    after = [c.key() for c in (exact, sjlt, gauss)]
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
