@@ -159,15 +159,14 @@ class ExampleGrads:
         self.proj[method] = list(flat.split(sizes))
         self._flat.pop(method, None)
         if flat.device.type == "cpu":  # shares memory with proj[method]
-            self._flat[method] = (flat.numpy(), np.cumsum([0] + sizes[:-1]))
+            self._flat[method] = (flat.numpy(), _starts(sizes))
 
     def proj_flat(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """(p float32 [sum d_c] on the CPU, start offsets int64 [K]) of ``proj[method]``."""
         if method not in self._flat:
             parts = self.proj[method]
             flat = torch.cat([p.reshape(-1) for p in parts]).float().cpu().numpy()
-            starts = np.cumsum([0] + [p.numel() for p in parts[:-1]])
-            self._flat[method] = (flat, starts)
+            self._flat[method] = (flat, _starts([p.numel() for p in parts]))
         return self._flat[method]
 
     @property
@@ -191,6 +190,11 @@ class ExampleGrads:
                         n += tensor.numel()
         n += sum(p.numel() for ps in self.proj.values() for p in ps)
         return 4 * n
+
+
+def _starts(sizes: Sequence[int]) -> np.ndarray:
+    """Start offsets int64[K] of K consecutive segments of the given sizes."""
+    return np.cumsum([0, *sizes[:-1]], dtype=np.int64)
 
 
 def component_dots(a: ExampleGrads, b: ExampleGrads) -> np.ndarray:

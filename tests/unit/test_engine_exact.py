@@ -162,18 +162,17 @@ def test_smollm2_three_examples(smollm2_dir):
     _check_pairs(grads, ref)
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_kron_projection_in_the_engine_equals_sketching_the_autograd_gradient(family, tokenizer):
-    """The engine applies `kron` to the compact forms; the result equals the sketch of the
-    dense autograd gradient, oriented [out, in] (GPT-2's Conv1D weights are stored [in, out])."""
+def _projected_by_engine(model, tokenizer, method: str, fraction: float):
+    """Two examples through an engine projecting with (method, fraction), one call each, checked
+    against the projection of the dense autograd gradient oriented [out, in] (GPT-2's Conv1D
+    weights are stored [in, out]). Returns the engine (closed) and the examples' grads."""
     from gradlens.compute import build_projections
 
-    model = build_tiny(family, tokenizer)
     components = discover_components(model)
     toks = tokenize_all(tokenizer, EXAMPLES[:2])
-    sets = build_projections([("kron", 0.3)], components, 5, model)
+    (ps,) = build_projections([(method, fraction)], components, 5, model)
     modules = dict(model.named_modules())
-    with GradientEngine(model, components, projections=sets) as engine:
+    with GradientEngine(model, components, projections=[ps]) as engine:
         grads = engine.compute([toks[0]]) + engine.compute([toks[1]])
     for g, tok in zip(grads, toks):
         ref = flat_component_grads(model, components, tok)
@@ -181,20 +180,26 @@ def test_kron_projection_in_the_engine_equals_sketching_the_autograd_gradient(fa
             flat = ref[c].reshape(comp.shape)
             if not isinstance(modules[comp.module], (torch.nn.Linear, torch.nn.Embedding)):
                 flat = flat.T
-            want = sets[0].factored[c].project(flat.reshape(-1))
-            got = g.proj["kron:0.3"][c]
+            want = ps.project[c](flat.reshape(-1).contiguous())
+            got = g.proj[ps.method][c]
             scale = float(want.abs().max()) + 1e-12
             assert float((got - want).abs().max()) <= 1e-4 * scale + 1e-7, comp.name
+    return engine, grads
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_kron_projection_in_the_engine_equals_sketching_the_autograd_gradient(family, tokenizer):
+    """The engine applies `kron` to the compact forms without forming the gradient."""
+    _projected_by_engine(build_tiny(family, tokenizer), tokenizer, "kron", 0.3)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_sjlt_projection_in_the_engine_equals_sketching_the_autograd_gradient(family, tokenizer):
     """The engine densifies each component into a scratch buffer reused across components of one
-    shape and across examples, then sketches it: equal to the SJLT of the autograd gradient
-    (oriented [out, in]), for every component of two consecutive examples."""
+    shape and across examples, then sketches it: equal to the SJLT of the autograd gradient for
+    every component of two consecutive examples."""
     from transformers import AutoModelForCausalLM
 
-    from gradlens.compute import build_projections
     from tests.conftest import tiny_config
 
     cfg = tiny_config(family, len(tokenizer))  # wide enough that gradients stay factored
@@ -204,25 +209,10 @@ def test_sjlt_projection_in_the_engine_equals_sketching_the_autograd_gradient(fa
         cfg.n_embd = 128
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
-    components = discover_components(model)
-    toks = tokenize_all(tokenizer, EXAMPLES[:2])
-    sets = build_projections([("sjlt", 0.2)], components, 3, model)
-    modules = dict(model.named_modules())
-    with GradientEngine(model, components, projections=sets) as engine:
-        grads = engine.compute([toks[0]]) + engine.compute([toks[1]])
-        assert len(engine._scratch) < len(components)  # buffers are shared by shape
+    engine, grads = _projected_by_engine(model, tokenizer, "sjlt", 0.2)
+    assert len(engine._scratch) < len(engine.components)  # buffers are shared by shape
     kinds = {type(t).__name__ for g in grads for terms in g.comps for t in terms}
     assert "Factored" in kinds, kinds  # the matmul-into-buffer path is exercised
-    for g, tok in zip(grads, toks):
-        ref = flat_component_grads(model, components, tok)
-        for c, comp in enumerate(components):
-            flat = ref[c].reshape(comp.shape)
-            if not isinstance(modules[comp.module], (torch.nn.Linear, torch.nn.Embedding)):
-                flat = flat.T
-            want = sets[0].project[c](flat.reshape(-1).contiguous())
-            got = g.proj["sjlt:0.2"][c]
-            scale = float(want.abs().max()) + 1e-12
-            assert float((got - want).abs().max()) <= 1e-4 * scale + 1e-7, comp.name
 
 
 def test_projected_dots_equal_per_component_dots() -> None:
