@@ -9,13 +9,15 @@ tolerance scaled to the largest value: per (query, candidate) pair, the full-gra
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 
 from gradlens.compute import compute
 from gradlens.store import Store
 from tests.conftest import DEMO
 
-PINNED_RUN_ID = "176fd5be55330ada"
+PINNED_RUN_ID = "2e3eaf25925e28e3"
 PINNED = {
     ("demo_001", "demo_001"): (0.7543902360489962, 1.021066399887189),
     ("demo_001", "demo_003"): (0.11696394205220757, 0.23071382095123238),
@@ -26,7 +28,10 @@ PINNED = {
 }
 
 
-def test_run_id_and_dots_checksum_are_unchanged(tiny_model_dir, tmp_path):
+def test_run_id_and_dots_checksum_are_unchanged(tiny_model_dir, tmp_path, monkeypatch):
+    # the --model spec is part of the run key: use the same relative spelling every time
+    shutil.copytree(tiny_model_dir, tmp_path / "tiny-llama")
+    monkeypatch.chdir(tmp_path)
     train = tmp_path / "train.jsonl"
     queries = tmp_path / "queries.jsonl"
     train.write_text(
@@ -38,7 +43,7 @@ def test_run_id_and_dots_checksum_are_unchanged(tiny_model_dir, tmp_path):
     )
     db = tmp_path / "pin.duckdb"
     summary = compute(
-        str(tiny_model_dir), str(train), str(queries), str(db), candidates=3, progress=False
+        "tiny-llama", str(train), str(queries), str(db), candidates=3, progress=False
     )
     with Store(db, read_only=True) as store:
         dots = store.frame("dots", summary.run_id, "exact")
