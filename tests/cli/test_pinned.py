@@ -3,9 +3,10 @@ model and data set before the read-side restructuring (issue 9). Any change to t
 needs a migration note in the README (stored run ids would no longer match their configs).
 
 The run id is a hash of weights, data and options, so it is pinned exactly. Dot products are
-float sums whose last bits depend on the CPU's kernels, so the checksum is compared at a relative
-tolerance scaled to the largest value: per (query, candidate) pair, the full-gradient dot Σ_c dot_c and the index-weighted
-Σ_c (c + 1)·dot_c (a reordering or mislabelled component changes it)."""
+float sums whose last bits depend on the CPU's kernels, so the checksum is compared at a
+tolerance scaled to the largest value: per (query, candidate) pair, the full-gradient dot
+Σ_c dot_c and the index-weighted Σ_c (c + 1)·dot_c (a reordering or mislabelled component
+changes it)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,7 @@ def test_run_id_and_dots_checksum_are_unchanged(tiny_model_dir, tmp_path, monkey
         + "\n"
     )
     db = tmp_path / "pin.duckdb"
-    summary = compute(
-        "tiny-llama", str(train), str(queries), str(db), candidates=3, progress=False
-    )
+    summary = compute("tiny-llama", str(train), str(queries), str(db), candidates=3, progress=False)
     with Store(db, read_only=True) as store:
         dots = store.frame("dots", summary.run_id, "exact")
     dots["weighted"] = dots["dot"] * (dots["component_idx"] + 1)
