@@ -10,14 +10,19 @@ import plotly.express as px
 import streamlit as st
 
 from gradlens.errors import GradLensError
-from gradlens.report import list_runs, run_overview
+from gradlens.queries import list_runs, load_arrays
+from gradlens.runs import run_headline
+from gradlens.selection import layer_kind_table, per_component_accuracy
 
 st.set_page_config(page_title="GradLens", layout="wide")
 
 
 @st.cache_data(show_spinner="Reading the run's dot products…")
 def overview(db: str, run: str, mtime: float) -> dict:
-    return run_overview(db, run)
+    a = load_arrays(db, run)
+    single = per_component_accuracy(a.dots, a.query_sq, a.cand_sq, a.target, a.valid)
+    grid = layer_kind_table(single, a.layers, a.kinds)
+    return {"headline": run_headline(a), "layer_kind": grid}
 
 
 st.title("GradLens")

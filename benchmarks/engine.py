@@ -27,8 +27,8 @@ import torch
 from gradlens.candidates import bm25_candidates
 from gradlens.compute import compute
 from gradlens.data import IGNORE_INDEX, load_examples, tokenize_all
-from gradlens.engine import naive_pair_dots
 from gradlens.models import discover_components, load_model
+from gradlens.reference import naive_pair_dots
 from gradlens.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradlens import selection as sel  # noqa: E402
-from gradlens.importer import read_long_tables, to_arrays  # noqa: E402
+from gradlens.importer import read_long_tables  # noqa: E402
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -39,7 +39,7 @@ def paper_arrays() -> Arrays | None:
         d / "n_params.json",
         filters={"setting": "model_generated"},
     )
-    ra = to_arrays(t)
+    ra = t.to_arrays()
     return ra.dots, ra.query_sq, ra.cand_sq, ra.target
 
 

@@ -8,6 +8,7 @@ otherwise the example with the fewest remaining uses is evicted (and recomputed 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -41,20 +42,30 @@ from gradlens.models import (
     model_fingerprint,
     resolve_device,
 )
+from gradlens.options import ComputeOptions
+from gradlens.projection import method_label
 from gradlens.store import Store
 
 log = logging.getLogger(__name__)
 
 
+#: Share of the memory available at start that the gradient cache may use by default.
+CACHE_SHARE_OF_AVAILABLE = 0.7
+#: Memory kept back from the cache for the model and the working set (and the budget's floor).
+CACHE_RESERVE_BYTES = 1 << 30
+#: Examples per forward/backward on a GPU when --batch-size is not given (CPU: 1; batching
+#: measured no faster there, see benchmarks/RESULTS.md).
+DEFAULT_CUDA_BATCH = 8
+
+
 def default_max_memory() -> int:
-    """The gradient cache budget in bytes: 70 % of the memory available now, less 1 GiB for the
-    model and the working set (at least 1 GiB). On the 24 GiB box the demo's cache peaks at
-    ~11 GB, so this leaves headroom where half of the free memory was borderline."""
+    """The gradient cache budget in bytes: ``CACHE_SHARE_OF_AVAILABLE`` of the memory available
+    now, less ``CACHE_RESERVE_BYTES`` (at least ``CACHE_RESERVE_BYTES``)."""
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         avail = 8 << 30
-    return max(1 << 30, int(avail * 0.7) - (1 << 30))
+    return max(CACHE_RESERVE_BYTES, int(avail * CACHE_SHARE_OF_AVAILABLE) - CACHE_RESERVE_BYTES)
 
 
 def parse_memory(text: str) -> int:
@@ -243,90 +254,66 @@ def component_frame(components: Sequence[Component]) -> pd.DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class ComputeJob:
-    """The options of one ``gradlens compute`` invocation (see ``compute``)."""
+@dataclass(frozen=True, eq=False)
+class _Job:
+    """One compute invocation: its options plus what was derived from them before the model
+    loads (start time, memory budget in bytes or None, parsed projections, device)."""
 
-    model: str
-    train_path: str
-    queries_path: str
-    db: str
-    run: str | None
-    candidates: int
-    bm25_on: str
-    loss_on: str
-    reduction: str
-    max_length: int | None
-    dtype: str
-    seed: int
-    max_memory: int | None
-    batch_size: int | None
-    trust_remote_code: bool
-    progress: bool
+    opts: ComputeOptions
     t0: float
+    max_memory: int | None
+    projections: list[tuple[str, float]]
+    device: str
 
 
-def compute(
-    model: str,
-    train_path: str,
-    queries_path: str,
-    db: str,
-    run: str | None = None,
-    candidates: int = 5,
-    bm25_on: str = "prompt",
-    loss_on: str = "response",
-    reduction: str = "mean",
-    max_length: int | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    project: str | None = None,
-    seed: int = 0,
-    max_memory: int | None = None,
-    batch_size: int | None = None,
-    trust_remote_code: bool = False,
-    progress: bool = True,
-) -> ComputeSummary | None:
+@dataclass(frozen=True, eq=False)
+class _Setup:
+    """Everything fixed once the model is loaded: components, run config and id, candidates
+    and tokenized examples by id."""
+
+    components: list[Component]
+    config: ComputeConfig
+    run_id: str
+    candidates: pd.DataFrame
+    train_tok: dict[str, Tokenized]
+    query_tok: dict[str, Tokenized]
+
+
+def compute(model: str, train_path: str, queries_path: str, db: str, **options) -> object:
+    """Run (or resume) a compute job: ``run_compute`` with ``ComputeOptions`` spelled as keyword
+    arguments (``progress=False`` for ``no_progress``; ``max_memory`` in bytes or e.g. "8G")."""
+    if "progress" in options:
+        options["no_progress"] = not options.pop("progress")
+    if isinstance(options.get("max_memory"), int):
+        options["max_memory"] = str(options["max_memory"])
+    opts = ComputeOptions(
+        model=model, train=str(train_path), queries=str(queries_path), db=str(db), **options
+    )
+    return run_compute(opts)
+
+
+def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     """Run (or resume) a compute job; see ``gradlens compute --help`` for the options.
 
     Under ``torchrun`` every rank computes a slice of the queries and rank 0 writes; ranks
     other than 0 return None.
     """
     t0 = time.perf_counter()
-    if candidates < 1:
-        raise GradLensError(f"--candidates must be at least 1, got {candidates}")
-    if max_length is not None and max_length < 2:
-        raise GradLensError(f"--max-length must be at least 2, got {max_length}")
-    proj_specs = _parse_projections(project)
-    train = load_examples(train_path)
-    queries = load_examples(queries_path)
-    check_queries(train, queries, queries_path)
-    job = ComputeJob(
-        model,
-        str(train_path),
-        str(queries_path),
-        str(db),
-        run,
-        candidates,
-        bm25_on,
-        loss_on,
-        reduction,
-        max_length,
-        dtype,
-        seed,
-        max_memory,
-        batch_size,
-        trust_remote_code,
-        progress,
-        t0,
-    )
-    ctx = init_distributed(resolve_device(device))
+    proj_specs = _parse_projections(opts.project)
+    budget = parse_memory(opts.max_memory) if opts.max_memory else None
+    train = load_examples(opts.train)
+    queries = load_examples(opts.queries)
+    check_queries(train, queries, opts.queries)
+    device = resolve_device(opts.device)
+    ctx = init_distributed(device)
     try:
         if ctx.active and device.startswith("cuda"):
             device = f"cuda:{ctx.local_rank}"
+        job = _Job(opts, t0, budget, proj_specs, device)
         # only rank 0 touches the database (DuckDB has a single writer)
-        store = Store(db) if ctx.is_main else None
+        store = Store(opts.db) if ctx.is_main else None
         try:
-            return _compute_run(ctx, store, job, train, queries, proj_specs, device)
+            return _compute_run(ctx, store, job, train, queries)
         finally:
             if store is not None:
                 store.close()
@@ -334,147 +321,162 @@ def compute(
         ctx.close()
 
 
-def _compute_run(
-    ctx: DistContext,
-    store: Store | None,
-    job: ComputeJob,
-    train: list[Example],
-    queries: list[Example],
-    proj_specs: list[tuple[str, float]],
-    device: str,
-) -> ComputeSummary | None:
-    net, tokenizer = load_model(
-        job.model, device=device, trust_remote_code=job.trust_remote_code, dtype=job.dtype
-    )
+def _by_id(toks: list[Tokenized]) -> dict[str, Tokenized]:
+    return {t.example.id: t for t in toks}
+
+
+def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Example]) -> _Setup:
+    o = job.opts
     components = discover_components(net)
-    config = ComputeConfig(
-        model=job.model,
+    config = ComputeConfig.from_options(
+        o,
         model_hash=model_fingerprint(net),
         train_hash=content_hash(train),
         queries_hash=content_hash(queries),
-        train_path=str(job.train_path),
-        queries_path=str(job.queries_path),
-        candidates=job.candidates,
-        bm25_on=job.bm25_on,
-        loss_on=job.loss_on,
-        reduction=job.reduction,
-        max_length=job.max_length,
-        dtype=job.dtype,
-        projections=tuple(f"{m}:{f:g}" for m, f in proj_specs),
-        seed=job.seed,
+        projections=tuple(method_label(m, f) for m, f in job.projections),
     )
-    run_id = config.key()
-    cand_df = bm25_candidates(train, queries, job.candidates, job.bm25_on)
-    train_tok = {
-        t.example.id: t for t in tokenize_all(tokenizer, train, job.loss_on, job.max_length)
-    }
-    query_tok = {
-        t.example.id: t for t in tokenize_all(tokenizer, queries, job.loss_on, job.max_length)
-    }
+    return _Setup(
+        components=components,
+        config=config,
+        run_id=config.key(),
+        candidates=bm25_candidates(train, queries, o.candidates, o.bm25_on),
+        train_tok=_by_id(tokenize_all(tokenizer, train, o.loss_on, o.max_length)),
+        query_tok=_by_id(tokenize_all(tokenizer, queries, o.loss_on, o.max_length)),
+    )
+
+
+def _open_run(ctx: DistContext, store: Store | None, job: _Job, setup: _Setup) -> dict:
+    """Rank 0 creates or finds the run; every rank gets its name, status and done queries."""
     state: dict = {}
     if ctx.is_main:
         try:
+            default_name = f"{_stem(job.opts.queries)}-{setup.run_id[:6]}"
             row = store.begin_run(
-                run_id, job.run or f"{_stem(job.queries_path)}-{run_id[:6]}", _config_dict(config)
+                setup.run_id, job.opts.run or default_name, json.loads(setup.config.to_json())
             )
-            if row["status"] != "complete" and not store.has_rows("components", run_id):
-                _write_setup(store, run_id, components, train_tok, query_tok, cand_df)
+            if row["status"] != "complete" and not store.has_rows("components", setup.run_id):
+                _write_setup(store, setup)
             state = {
                 "name": row["name"],
                 "status": row["status"],
-                "done": store.done_queries(run_id),
+                "done": store.done_queries(setup.run_id),
             }
         except GradLensError as exc:
             state = {"error": str(exc)}
     state = ctx.broadcast(state)
     if "error" in state:
         raise GradLensError(state["error"])
-    name, done = state["name"], state["done"]
+    return state
+
+
+def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progress):
+    """QueryResults to write on rank 0 (single process: all; torchrun: gathered from every
+    rank, one query per rank and round; other ranks get nothing)."""
+    if not ctx.active:
+        yield from iter_schedule(
+            engine,
+            setup.query_tok,
+            setup.train_tok,
+            query_cands,
+            budget,
+            bsz,
+            stats,
+            progress=progress,
+        )
+        return
+    # contiguous slices of the greedy order keep each rank's candidates shared
+    order = greedy_order(query_cands)
+    lo = len(order) * ctx.rank // ctx.world
+    hi = len(order) * (ctx.rank + 1) // ctx.world
+    rounds = -(-len(order) // ctx.world)
+    shard = {q: query_cands[q] for q in order[lo:hi]}
+    results = iter_schedule(
+        engine,
+        setup.query_tok,
+        setup.train_tok,
+        shard,
+        budget,
+        bsz,
+        stats,
+        order=order[lo:hi],
+        progress=progress and ctx.is_main,
+    )
+    for _ in range(rounds):
+        gathered = ctx.gather(next(results, None))
+        yield from (res for res in gathered or [] if res is not None)
+
+
+def _compute_run(
+    ctx: DistContext,
+    store: Store | None,
+    job: _Job,
+    train: list[Example],
+    queries: list[Example],
+) -> ComputeSummary | None:
+    o = job.opts
+    net, tokenizer = load_model(
+        o.model, device=job.device, trust_remote_code=o.trust_remote_code, dtype=o.dtype
+    )
+    setup = _setup(job, net, tokenizer, train, queries)
+    state = _open_run(ctx, store, job, setup)
+    name, done, run_id = state["name"], state["done"], setup.run_id
     if state["status"] == "complete":
         if not ctx.is_main:
             return None
-        return ComputeSummary(name, run_id, str(job.db), 0, 0, len(components), 0, 0.0, True)
+        k = len(setup.components)
+        return ComputeSummary(name, run_id, o.db, 0, 0, k, 0, 0.0, already_complete=True)
     query_cands = {
         q: list(g.sort_values("rank")["candidate_id"])
-        for q, g in cand_df.groupby("query_id", sort=False)
+        for q, g in setup.candidates.groupby("query_id", sort=False)
         if q not in done
     }
     if done and ctx.is_main:
         log.warning(
             "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
         )
-    projections = build_projections(proj_specs, components, job.seed, net)
-    engine = GradientEngine(net, components, reduction=job.reduction, projections=projections)
+    projections = build_projections(job.projections, setup.components, o.seed, net)
+    engine = GradientEngine(net, setup.components, reduction=o.reduction, projections=projections)
     budget = job.max_memory if job.max_memory is not None else default_max_memory()
-    bsz = job.batch_size or (8 if str(engine.device).startswith("cuda") else 1)
+    on_gpu = str(engine.device).startswith("cuda")
+    bsz = o.batch_size or (DEFAULT_CUDA_BATCH if on_gpu else 1)
     written = store.normed_examples(run_id, "train") if ctx.is_main else set()
-
-    def write(res: QueryResult) -> None:
-        res = drop_written_norms(res, written)
-        store.write_query(run_id, res.query_id, res.dots, res.norms)
-
     stats = ScheduleStats()
     with engine:
-        if not ctx.active:
-            for res in iter_schedule(
-                engine, query_tok, train_tok, query_cands, budget, bsz, stats, progress=job.progress
-            ):
-                write(res)
-        else:
-            # contiguous slices of the greedy order keep each rank's candidates shared
-            order = greedy_order(query_cands)
-            lo = len(order) * ctx.rank // ctx.world
-            hi = len(order) * (ctx.rank + 1) // ctx.world
-            rounds = -(-len(order) // ctx.world)
-            shard = {q: query_cands[q] for q in order[lo:hi]}
-            results = iter_schedule(
-                engine,
-                query_tok,
-                train_tok,
-                shard,
-                budget,
-                bsz,
-                stats,
-                order=order[lo:hi],
-                progress=job.progress and ctx.is_main,
-            )
-            for _ in range(rounds):
-                gathered = ctx.gather(next(results, None))
-                for res in gathered or []:
-                    if res is not None:
-                        write(res)
-    passes = ctx.sum(stats.passes)
-    evictions = ctx.sum(stats.evictions)
+        progress = not o.no_progress
+        for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress):
+            res = drop_written_norms(res, written)
+            store.write_query(run_id, res.query_id, res.dots, res.norms)
+    run_stats = {
+        "passes": ctx.sum(stats.passes),
+        "unique_examples": len(setup.query_tok) + len(set(setup.candidates["candidate_id"])),
+        "evictions": ctx.sum(stats.evictions),
+        "peak_cache_bytes": stats.peak_cache_bytes,
+        "max_memory": budget,
+        "batch_size": bsz,
+        "device": str(engine.device),
+        "world_size": ctx.world,
+        "resumed_queries": len(done),
+        "projection_seconds": engine.projection_seconds,
+    }
     if not ctx.is_main:
         return None
+    return _finish(store, job, setup, name, run_stats)
+
+
+def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
+    """Mark the run complete with its measured stats; the summary line's numbers."""
     seconds = time.perf_counter() - job.t0
-    unique = len(query_tok) + len(set(cand_df["candidate_id"]))
-    store.mark_complete(
-        run_id,
-        {
-            "seconds": seconds,
-            "passes": passes,
-            "unique_examples": unique,
-            "evictions": evictions,
-            "peak_cache_bytes": stats.peak_cache_bytes,
-            "max_memory": budget,
-            "batch_size": bsz,
-            "device": str(engine.device),
-            "world_size": ctx.world,
-            "resumed_queries": len(done),
-            "projection_seconds": engine.projection_seconds,
-        },
-    )
+    store.mark_complete(setup.run_id, {"seconds": seconds} | run_stats)
     return ComputeSummary(
         run_name=name,
-        run_id=run_id,
-        db=str(job.db),
-        examples=unique,
-        pairs=len(cand_df),
-        components=len(components),
-        passes=passes,
+        run_id=setup.run_id,
+        db=job.opts.db,
+        examples=run_stats["unique_examples"],
+        pairs=len(setup.candidates),
+        components=len(setup.components),
+        passes=run_stats["passes"],
         seconds=seconds,
-        evictions=evictions,
+        evictions=run_stats["evictions"],
     )
 
 
@@ -482,32 +484,23 @@ def _stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _config_dict(config: ComputeConfig) -> dict:
-    import json
-
-    return json.loads(config.to_json())
-
-
-def _write_setup(store: Store, run_id, components, train_tok, query_tok, cand_df) -> None:
-    used = set(cand_df["candidate_id"])
+def _write_setup(store: Store, setup: _Setup) -> None:
+    """The run's components, examples (queries and the training examples some query uses) and
+    candidates, in one transaction."""
+    used = set(setup.candidates["candidate_id"])
     ex_rows = [
         (split, t.example.id, t.example.prompt, t.example.response, t.n_tokens)
-        for split, toks in (("train", train_tok), ("query", query_tok))
+        for split, toks in (("train", setup.train_tok), ("query", setup.query_tok))
         for t in toks.values()
         if split == "query" or t.example.id in used
     ]
     examples = pd.DataFrame(
         ex_rows, columns=["split", "example_id", "prompt", "response", "n_tokens"]
     )
-    store.con.execute("BEGIN TRANSACTION")
-    try:
-        store.insert("components", run_id, component_frame(components))
-        store.insert("examples", run_id, examples)
-        store.insert("candidates", run_id, cand_df)
-        store.con.execute("COMMIT")
-    except BaseException:
-        store.con.execute("ROLLBACK")
-        raise
+    with store.transaction():
+        store.insert("components", setup.run_id, component_frame(setup.components))
+        store.insert("examples", setup.run_id, examples)
+        store.insert("candidates", setup.run_id, setup.candidates)
 
 
 def _parse_projections(project: str | None) -> list[tuple[str, float]]:
@@ -525,11 +518,12 @@ def build_projections(
     specs: Sequence[tuple[str, float]], components: Sequence[Component], seed: int, net
 ) -> list[ProjectionSet]:
     """The engine's projections for ``--project`` specs [(method, fraction), ...]: component c
-    gets ``Projector(P_c, d_c, method, seed=seed * 100_003 + c)`` on the model's device, or for
-    ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the factors."""
+    gets ``Projector(P_c, d_c, method, seed=component_seed(seed, c))`` on the model's device, or
+    for ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the
+    factors."""
     if not specs:
         return []
-    from gradlens.projection import KroneckerSketch, Projector, component_dims
+    from gradlens.projection import KroneckerSketch, Projector, component_dims, component_seed
 
     device = str(next(net.parameters()).device)
     modules = dict(net.named_modules())
@@ -538,17 +532,19 @@ def build_projections(
         dims = component_dims([c.n_params for c in components], fraction)
         if method == "kron":
             sketches = [
-                KroneckerSketch(_term_shape(c, modules[c.module]), d, seed * 100_003 + idx, device)
+                KroneckerSketch(
+                    _term_shape(c, modules[c.module]), d, component_seed(seed, idx), device
+                )
                 for idx, (c, d) in enumerate(zip(components, dims))
             ]
-            label = f"{method}:{fraction:g}"
+            label = method_label(method, fraction)
             sets.append(ProjectionSet(label, [k.project for k in sketches], factored=sketches))
             continue
         projectors = [
-            Projector(c.n_params, d, method, seed=seed * 100_003 + idx, device=device).project
+            Projector(c.n_params, d, method, seed=component_seed(seed, idx), device=device).project
             for idx, (c, d) in enumerate(zip(components, dims))
         ]
-        sets.append(ProjectionSet(f"{method}:{fraction:g}", projectors))
+        sets.append(ProjectionSet(method_label(method, fraction), projectors))
     return sets
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -48,6 +49,32 @@ class ComputeConfig:
             fields["projection_versions"] = {m: PROJECTION_VERSIONS[m] for m in methods}
         blob = json.dumps(fields, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_options(
+        cls,
+        options: object,
+        model_hash: str,
+        train_hash: str,
+        queries_hash: str,
+        projections: tuple[str, ...],
+    ) -> ComputeConfig:
+        """The config of a compute run: every ``key=True`` field of ``ComputeOptions`` (``project``
+        as its parsed labels ``projections``), the content hashes and the data paths."""
+        key_fields = {
+            f.name: getattr(options, f.name)
+            for f in dataclasses.fields(options)
+            if f.metadata.get("key") and f.name != "project"
+        }
+        return cls(
+            **key_fields,
+            model_hash=model_hash,
+            train_hash=train_hash,
+            queries_hash=queries_hash,
+            train_path=str(options.train),
+            queries_path=str(options.queries),
+            projections=projections,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

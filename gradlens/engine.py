@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -260,66 +259,3 @@ def _sketch_terms(sketch, terms: tuple[Term, ...]) -> torch.Tensor:
             p = sketch.project(t.g.reshape(-1))
         out = p if out is None else out + p
     return out if out is not None else torch.zeros(sketch.n_out, device=sketch.device)
-
-
-def flat_component_grads(
-    model: nn.Module,
-    components: Sequence[Component],
-    tok: Tokenized,
-    reduction: str = "mean",
-) -> list[torch.Tensor]:
-    """Reference: each component's gradient flattened, by plain ``torch.autograd.grad``.
-
-    The slow, obvious computation the engine is tested against. Returns float32 [P_c] tensors.
-    """
-    params = dict(model.named_parameters())
-    weights = [params[c.params[0]] for c in components]
-    saved = [w.requires_grad for w in weights]
-    for w in weights:
-        w.requires_grad_(True)
-    try:
-        device = weights[0].device
-        ids = tok.input_ids[None].to(device)
-        labels = tok.labels[None].to(device)
-        with torch.enable_grad():
-            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-            shift = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]),
-                shift.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-            if reduction == "mean":
-                loss = loss / (shift != IGNORE_INDEX).sum().clamp(min=1)
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
-    finally:
-        for w, s in zip(weights, saved):
-            w.requires_grad_(s)
-    return [
-        (g if g is not None else torch.zeros_like(w)).reshape(-1).float()
-        for g, w in zip(grads, weights)
-    ]
-
-
-def naive_pair_dots(
-    model: nn.Module,
-    components: Sequence[Component],
-    query: Tokenized,
-    candidates: Sequence[Tokenized],
-    reduction: str = "mean",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The paper's ``get_grads`` loop: 1 + b backward passes for one query, dense gradients.
-
-    Returns dots[b, K], query_sq[K], cand_sq[b, K] (float64).
-    """
-    q = flat_component_grads(model, components, query, reduction)
-    q_sq = np.array([torch.dot(g.double(), g.double()).item() for g in q])
-    dots = np.zeros((len(candidates), len(components)))
-    c_sq = np.zeros((len(candidates), len(components)))
-    for j, cand in enumerate(candidates):
-        c = flat_component_grads(model, components, cand, reduction)
-        for k, (gq, gc) in enumerate(zip(q, c)):
-            dots[j, k] = torch.dot(gq.double(), gc.double()).item()
-            c_sq[j, k] = torch.dot(gc.double(), gc.double()).item()
-    return dots, q_sq, c_sq

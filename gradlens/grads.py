@@ -170,7 +170,7 @@ class ExampleGrads:
         return self._flat[method]
 
     @property
-    def sqnorms_device(self) -> torch.device:
+    def device(self) -> torch.device:
         """The device the gradient tensors live on."""
         for terms in self.comps:
             for t in terms:
@@ -227,7 +227,7 @@ def query_dots(q: ExampleGrads, cands: list[ExampleGrads]) -> np.ndarray:
     Equal to ``component_dots(q, cands[j])`` up to float32 round-off in the matmuls.
     """
     b, k = len(cands), len(q.comps)
-    out = torch.zeros((b, k), dtype=torch.float64, device=q.sqnorms_device)
+    out = torch.zeros((b, k), dtype=torch.float64, device=q.device)
     x_grams: dict = {}
     pair_grams: list[dict] = [{} for _ in cands]
     for c in range(k):

@@ -1,5 +1,4 @@
-"""Import long tables of per-component dot products computed elsewhere, and pivot long frames
-into the arrays ``gradlens.selection`` works on.
+"""Read long tables of per-component dot products computed elsewhere (``gradlens import``).
 
 Input (Parquet or CSV, by extension):
 
@@ -10,18 +9,21 @@ Input (Parquet or CSV, by extension):
   order (component index), otherwise components are numbered by first appearance.
 
 ``read_long_tables`` returns the frames in the DuckDB schema shapes (without ``run_id``);
-``arrays_from_frames`` is the single place that turns such frames into ``RunArrays``.
+``gradlens.arrays.arrays_from_frames`` turns such frames into ``RunArrays``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from gradlens.arrays import RunArrays, arrays_from_frames
+from gradlens.arrays import id_codes as _codes
+from gradlens.naming import encoder_blocks_in, parse_component_name
 
 __all__ = [
     "ImportedTables",
@@ -29,72 +31,11 @@ __all__ = [
     "arrays_from_frames",
     "parse_component_name",
     "read_long_tables",
-    "to_arrays",
 ]
-
-KINDS = ("embed", "q", "k", "v", "o", "gate", "up", "down", "qkv", "fc_in", "fc_out", "lm_head")
-MODEL_WIDE = ("embed", "lm_head")
-
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
-_USER_RE = re.compile(r"^L(\d+)\.(" + "|".join(k for k in KINDS if k not in MODEL_WIDE) + r")$")
-# (pattern on the parameter name without ".weight", kind); first match wins
-_KIND_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), k)
-    for p, k in (
-        (r"(?:^|\.)(?:embed_tokens|wte|embed_in|word_embeddings)$", "embed"),
-        (r"(?:^|\.)(?:lm_head|embed_out)$", "lm_head"),
-        (r"\.q_proj$", "q"),
-        (r"\.k_proj$", "k"),
-        (r"\.v_proj$", "v"),
-        (r"\.(?:o_proj|out_proj)$", "o"),
-        (r"\.qkv_proj$", "qkv"),
-        (r"\.gate_proj$", "gate"),
-        (r"\.up_proj$", "up"),
-        (r"\.down_proj$", "down"),
-        (r"\.attn\.c_attn$", "qkv"),
-        (r"\.attn\.c_proj$", "o"),
-        (r"\.mlp\.c_fc$", "fc_in"),
-        (r"\.mlp\.c_proj$", "fc_out"),
-        (r"\.attention\.query_key_value$", "qkv"),
-        (r"\.attention\.dense$", "o"),
-        (r"\.mlp\.dense_h_to_4h$", "fc_in"),
-        (r"\.mlp\.dense_4h_to_h$", "fc_out"),
-        (r"\.fc1$", "fc_in"),
-        (r"\.fc2$", "fc_out"),
-    )
-)
 
 DOTS_COLUMNS = ("query_id", "candidate_id", "component", "dot")
 NORMS_COLUMNS = ("split", "example_id", "component", "sqnorm")
 SPLITS = ("query", "train")
-
-
-def parse_component_name(name: str) -> tuple[str, int | None, str]:
-    """Map a parameter name to ``(component, layer, kind)``.
-
-    ``model.layers.9.mlp.down_proj.weight`` -> ``("L9.down", 9, "down")``,
-    ``transformer.wte.weight`` -> ``("embed", None, "embed")``; Llama/OLMo/Qwen/Mistral, GPT-2,
-    GPT-NeoX (and OPT/Phi-style fc1/fc2) names are understood, as are names already in the
-    user-facing form (``L3.gate``, ``embed``, ``lm_head``). Raises ValueError naming an unknown
-    name."""
-    if name in MODEL_WIDE:
-        return name, None, name
-    user = _USER_RE.match(name)
-    if user:
-        return name, int(user.group(1)), user.group(2)
-    base = name[: -len(".weight")] if name.endswith(".weight") else name
-    for pattern, kind in _KIND_PATTERNS:
-        if pattern.search(base):
-            if kind in MODEL_WIDE:
-                return kind, None, kind
-            layer = _LAYER_RE.search(base)
-            if layer is None:
-                break
-            return f"L{int(layer.group(1))}.{kind}", int(layer.group(1)), kind
-    raise ValueError(
-        f"cannot map parameter {name!r} to a component (expected e.g. model.layers.N.mlp.down_proj"
-        ".weight, transformer.h.N.attn.c_attn.weight or gpt_neox.layers.N.attention.dense.weight)"
-    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,42 +51,10 @@ class ImportedTables:
     dots: pd.DataFrame
     norms: pd.DataFrame
 
-
-@dataclass(frozen=True, eq=False)
-class RunArrays:
-    """One run (one method) as selection arrays; N queries, b candidate slots, K components.
-
-    dots[N,b,K], query_sq[N,K], cand_sq[N,b,K] (float64; 0 in padding slots), target[N] (slot of
-    the original), valid[N,b] (False for padding), bm25[N,b] (NaN when unknown or padding),
-    query_ids[N] and candidate_ids[N,b] (object; None in padding), components (frame sorted by
-    component_idx; row k is array index k)."""
-
-    dots: np.ndarray
-    query_sq: np.ndarray
-    cand_sq: np.ndarray
-    target: np.ndarray
-    valid: np.ndarray
-    bm25: np.ndarray
-    query_ids: np.ndarray
-    candidate_ids: np.ndarray
-    components: pd.DataFrame
-    method: str = "exact"
-
-    @property
-    def core(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(dots, query_sq, cand_sq, target)``: the leading arguments of the selection API."""
-        return self.dots, self.query_sq, self.cand_sq, self.target
-
-    @property
-    def names(self) -> list[str]:
-        """User-facing component names [K]."""
-        return [str(c) for c in self.components["component"]]
-
-    @property
-    def n_params(self) -> np.ndarray:
-        """float[K] parameter counts (NaN where unknown)."""
-        return pd.to_numeric(self.components["n_params"], errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan
+    def to_arrays(self, method: str = "exact") -> RunArrays:
+        """The tables as RunArrays (``arrays_from_frames``)."""
+        return arrays_from_frames(
+            self.components, self.candidates, self.dots, self.norms, method=method
         )
 
 
@@ -170,19 +79,6 @@ def _require(df: pd.DataFrame, columns: tuple[str, ...], path: Path) -> None:
         if col not in df.columns:
             have = ", ".join(map(str, df.columns))
             raise ValueError(f"{path}: missing column {col!r} (columns: {have})")
-
-
-def _codes(s: pd.Series, path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """Factorise an id column: codes int64[n] and the distinct values as Python str (object)."""
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        codes = s.cat.codes.to_numpy().astype(np.int64)
-        uniques = s.cat.categories
-    else:
-        codes, uniques = pd.factorize(s)
-        codes = codes.astype(np.int64)
-    if (codes < 0).any():
-        raise ValueError(f"{path}: column {s.name!r} has missing values")
-    return codes, np.array([str(u) for u in uniques], dtype=object)
 
 
 def _apply_filters(
@@ -226,7 +122,8 @@ def _read_n_params(path: Path) -> dict[str, int | None]:
 
 
 def _components_frame(names: list[str], n_params: dict[str, int | None] | None) -> pd.DataFrame:
-    parsed = [parse_component_name(n) for n in names]
+    encoder_blocks = encoder_blocks_in(names)
+    parsed = [parse_component_name(n, encoder_blocks) for n in names]
     seen: dict[str, str] = {}
     for (disp, _, _), name in zip(parsed, names, strict=True):
         if disp in seen:
@@ -251,6 +148,202 @@ def _obj(values: np.ndarray) -> pd.Series:
     return pd.Series(values, dtype=object)
 
 
+@dataclass(frozen=True, eq=False)
+class _Ids:
+    """One integer id space over queries, candidates and norm examples (codes per row)."""
+
+    q: np.ndarray
+    c: np.ndarray
+    e: np.ndarray
+    names: np.ndarray  # object[n_ids]: code -> id string
+
+    @property
+    def n(self) -> int:
+        return len(self.names)
+
+
+def _id_space(raw: pd.DataFrame, nraw: pd.DataFrame, dots_path: Path, norms_path: Path) -> _Ids:
+    qc, qu = _codes(raw["query_id"], dots_path)
+    cc, cu = _codes(raw["candidate_id"], dots_path)
+    ec, eu = _codes(nraw["example_id"], norms_path)
+    ids = pd.Index(pd.unique(np.concatenate([qu, cu, eu])))
+    return _Ids(
+        q=ids.get_indexer(qu)[qc],
+        c=ids.get_indexer(cu)[cc],
+        e=ids.get_indexer(eu)[ec],
+        names=np.asarray(ids, dtype=object),
+    )
+
+
+def _dot_values(raw: pd.DataFrame, ids: _Ids, path: Path) -> np.ndarray:
+    dot = pd.to_numeric(raw["dot"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isnan(dot).any():
+        i = int(np.flatnonzero(np.isnan(dot))[0])
+        raise ValueError(
+            f"{path}: column 'dot' is missing or not numeric at query_id={ids.names[ids.q[i]]!r}, "
+            f"candidate_id={ids.names[ids.c[i]]!r}"
+        )
+    return dot
+
+
+def _component_order(
+    raw: pd.DataFrame, dots_path: Path, n_params_path: Path | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Components frame (index order: the n_params file's keys, else first appearance) and the
+    component index of every dots row."""
+    kc, ku = _codes(raw["component"], dots_path)
+    seen_names = [str(x) for x in ku[pd.unique(kc)]]
+    n_params = _read_n_params(n_params_path) if n_params_path is not None else None
+    names = seen_names
+    if n_params is not None:
+        names = list(n_params)
+        extra = [n for n in seen_names if n not in n_params]
+        if extra:
+            raise ValueError(f"{dots_path}: component {extra[0]!r} is not in {n_params_path}")
+        missing = [n for n in names if n not in set(seen_names)]
+        if missing:
+            raise ValueError(
+                f"{n_params_path}: component {missing[0]!r} has no rows in {dots_path}"
+            )
+    try:
+        components = _components_frame(names, n_params)
+    except ValueError as err:
+        raise ValueError(f"{n_params_path or dots_path}: {err}") from None
+    return components, pd.Index(names).get_indexer(ku)[kc]
+
+
+def _check_no_duplicate_dots(raw, ids: _Ids, comp: np.ndarray, names, path: Path) -> None:
+    k = len(names)
+    dup = pd.Series((ids.q * ids.n + ids.c) * k + comp).duplicated().to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        extra_cols = [x for x in raw.columns if x not in (*DOTS_COLUMNS, "rank", "bm25")]
+        hint = f"; filter by one of {extra_cols}?" if extra_cols else ""
+        raise ValueError(
+            f"{path}: duplicate (query_id, candidate_id, component) row at "
+            f"query_id={ids.names[ids.q[i]]!r}, candidate_id={ids.names[ids.c[i]]!r}, "
+            f"component={names[comp[i]]!r}{hint}"
+        )
+
+
+def _candidates_frame(raw: pd.DataFrame, ids: _Ids, k: int, path: Path):
+    """One candidates row per (query, candidate) in order of first appearance, with rank/bm25
+    (consistent across a pair's rows); also each row's pair code and the pairs' id codes."""
+    pair_codes, pair_uniques = pd.factorize(ids.q * ids.n + ids.c)
+    first_rows = np.flatnonzero(~pd.Series(pair_codes).duplicated().to_numpy())
+    cq, ccand = ids.q[first_rows], ids.c[first_rows]
+    cand = pd.DataFrame({"query_id": _obj(ids.names[cq]), "candidate_id": _obj(ids.names[ccand])})
+    for col in ("rank", "bm25"):
+        if col not in raw.columns:
+            continue
+        vals = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        first = vals[first_rows][pair_codes]
+        same = (vals == first) | (np.isnan(vals) & np.isnan(first))
+        if not same.all():
+            i = int(np.flatnonzero(~same)[0])
+            raise ValueError(
+                f"{path}: column {col!r} differs between rows of "
+                f"query_id={ids.names[ids.q[i]]!r}, candidate_id={ids.names[ids.c[i]]!r}"
+            )
+        cand[col] = vals[first_rows]
+    _check_ranks(cand, cq, ids, path)
+    if "bm25" not in cand.columns:
+        cand["bm25"] = np.nan
+    _check_pairs(cq, ccand, np.bincount(pair_codes, minlength=len(pair_uniques)), ids, k, path)
+    return cand[["query_id", "candidate_id", "rank", "bm25"]], cq, ccand
+
+
+def _check_ranks(cand: pd.DataFrame, cq: np.ndarray, ids: _Ids, path: Path) -> None:
+    """Ranks must be numbers, distinct within a query; absent ranks follow the row order."""
+    if "rank" not in cand.columns:
+        cand["rank"] = pd.Series(cq).groupby(cq, sort=False).cumcount().to_numpy() + 1
+        return
+    if np.isnan(cand["rank"].to_numpy()).any():
+        raise ValueError(f"{path}: column 'rank' has missing or non-numeric values")
+    cand["rank"] = cand["rank"].astype(np.int64)
+    rep = pd.Series(cq * (int(cand["rank"].max()) + 1) + cand["rank"].to_numpy()).duplicated()
+    if rep.any():
+        i = int(np.flatnonzero(rep.to_numpy())[0])
+        raise ValueError(
+            f"{path}: column 'rank' repeats within query {ids.names[cq[i]]!r} "
+            f"(rank {int(cand['rank'].iloc[i])})"
+        )
+
+
+def _check_pairs(cq, ccand, per_pair: np.ndarray, ids: _Ids, k: int, path: Path) -> None:
+    """Every query has its original among its candidates; every pair has all K components."""
+    queries = pd.unique(cq)
+    has_orig = np.zeros(ids.n, dtype=bool)
+    has_orig[cq[cq == ccand]] = True
+    if not has_orig[queries].all():
+        bad = queries[~has_orig[queries]][0]
+        raise ValueError(
+            f"{path}: query {ids.names[bad]!r} has no row with candidate_id == query_id "
+            "(its original is not among its candidates)"
+        )
+    if (per_pair != k).any():
+        j = int(np.flatnonzero(per_pair != k)[0])
+        raise ValueError(
+            f"{path}: query_id={ids.names[cq[j]]!r}, candidate_id={ids.names[ccand[j]]!r} has "
+            f"{per_pair[j]} of {k} components in column 'component'"
+        )
+
+
+def _norms_frame(nraw, ids: _Ids, names, cq, ccand, norms_path: Path, dots_path: Path):
+    """Validated norms rows (method ``exact``): known splits and components, non-negative
+    values, no duplicates, and a norm for every query and candidate of every component."""
+    k = len(names)
+    sc, su = _codes(nraw["split"], norms_path)
+    bad_split = [x for x in su[np.unique(sc)] if x not in SPLITS]
+    if bad_split:
+        raise ValueError(
+            f"{norms_path}: column 'split' has value {bad_split[0]!r} (expected query or train)"
+        )
+    split_is_train = (su == "train")[sc]
+    nkc, nku = _codes(nraw["component"], norms_path)
+    ncomp = pd.Index(names).get_indexer(nku)[nkc]
+    if (ncomp < 0).any():
+        bad = nku[nkc[ncomp < 0][0]]
+        raise ValueError(
+            f"{norms_path}: column 'component' has {bad!r}, which {dots_path} does not have"
+        )
+    sq = pd.to_numeric(nraw["sqnorm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad_sq = np.isnan(sq) | (sq < 0)
+    if bad_sq.any():
+        i = int(np.flatnonzero(bad_sq)[0])
+        raise ValueError(
+            f"{norms_path}: column 'sqnorm' is missing, non-numeric or negative at "
+            f"example_id={ids.names[ids.e[i]]!r}, component={names[ncomp[i]]!r}"
+        )
+    ndup = pd.Series((split_is_train.astype(np.int64) * ids.n + ids.e) * k + ncomp).duplicated()
+    if ndup.any():
+        i = int(np.flatnonzero(ndup.to_numpy())[0])
+        raise ValueError(
+            f"{norms_path}: duplicate (split, example_id, component) row at "
+            f"split={su[sc[i]]!r}, example_id={ids.names[ids.e[i]]!r}, "
+            f"component={names[ncomp[i]]!r}"
+        )
+    have = np.zeros((2, ids.n, k), dtype=bool)
+    have[split_is_train.astype(np.int64), ids.e, ncomp] = True
+    for split_i, role, need in ((0, "query", pd.unique(cq)), (1, "candidate", pd.unique(ccand))):
+        gaps = ~have[split_i, need]
+        if gaps.any():
+            r, col = np.argwhere(gaps)[0]
+            raise ValueError(
+                f"{norms_path}: no 'sqnorm' for {role} {ids.names[need[r]]!r} "
+                f"(split {SPLITS[split_i]!r}) component {names[col]!r}"
+            )
+    return pd.DataFrame(
+        {
+            "method": _obj(np.full(len(sq), "exact", dtype=object)),
+            "split": _obj(su[sc]),
+            "example_id": _obj(ids.names[ids.e]),
+            "component_idx": ncomp.astype(np.int64),
+            "sqnorm": sq,
+        }
+    )
+
+
 def read_long_tables(
     dots_path: str | Path,
     norms_path: str | Path,
@@ -272,334 +365,22 @@ def read_long_tables(
     nraw = _read_table(norms_path)
     _require(nraw, NORMS_COLUMNS, norms_path)
     nraw = _apply_filters(nraw, filters, norms_path, required=False)
-
-    # one id space for queries, candidates and norm examples
-    qc, qu = _codes(raw["query_id"], dots_path)
-    cc, cu = _codes(raw["candidate_id"], dots_path)
-    ec, eu = _codes(nraw["example_id"], norms_path)
-    ids = pd.Index(pd.unique(np.concatenate([qu, cu, eu])))
-    id_str = np.asarray(ids, dtype=object)
-    q = ids.get_indexer(qu)[qc]
-    c = ids.get_indexer(cu)[cc]
-    e = ids.get_indexer(eu)[ec]
-    n_ids = len(ids)
-
-    dot = pd.to_numeric(raw["dot"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isnan(dot).any():
-        i = int(np.flatnonzero(np.isnan(dot))[0])
-        raise ValueError(
-            f"{dots_path}: column 'dot' is missing or not numeric at query_id={id_str[q[i]]!r}, "
-            f"candidate_id={id_str[c[i]]!r}"
-        )
-
-    # components
-    kc, ku = _codes(raw["component"], dots_path)
-    first_pos = pd.unique(kc)
-    seen_names = [str(x) for x in ku[first_pos]]
-    n_params = _read_n_params(Path(n_params_path)) if n_params_path is not None else None
-    if n_params is not None:
-        names = list(n_params)
-        extra = [n for n in seen_names if n not in n_params]
-        if extra:
-            raise ValueError(f"{dots_path}: component {extra[0]!r} is not in {n_params_path}")
-        seen_set = set(seen_names)
-        missing = [n for n in names if n not in seen_set]
-        if missing:
-            raise ValueError(
-                f"{n_params_path}: component {missing[0]!r} has no rows in {dots_path}"
-            )
-    else:
-        names = seen_names
-    try:
-        components = _components_frame(names, n_params)
-    except ValueError as err:
-        raise ValueError(f"{n_params_path or dots_path}: {err}") from None
-    k = len(names)
-    name_index = pd.Index(names)
-    comp = name_index.get_indexer(ku)[kc]
-
-    pair = q * n_ids + c
-    dup = pd.Series(pair * k + comp).duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        extra_cols = [x for x in raw.columns if x not in (*DOTS_COLUMNS, "rank", "bm25")]
-        hint = f"; filter by one of {extra_cols}?" if extra_cols else ""
-        raise ValueError(
-            f"{dots_path}: duplicate (query_id, candidate_id, component) row at "
-            f"query_id={id_str[q[i]]!r}, candidate_id={id_str[c[i]]!r}, "
-            f"component={names[comp[i]]!r}{hint}"
-        )
-
-    # candidates: one row per (query, candidate) in order of first appearance
-    pair_codes, pair_uniques = pd.factorize(pair)
-    first_rows = np.flatnonzero(~pd.Series(pair_codes).duplicated().to_numpy())
-    cq, ccand = q[first_rows], c[first_rows]
-    cand = pd.DataFrame({"query_id": _obj(id_str[cq]), "candidate_id": _obj(id_str[ccand])})
-    for col in ("rank", "bm25"):
-        if col not in raw.columns:
-            continue
-        vals = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        first = vals[first_rows][pair_codes]
-        same = (vals == first) | (np.isnan(vals) & np.isnan(first))
-        if not same.all():
-            i = int(np.flatnonzero(~same)[0])
-            raise ValueError(
-                f"{dots_path}: column {col!r} differs between rows of query_id={id_str[q[i]]!r}, "
-                f"candidate_id={id_str[c[i]]!r}"
-            )
-        cand[col] = vals[first_rows]
-    if "rank" in cand.columns:
-        if np.isnan(cand["rank"].to_numpy()).any():
-            raise ValueError(f"{dots_path}: column 'rank' has missing or non-numeric values")
-        cand["rank"] = cand["rank"].astype(np.int64)
-        rep = pd.Series(cq * (int(cand["rank"].max()) + 1) + cand["rank"].to_numpy()).duplicated()
-        if rep.any():
-            i = int(np.flatnonzero(rep.to_numpy())[0])
-            raise ValueError(
-                f"{dots_path}: column 'rank' repeats within query {id_str[cq[i]]!r} "
-                f"(rank {int(cand['rank'].iloc[i])})"
-            )
-    else:
-        cand["rank"] = pd.Series(cq).groupby(cq, sort=False).cumcount().to_numpy() + 1
-    if "bm25" not in cand.columns:
-        cand["bm25"] = np.nan
-    cand = cand[["query_id", "candidate_id", "rank", "bm25"]]
-
-    queries = pd.unique(cq)
-    has_orig = np.zeros(n_ids, dtype=bool)
-    has_orig[cq[cq == ccand]] = True
-    if not has_orig[queries].all():
-        bad = queries[~has_orig[queries]][0]
-        raise ValueError(
-            f"{dots_path}: query {id_str[bad]!r} has no row with candidate_id == query_id "
-            "(its original is not among its candidates)"
-        )
-    per_pair = np.bincount(pair_codes, minlength=len(pair_uniques))
-    if (per_pair != k).any():
-        j = int(np.flatnonzero(per_pair != k)[0])
-        raise ValueError(
-            f"{dots_path}: query_id={id_str[cq[j]]!r}, candidate_id={id_str[ccand[j]]!r} has "
-            f"{per_pair[j]} of {k} components in column 'component'"
-        )
-
-    # norms
-    sc, su = _codes(nraw["split"], norms_path)
-    bad_split = [x for x in su[np.unique(sc)] if x not in SPLITS]
-    if bad_split:
-        raise ValueError(
-            f"{norms_path}: column 'split' has value {bad_split[0]!r} (expected query or train)"
-        )
-    split_is_train = (su == "train")[sc]
-    nkc, nku = _codes(nraw["component"], norms_path)
-    nk_map = name_index.get_indexer(nku)
-    ncomp = nk_map[nkc]
-    if (ncomp < 0).any():
-        bad = nku[nkc[ncomp < 0][0]]
-        raise ValueError(
-            f"{norms_path}: column 'component' has {bad!r}, which {dots_path} does not have"
-        )
-    sq = pd.to_numeric(nraw["sqnorm"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad_sq = np.isnan(sq) | (sq < 0)
-    if bad_sq.any():
-        i = int(np.flatnonzero(bad_sq)[0])
-        raise ValueError(
-            f"{norms_path}: column 'sqnorm' is missing, non-numeric or negative at "
-            f"example_id={id_str[e[i]]!r}, component={names[ncomp[i]]!r}"
-        )
-    nkey = (split_is_train.astype(np.int64) * n_ids + e) * k + ncomp
-    ndup = pd.Series(nkey).duplicated().to_numpy()
-    if ndup.any():
-        i = int(np.flatnonzero(ndup)[0])
-        raise ValueError(
-            f"{norms_path}: duplicate (split, example_id, component) row at "
-            f"split={su[sc[i]]!r}, example_id={id_str[e[i]]!r}, component={names[ncomp[i]]!r}"
-        )
-    have = np.zeros((2, n_ids, k), dtype=bool)
-    have[split_is_train.astype(np.int64), e, ncomp] = True
-    for split_i, role, need in ((0, "query", queries), (1, "candidate", pd.unique(ccand))):
-        gaps = ~have[split_i, need]
-        if gaps.any():
-            r, col = np.argwhere(gaps)[0]
-            raise ValueError(
-                f"{norms_path}: no 'sqnorm' for {role} {id_str[need[r]]!r} "
-                f"(split {SPLITS[split_i]!r}) component {names[col]!r}"
-            )
-    norms = pd.DataFrame(
-        {
-            "method": _obj(np.full(len(sq), "exact", dtype=object)),
-            "split": _obj(su[sc]),
-            "example_id": _obj(id_str[e]),
-            "component_idx": ncomp.astype(np.int64),
-            "sqnorm": sq,
-        }
+    ids = _id_space(raw, nraw, dots_path, norms_path)
+    dot = _dot_values(raw, ids, dots_path)
+    components, comp = _component_order(
+        raw, dots_path, Path(n_params_path) if n_params_path is not None else None
     )
+    names = [str(x) for x in components["param_name"]]  # as the tables spell them
+    _check_no_duplicate_dots(raw, ids, comp, names, dots_path)
+    cand, cq, ccand = _candidates_frame(raw, ids, len(names), dots_path)
+    norms = _norms_frame(nraw, ids, names, cq, ccand, norms_path, dots_path)
     dots = pd.DataFrame(
         {
             "method": _obj(np.full(len(dot), "exact", dtype=object)),
-            "query_id": _obj(id_str[q]),
-            "candidate_id": _obj(id_str[c]),
+            "query_id": _obj(ids.names[ids.q]),
+            "candidate_id": _obj(ids.names[ids.c]),
             "component_idx": comp.astype(np.int64),
             "dot": dot,
         }
     )
     return ImportedTables(components=components, candidates=cand, dots=dots, norms=norms)
-
-
-# --------------------------------------------------------------------------------------------
-# long frames -> arrays
-
-
-def arrays_from_frames(
-    components: pd.DataFrame,
-    candidates: pd.DataFrame,
-    dots: pd.DataFrame,
-    norms: pd.DataFrame,
-    method: str = "exact",
-) -> RunArrays:
-    """Pivot long frames (DuckDB schema shapes; run_id, if present, is ignored) into RunArrays.
-
-    Queries are numbered in order of first appearance in ``candidates`` (so the caller's row
-    order matters: SELECT with an ORDER BY), candidates ordered by rank within a query and padded
-    to the largest b with valid=False. Rows of ``dots``/``norms`` whose ``method`` differs are
-    ignored, as are norms of examples no candidate list uses. Raises ValueError for a missing
-    original, missing or duplicate dot products, or missing norms."""
-    comps = components.sort_values("component_idx", kind="stable").reset_index(drop=True)
-    k = len(comps)
-    comp_index = pd.Index(np.asarray(comps["component_idx"], dtype=np.int64))
-    if not comp_index.is_unique:
-        raise ValueError("components: component_idx repeats")
-    names = [str(x) for x in comps["component"]]
-    dm = dots[dots["method"] == method] if "method" in dots.columns else dots
-    nm = norms[norms["method"] == method] if "method" in norms.columns else norms
-    dwhat, nwhat = f"dots (method {method!r})", f"norms (method {method!r})"
-    if len(dm) == 0:
-        raise ValueError(f"{dwhat}: no rows")
-
-    # one integer id space for every id column
-    cols = [
-        (candidates["query_id"], "candidates"),
-        (candidates["candidate_id"], "candidates"),
-        (dm["query_id"], dwhat),
-        (dm["candidate_id"], dwhat),
-        (nm["example_id"], nwhat),
-    ]
-    coded = [_codes(col, what) for col, what in cols]
-    ids = pd.Index(pd.unique(np.concatenate([u for _, u in coded])))
-    id_str = np.asarray(ids, dtype=object)
-    cq, cc, dq, dc, ne = (ids.get_indexer(u)[codes] for codes, u in coded)
-    n_ids = len(ids)
-
-    # candidates -> (query position, slot)
-    query_g = pd.unique(cq)
-    n = len(query_g)
-    qpos_of = np.full(n_ids, -1, dtype=np.int64)
-    qpos_of[query_g] = np.arange(n)
-    qpos = qpos_of[cq]
-    rank = pd.to_numeric(candidates["rank"]).to_numpy(dtype=np.float64, na_value=np.inf)
-    order = np.lexsort((rank, qpos))
-    qpos, cq, cc = qpos[order], cq[order], cc[order]
-    starts = np.searchsorted(qpos, np.arange(n))
-    slot = np.arange(len(qpos)) - starts[qpos]
-    b = int(slot.max()) + 1 if len(slot) else 0
-    valid = np.zeros((n, b), dtype=bool)
-    valid[qpos, slot] = True
-    candidate_ids = np.full((n, b), None, dtype=object)
-    candidate_ids[qpos, slot] = id_str[cc]
-    bm25 = np.full((n, b), np.nan)
-    if "bm25" in candidates.columns:
-        vals = pd.to_numeric(candidates["bm25"], errors="coerce")
-        bm25[qpos, slot] = vals.to_numpy(dtype=np.float64, na_value=np.nan)[order]
-    target = np.full(n, -1, dtype=np.int64)
-    is_orig = cq == cc
-    target[qpos[is_orig]] = slot[is_orig]
-    if (target < 0).any():
-        raise ValueError(
-            f"candidates: query {id_str[query_g[np.flatnonzero(target < 0)[0]]]!r} has no "
-            "candidate with candidate_id == query_id (its original)"
-        )
-    pair_index = pd.Index(cq * n_ids + cc)
-    if not pair_index.is_unique:
-        raise ValueError("candidates: a (query_id, candidate_id) pair repeats")
-    pair_flat = qpos * b + slot
-
-    # dots
-    prow = pair_index.get_indexer(dq * n_ids + dc)
-    if (prow < 0).any():
-        i = int(np.flatnonzero(prow < 0)[0])
-        raise ValueError(
-            f"{dwhat}: query_id={id_str[dq[i]]!r}, candidate_id={id_str[dc[i]]!r} is not a "
-            "pair in candidates"
-        )
-    dk = comp_index.get_indexer(np.asarray(dm["component_idx"], dtype=np.int64))
-    if (dk < 0).any():
-        raise ValueError(
-            f"{dwhat}: component_idx {dm['component_idx'].to_numpy()[dk < 0][0]} "
-            "is not in components"
-        )
-    flat = pair_flat[prow] * k + dk
-    hits = np.bincount(flat, minlength=n * b * k).reshape(n, b, k)
-    if (hits > 1).any():
-        i, j, c = np.argwhere(hits > 1)[0]
-        raise ValueError(
-            f"{dwhat}: duplicate rows for query {id_str[query_g[i]]!r} candidate "
-            f"{candidate_ids[i, j]!r} component {names[c]!r}"
-        )
-    missing = (hits == 0) & valid[:, :, None]
-    if missing.any():
-        i, j, c = np.argwhere(missing)[0]
-        raise ValueError(
-            f"{dwhat}: no dot product for query {id_str[query_g[i]]!r} candidate "
-            f"{candidate_ids[i, j]!r} component {names[c]!r}"
-        )
-    dmat = np.zeros(n * b * k)
-    dmat[flat] = dm["dot"].to_numpy(dtype=np.float64)
-    dmat = dmat.reshape(n, b, k)
-
-    # norms: queries by query position, candidates by position among distinct candidate ids
-    sc, su = _codes(nm["split"], nwhat)
-    split_i = np.select([su == "query", su == "train"], [0, 1], -1)[sc]
-    nk = comp_index.get_indexer(np.asarray(nm["component_idx"], dtype=np.int64))
-    sqnorm = nm["sqnorm"].to_numpy(dtype=np.float64)
-    train_g = pd.unique(cc)
-    tpos_of = np.full(n_ids, -1, dtype=np.int64)
-    tpos_of[train_g] = np.arange(len(train_g))
-    query_sq = np.full((n, k), np.nan)
-    train_sq = np.full((len(train_g), k), np.nan)
-    for which, pos_of, out in ((0, qpos_of, query_sq), (1, tpos_of, train_sq)):
-        rows = pos_of[ne]
-        sel = (split_i == which) & (rows >= 0) & (nk >= 0)
-        out[rows[sel], nk[sel]] = sqnorm[sel]
-    if np.isnan(query_sq).any():
-        i, c = np.argwhere(np.isnan(query_sq))[0]
-        raise ValueError(
-            f"{nwhat}: no sqnorm for query {id_str[query_g[i]]!r} (split 'query') "
-            f"component {names[c]!r}"
-        )
-    cand_sq = np.zeros((n, b, k))
-    cand_sq[qpos, slot] = train_sq[tpos_of[cc]]
-    if np.isnan(cand_sq).any():
-        i, j, c = np.argwhere(np.isnan(cand_sq))[0]
-        raise ValueError(
-            f"{nwhat}: no sqnorm for candidate {candidate_ids[i, j]!r} (split 'train') "
-            f"component {names[c]!r}"
-        )
-
-    return RunArrays(
-        dots=dmat,
-        query_sq=query_sq,
-        cand_sq=cand_sq,
-        target=target,
-        valid=valid,
-        bm25=bm25,
-        query_ids=id_str[query_g],
-        candidate_ids=candidate_ids,
-        components=comps,
-        method=method,
-    )
-
-
-def to_arrays(tables: ImportedTables, method: str = "exact") -> RunArrays:
-    """RunArrays of imported tables (``arrays_from_frames`` on its frames)."""
-    return arrays_from_frames(
-        tables.components, tables.candidates, tables.dots, tables.norms, method=method
-    )

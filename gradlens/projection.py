@@ -1,4 +1,7 @@
-"""Seeded random projections of gradient vectors (DESIGN §2 "Random projection").
+"""Seeded random projections of gradient vectors (docs/design.md, "Random projection").
+
+Component c of a run with ``--seed S`` is projected with seed ``component_seed(S, c)``; every
+random draw inside a Projector derives from that seed with ``derive_seed``.
 
 ``Projector(n_in, n_out, method, seed).project(x[..., n_in]) -> [..., n_out]`` (float32), with
 E|p|² = |x|² for every method:
@@ -47,7 +50,7 @@ __all__ = [
     "Projector",
     "available_methods",
     "component_dims",
-    "component_projectors",
+    "component_seed",
     "derive_seed",
     "method_label",
     "parse_project_spec",
@@ -365,6 +368,17 @@ def component_dims(n_params: Sequence[int], fraction: float) -> list[int]:
     return [max(1, round(fraction * int(p))) for p in n_params]
 
 
+#: Spacing of per-component projection seeds: component c of a run with seed S uses
+#: ``S * COMPONENT_SEED_STRIDE + c`` (a prime larger than any component count, so seeds of
+#: different runs' components do not coincide). Part of every stored projection's definition.
+COMPONENT_SEED_STRIDE = 100_003
+
+
+def component_seed(seed: int, component_idx: int) -> int:
+    """The Projector seed of component ``component_idx`` in a run with ``--seed seed``."""
+    return seed * COMPONENT_SEED_STRIDE + component_idx
+
+
 def method_label(method: str, fraction: float) -> str:
     """The ``dots.method`` label of a projection, e.g. ``sjlt:0.01``."""
     return f"{method}:{fraction:g}"
@@ -397,26 +411,3 @@ def parse_project_spec(spec: str) -> list[tuple[str, float]]:
             raise ValueError(f"projection {method}:{frac} is listed twice in {spec!r}")
         out.append((method, fraction))
     return out
-
-
-def component_projectors(
-    n_params: Sequence[int],
-    method: str,
-    fraction: float,
-    seed: int = 0,
-    s: int = 1,
-    device: str = "cpu",
-) -> list[Projector]:
-    """One Projector per component c (n_in = P_c, n_out = d_c, seed derive_seed(seed, c))."""
-    dims = component_dims(n_params, fraction)
-    return [
-        Projector(
-            int(p),
-            d,
-            method=method,
-            seed=derive_seed(seed, c),
-            s=min(s, d) if method == "sjlt" else s,
-            device=device,
-        )
-        for c, (p, d) in enumerate(zip(n_params, dims, strict=True))
-    ]

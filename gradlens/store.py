@@ -1,9 +1,12 @@
-"""DuckDB store: the tables of DESIGN §4 (a contract) plus bookkeeping for resumable runs."""
+"""DuckDB store, the write side: the schema (a contract, see the README's "DuckDB schema"), runs,
+bulk inserts in one transaction, export. Pages and reports read through ``gradlens.queries``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -30,8 +33,23 @@ CREATE TABLE IF NOT EXISTS norms (
     run_id VARCHAR, method VARCHAR, split VARCHAR, example_id VARCHAR, component_idx INTEGER,
     sqnorm DOUBLE);
 CREATE TABLE IF NOT EXISTS progress (run_id VARCHAR, query_id VARCHAR);
+CREATE TABLE IF NOT EXISTS selection_curves (
+    run_id VARCHAR, method VARCHAR, objective VARCHAR, step INTEGER, component_idx INTEGER,
+    component VARCHAR, accuracy DOUBLE, fidelity DOUBLE, param_fraction DOUBLE,
+    heldout_accuracy DOUBLE);
 """
-DATA_TABLES = ("components", "examples", "candidates", "dots", "norms", "progress")
+#: Tables holding a run's rows (besides ``runs``), in the order they are written.
+DATA_TABLES = (
+    "components",
+    "examples",
+    "candidates",
+    "dots",
+    "norms",
+    "progress",
+    "selection_curves",
+)
+#: Tables an export carries (``progress`` is bookkeeping of an unfinished compute).
+EXPORT_TABLES = ("runs",) + tuple(t for t in DATA_TABLES if t != "progress")
 
 
 class Store:
@@ -59,6 +77,18 @@ class Store:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """All writes inside the block land together or not at all (ROLLBACK on any error,
+        KeyboardInterrupt included)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
 
     # -- runs --------------------------------------------------------------------------------
     def run(self, run_id: str) -> dict | None:
@@ -137,15 +167,10 @@ class Store:
         norms: pd.DataFrame,
     ) -> None:
         """Atomically store one query's dots and new norms and mark the query done."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
+        with self.transaction():
             self.insert("dots", run_id, dots)
             self.insert("norms", run_id, norms)
             self.insert("progress", run_id, pd.DataFrame({"query_id": [query_id]}))
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
 
     def done_queries(self, run_id: str) -> set[str]:
         rows = self.con.execute(
@@ -160,8 +185,10 @@ class Store:
         return {r[0] for r in rows}
 
     def delete_run(self, run_id: str) -> None:
-        for table in DATA_TABLES + ("runs",):
-            self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        """Remove the run and every row of it, in one transaction."""
+        with self.transaction():
+            for table in DATA_TABLES + ("runs",):
+                self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
 
     # -- reads -------------------------------------------------------------------------------
     def frame(self, table: str, run_id: str, method: str | None = None) -> pd.DataFrame:
@@ -182,18 +209,22 @@ class Store:
         return [r[0] for r in rows]
 
     def export(self, run_id: str, out_dir: str | Path) -> list[Path]:
-        """Write each table's rows of the run to ``out_dir/<table>.parquet``."""
+        """Write each of ``EXPORT_TABLES``' rows of the run to ``out_dir/<table>.parquet``.
+
+        Written through Arrow (no SQL string holds the path, so any file name works)."""
+        import pyarrow.parquet as pq
+
         out = Path(out_dir)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GradLensError(f"cannot create {out}: {exc.strerror}") from None
         paths = []
-        for table in ("runs",) + DATA_TABLES[:-1]:
+        for table in EXPORT_TABLES:
             path = out / f"{table}.parquet"
-            self.con.execute(
-                f"COPY (SELECT * FROM {table} WHERE run_id = ?) TO '{path}' (FORMAT parquet)",
-                [run_id],
-            )
+            rows = self.con.sql(
+                f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", params=[run_id]
+            ).to_arrow_table()
+            pq.write_table(rows, path)
             paths.append(path)
         return paths

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradlens.cli import main
-from gradlens.report import load_arrays
+from gradlens.queries import load_arrays
 from gradlens.selection import accuracy, per_component_accuracy
 from gradlens.store import Store
 from tests.helpers import synthetic_import_args
@@ -85,8 +85,7 @@ def test_paper_numbers_through_the_cli(setting, tmp_path, capsys):
         == 0
     )
     full, best_name, best_acc, peak = PUBLISHED[setting]
-    with Store(db, read_only=True) as s:
-        arrays = load_arrays(s, s.resolve(setting)["run_id"])
+    arrays = load_arrays(db, setting)
     args = (arrays.dots, arrays.query_sq, arrays.cand_sq, arrays.target)
     k = arrays.dots.shape[2]
     assert round(accuracy(*args, np.arange(k)), 4) == full

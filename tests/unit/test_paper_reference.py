@@ -21,7 +21,6 @@ from gradlens.importer import (
     arrays_from_frames,
     parse_component_name,
     read_long_tables,
-    to_arrays,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +180,7 @@ def test_round_trip(tmp_path: Path, fmt: str) -> None:
     ]
     assert set(tables.dots["method"]) == {"exact"}
 
-    ra = to_arrays(tables)
+    ra = tables.to_arrays()
     assert isinstance(ra, RunArrays)
     want = expected_arrays(dots, expect)
     perm = [PARAMS.index(p) for p in comps["param_name"]]  # array index k -> PARAMS index
@@ -319,7 +318,7 @@ def paper(request: pytest.FixtureRequest) -> tuple[str, RunArrays, dict[str, flo
         d / "dots.parquet", d / "norms.parquet", d / "n_params.json", filters={"setting": setting}
     )
     published = json.loads((d / f"component_accuracy_{setting}.json").read_text())
-    return setting, to_arrays(tables), published
+    return setting, tables.to_arrays(), published
 
 
 def test_paper_shapes(paper) -> None:
@@ -369,7 +368,7 @@ def test_arrays_from_duckdb_frames() -> None:
     duckdb = pytest.importorskip("duckdb")
     dots, norms, _ = synthetic(seed=4)
     tables = read_long_tables_frames(dots, norms)
-    want = to_arrays(tables)
+    want = tables.to_arrays()
     con = duckdb.connect()
     con.execute(
         "CREATE TABLE components(run_id INTEGER, component_idx INTEGER, component VARCHAR, "

@@ -77,10 +77,17 @@ def test_gaussian_equals_full_matrix_from_the_same_generators() -> None:
     x = torch.randn(6, n_in, generator=torch.Generator().manual_seed(1))
     y = p.project(x)
     assert y.dtype == torch.float32 and y.shape == (6, n_out)
-    assert torch.allclose(y, x @ full, rtol=1e-5, atol=1e-5)
-    # batch size and leading shape do not change the result
-    assert torch.allclose(p.project(x[:2]), y[:2], rtol=1e-6, atol=1e-6)
-    assert torch.allclose(p.project(x.reshape(2, 3, n_in)).reshape(6, n_out), y, atol=1e-6)
+    # float32 sums of n_in products: BLAS picks its kernel (and summation order) by batch shape,
+    # so results agree with the float64 product within the worst-case float32 bound
+    # gamma_n = n·eps·Σ|x_i R_ij|, whatever the batch size or leading shape
+    ref = (x.double() @ full.double()).float()
+    bound = n_in * torch.finfo(torch.float32).eps * (x.abs() @ full.abs())
+    for got, idx in (
+        (y, slice(None)),
+        (p.project(x[:2]), slice(0, 2)),
+        (p.project(x.reshape(2, 3, n_in)).reshape(6, n_out), slice(None)),
+    ):
+        assert ((got - ref[idx]).abs() <= bound[idx]).all()
     # another seed gives another matrix
     assert not torch.equal(Projector(n_in, n_out, "gaussian", seed=6, block=block).matrix(), full)
 
@@ -214,14 +221,14 @@ def test_cosine_error_at_4096_dims(method: str, n_in: int) -> None:
     assert (approx - exact).abs().max() <= 0.06
 
 
-def test_component_dims_and_projectors() -> None:
+def test_component_dims_seeds_and_labels() -> None:
     assert proj.component_dims([100, 4194304, 3, 50], 0.01) == [1, 41943, 1, 1]
     assert proj.component_dims([250], 0.01) == [2]  # Python round: 2.5 -> 2
     with pytest.raises(ValueError):
         proj.component_dims([10], 0.0)
-    ps = proj.component_projectors([1000, 2000], "sjlt", 0.01, seed=3, s=4)
-    assert [(p.n_in, p.n_out, p.s) for p in ps] == [(1000, 10, 4), (2000, 20, 4)]
-    assert ps[0].seed != ps[1].seed
+    # the scheme stored runs were computed with (changing it changes every projection)
+    assert proj.component_seed(0, 5) == 5
+    assert proj.component_seed(3, 1) == 3 * 100_003 + 1
     assert proj.method_label("sjlt", 0.01) == "sjlt:0.01"
 
 

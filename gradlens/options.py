@@ -1,0 +1,222 @@
+"""One options dataclass per CLI command. Each field's metadata (help, choices, minimum) generates
+the argparse option and validates the Python API's calls, so an option is spelled once.
+
+``ComputeOptions`` fields marked ``key=True`` change the numbers a run stores: they go into the
+run's ``ComputeConfig`` (whose hash is the run id); the others (device, memory, batch size,
+progress) do not change the numbers beyond float round-off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gradlens.errors import GradLensError
+
+T = TypeVar("T")
+_REQUIRED = dataclasses.MISSING
+
+
+def option(
+    default: Any = _REQUIRED,
+    *,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    minimum: int | None = None,
+    key: bool = False,
+    metavar: str | None = None,
+    repeat: bool = False,
+) -> Any:
+    """A dataclass field carrying its CLI metadata. ``repeat``: the flag may be given several
+    times (a tuple of strings)."""
+    meta = {"help": help, "choices": choices, "minimum": minimum, "key": key}
+    meta |= {"metavar": metavar, "repeat": repeat}
+    if repeat:
+        return field(default_factory=tuple, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(f: dataclasses.Field) -> str:
+    """'int', 'str' or 'bool' from the field's annotation (a string under postponed eval)."""
+    text = str(f.type)
+    for name in ("bool", "int", "float"):
+        if text.startswith(name):
+            return name
+    return "str"
+
+
+def validate(options: object) -> None:
+    """Check every field against its metadata; GradLensError naming the flag otherwise."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if value is None or f.metadata.get("repeat"):
+            continue
+        kind = _base_type(f)
+        flag = _flag(f.name)
+        if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise GradLensError(f"{flag}: expected an integer, got {value!r}")
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise GradLensError(f"{flag}: expected one of {', '.join(choices)}, got {value!r}")
+        minimum = f.metadata.get("minimum")
+        if minimum is not None and value < minimum:
+            raise GradLensError(f"{flag} must be at least {minimum}, got {value}")
+
+
+def _int_type(minimum: int | None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one argparse option per field of the options dataclass ``cls``."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        kind = _base_type(f)
+        if kind == "bool":
+            kwargs["action"] = "store_true"
+        elif meta["repeat"]:
+            kwargs |= {"action": "append", "default": [], "metavar": meta["metavar"]}
+        else:
+            if f.default is _REQUIRED:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = f.default
+            if kind == "int":
+                kwargs["type"] = _int_type(meta["minimum"])
+            if meta["choices"]:
+                kwargs["choices"] = list(meta["choices"])
+            if meta["metavar"]:
+                kwargs["metavar"] = meta["metavar"]
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
+    """The options dataclass ``cls`` from parsed arguments (repeat fields become tuples)."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(ns, f.name)
+        values[f.name] = tuple(value) if f.metadata.get("repeat") else value
+    return cls(**values)
+
+
+class _Validated:
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class ComputeOptions(_Validated):
+    """``gradlens compute``: per-component gradient dot products into DuckDB (resumable)."""
+
+    train: str = option(help="training set (.jsonl/.csv/.parquet)")
+    queries: str = option(help="query set; ids name their originals")
+    db: str = option(help="DuckDB file (created if missing)")
+    model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id", key=True)
+    run: str | None = option(None, help="run name (default: <queries file>-<key>)")
+    candidates: int = option(5, help="BM25 candidates b per query", minimum=1, key=True)
+    bm25_on: str = option(
+        "prompt", help="text BM25 ranks", choices=("prompt", "prompt+response"), key=True
+    )
+    loss_on: str = option(
+        "response", help="tokens in the loss", choices=("response", "all"), key=True
+    )
+    reduction: str = option("mean", help="loss over tokens", choices=("mean", "sum"), key=True)
+    max_length: int | None = option(
+        None, help="cut examples to N tokens (warns; at least 2)", minimum=2, key=True
+    )
+    device: str = option("cpu", help="cpu | cuda | auto")
+    dtype: str = option("float32", help="model dtype", choices=("float32", "bf16"), key=True)
+    project: str | None = option(
+        None,
+        help="projections METHOD:FRACTION,... with METHOD gaussian, sjlt, kron (Kronecker "
+        "CountSketch of the factors) or trak; e.g. sjlt:0.01,gaussian:0.001",
+        key=True,
+    )
+    seed: int = option(0, help="projection seed", key=True)
+    max_memory: str | None = option(
+        None, help="gradient cache budget, e.g. 8G (default: 70%% of free memory - 1G)"
+    )
+    batch_size: int | None = option(
+        None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1
+    )
+    trust_remote_code: bool = option(False, help="allow model code from disk")
+    no_progress: bool = option(False, help="no progress bar")
+
+
+@dataclass(frozen=True)
+class GenerateOptions(_Validated):
+    """``gradlens generate``: the model-generated query set (greedy completions)."""
+
+    queries: str = option(help="paraphrased queries (their prompts are used)")
+    out: str = option(help="output JSONL")
+    model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
+    max_new_tokens: int = option(200, help="tokens per completion", minimum=1)
+    device: str = option("cpu", help="cpu | cuda | auto")
+    no_progress: bool = option(False, help="no progress bar")
+
+
+@dataclass(frozen=True)
+class RunsOptions(_Validated):
+    """``gradlens runs``: list the runs in a database."""
+
+    db: str = option(help="DuckDB file")
+
+
+@dataclass(frozen=True)
+class ExportOptions(_Validated):
+    """``gradlens export``: write every table of a run as Parquet files."""
+
+    db: str = option(help="DuckDB file")
+    run: str = option(help="run name or id")
+    out: str = option(help="output folder")
+
+
+@dataclass(frozen=True)
+class ImportOptions(_Validated):
+    """``gradlens import``: long tables of externally computed dot products as a new run."""
+
+    db: str = option(help="DuckDB file (created if missing)")
+    run: str = option(help="name of the new run")
+    dots: str = option(help="Parquet/CSV: query_id, candidate_id, component, dot")
+    norms: str = option(help="Parquet/CSV: split, example_id, component, sqnorm")
+    n_params: str | None = option(None, help="JSON {parameter name: count}, in component order")
+    filter: tuple[str, ...] = option(
+        help="keep rows whose column COL equals VALUE", metavar="COL=VALUE", repeat=True
+    )
+
+
+@dataclass(frozen=True)
+class SelectOptions(_Validated):
+    """``gradlens select``: headline table and greedy selection curves (stored in the DB)."""
+
+    db: str = option(help="DuckDB file")
+    run: str = option(help="run name or id")
+    folds: int = option(5, help="k for held-out evaluation", minimum=1)
+    seed: int = option(0, help="fold seed")
+
+
+#: Command name -> its options dataclass (the CLI's subcommands, in help order).
+COMMANDS: dict[str, type] = {
+    "compute": ComputeOptions,
+    "generate": GenerateOptions,
+    "runs": RunsOptions,
+    "export": ExportOptions,
+    "import": ImportOptions,
+    "select": SelectOptions,
+}
