@@ -182,16 +182,14 @@ def drop_written_norms(result: QueryResult, written_train: set[str]) -> QueryRes
     return QueryResult(result.query_id, result.dots, norms[~repeat])
 
 
+def _per_component(values: np.ndarray, column: str, **keys: str) -> pd.DataFrame:
+    """Long rows: the constant ``keys`` columns, component_idx 0..K-1 and ``column`` = values."""
+    index = np.arange(len(values), dtype=np.int32)
+    return pd.DataFrame(keys | {"component_idx": index, column: values})
+
+
 def _dot_frame(qid: str, cid: str, method: str, dots: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "method": method,
-            "query_id": qid,
-            "candidate_id": cid,
-            "component_idx": np.arange(len(dots), dtype=np.int32),
-            "dot": dots,
-        }
-    )
+    return _per_component(dots, "dot", method=method, query_id=qid, candidate_id=cid)
 
 
 def _norm_rows(g: ExampleGrads, split: str, methods: Sequence[str]) -> pd.DataFrame:
@@ -202,15 +200,7 @@ def _norm_rows(g: ExampleGrads, split: str, methods: Sequence[str]) -> pd.DataFr
 
 
 def _norm_frame(example_id: str, split: str, method: str, sq: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "method": method,
-            "split": split,
-            "example_id": example_id,
-            "component_idx": np.arange(len(sq), dtype=np.int32),
-            "sqnorm": sq,
-        }
-    )
+    return _per_component(sq, "sqnorm", method=method, split=split, example_id=example_id)
 
 
 @dataclass(frozen=True)

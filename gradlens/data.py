@@ -253,3 +253,21 @@ def tokenize_all(
         shown = ", ".join(cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
         log.warning("--max-length %d cut %d example(s): %s", max_length, len(cut), shown)
     return out
+
+
+def example_losses(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Per-example loss [bsz] from logits [bsz, n, V] and HF-style labels [bsz, n]: the token
+    cross-entropy of position t predicting label t + 1 over labels != -100, summed, divided by
+    the number of such tokens (at least 1) when ``reduction == "mean"``."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    per_example = token_loss.sum(1)
+    if reduction == "mean":
+        per_example = per_example / (shift_labels != IGNORE_INDEX).sum(1).clamp(min=1)
+    return per_example

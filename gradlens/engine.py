@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradlens.data import IGNORE_INDEX, Tokenized
+from gradlens.data import IGNORE_INDEX, Tokenized, example_losses
 from gradlens.grads import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
 from gradlens.models import Component
 
@@ -154,19 +154,7 @@ class GradientEngine:
                 logits = self.model(
                     input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
                 ).logits
-                shift_logits = logits[:, :-1].float()
-                shift_labels = labels[:, 1:]
-                token_loss = torch.nn.functional.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.shape[-1]),
-                    shift_labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    reduction="none",
-                ).view(bsz, -1)
-                counts = (shift_labels != IGNORE_INDEX).sum(1).clamp(min=1)
-                per_example = token_loss.sum(1)
-                if self.reduction == "mean":
-                    per_example = per_example / counts
-                per_example.sum().backward()
+                example_losses(logits, labels, self.reduction).sum().backward()
             self.passes += bsz
             rows = [self._rows_with_gradient(t) for t in batch]
             return [self._collect(i, batch[i], rows[i]) for i in range(bsz)]

@@ -18,39 +18,36 @@ import numpy as np
 import torch
 
 
+class _Stored:
+    """A gradient held as the tensors of its dataclass fields."""
+
+    @property
+    def numel(self) -> int:
+        """Scalars held by all of the term's tensors."""
+        return sum(t.numel() for t in vars(self).values())
+
+
 @dataclass(frozen=True)
-class Dense:
+class Dense(_Stored):
     """A dense gradient matrix g[rows, cols]."""
 
     g: torch.Tensor
 
-    @property
-    def numel(self) -> int:
-        return self.g.numel()
-
 
 @dataclass(frozen=True)
-class Factored:
+class Factored(_Stored):
     """g = d^T x with x[m, d_in], d[m, d_out] (one row per token that carries gradient)."""
 
     x: torch.Tensor
     d: torch.Tensor
 
-    @property
-    def numel(self) -> int:
-        return self.x.numel() + self.d.numel()
-
 
 @dataclass(frozen=True)
-class Sparse:
+class Sparse(_Stored):
     """Embedding-lookup gradient: row ``ids[t]`` of g[V, d] receives ``e[t]``; ids[m], e[m, d]."""
 
     ids: torch.Tensor
     e: torch.Tensor
-
-    @property
-    def numel(self) -> int:
-        return self.ids.numel() + self.e.numel()
 
 
 Term = Dense | Factored | Sparse

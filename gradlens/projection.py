@@ -59,6 +59,8 @@ __all__ = [
 GAUSSIAN_TAG = 0x6761
 SJLT_TAG = 0x736A
 KRON_TAG = 0x6B72
+#: Vectors per call of TRAK's CudaProjector (its own batching unit).
+TRAK_CUDA_BATCH = 8
 #: Elements of one generated Gaussian block (rows = max(1, this // n_out)); part of R's definition.
 GAUSSIAN_BLOCK_ELEMENTS = 1 << 22
 #: Input coordinates per generated SJLT hash block; part of the sketch's definition.
@@ -272,24 +274,16 @@ class Projector:
             )
         from trak.projectors import BasicProjector, CudaProjector, ProjectionType
 
-        seed = self.seed % (1 << 30)  # TRAK adds offsets to the seed; fast_jl takes a C int
-        if str(self.device).startswith("cuda"):
-            return CudaProjector(
-                grad_dim=self.n_in,
-                proj_dim=self.n_out,
-                seed=seed,
-                proj_type=ProjectionType.normal,
-                device=self.device,
-                max_batch_size=8,
-            )
-        return BasicProjector(
+        common = dict(
             grad_dim=self.n_in,
             proj_dim=self.n_out,
-            seed=seed,
+            seed=self.seed % (1 << 30),  # TRAK adds offsets to the seed; fast_jl takes a C int
             proj_type=ProjectionType.normal,
             device=self.device,
-            dtype=torch.float32,
         )
+        if str(self.device).startswith("cuda"):
+            return CudaProjector(**common, max_batch_size=TRAK_CUDA_BATCH)
+        return BasicProjector(**common, dtype=torch.float32)
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlens.data import IGNORE_INDEX, Tokenized
+from gradlens.data import Tokenized, example_losses
 from gradlens.models import Component
 
 
@@ -34,16 +34,8 @@ def flat_component_grads(
         ids = tok.input_ids[None].to(device)
         labels = tok.labels[None].to(device)
         with torch.enable_grad():
-            logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-            shift = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]),
-                shift.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
-            if reduction == "mean":
-                loss = loss / (shift != IGNORE_INDEX).sum().clamp(min=1)
+            logits = model(input_ids=ids, use_cache=False).logits
+            loss = example_losses(logits, labels, reduction).sum()
             grads = torch.autograd.grad(loss, weights, allow_unused=True)
     finally:
         for w, s in zip(weights, saved):

@@ -33,6 +33,8 @@ import numpy as np
 EPS: float = 1e-12
 
 Objective = Literal["accuracy", "fidelity"]
+#: A component subset: component indices int[m] or a bool mask [K].
+Subset = Sequence[int] | np.ndarray
 
 
 def check_shapes(
@@ -221,14 +223,11 @@ def accuracy(
 
 
 def fidelity(
-    dots: np.ndarray,
-    query_sq: np.ndarray,
-    cand_sq: np.ndarray,
-    subset: Sequence[int] | np.ndarray,
-    valid: np.ndarray | None = None,
+    dots: np.ndarray, query_sq: np.ndarray, cand_sq: np.ndarray, subset: Subset, *, valid=None
 ) -> float:
     """Cosine between the vector of cos_S over all valid (query, candidate) pairs and the same
-    vector for S = all K components (paper's Fig. 5 fidelity). 0 when either vector is zero."""
+    vector for S = all K components (paper's Fig. 5 fidelity). 0 when either vector is zero.
+    ``valid`` [N,b] as in ``accuracy``."""
     dots, query_sq, cand_sq, _, valid = check_shapes(dots, query_sq, cand_sq, None, valid)
     a = cosines(dots, query_sq, cand_sq, subset)[valid]
     w = cosines(dots, query_sq, cand_sq, np.arange(dots.shape[2]))[valid]

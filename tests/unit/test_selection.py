@@ -151,7 +151,7 @@ def test_per_component_accuracy_matches_loop() -> None:
 def test_fidelity_matches_loop(pad: bool) -> None:
     dots, qsq, csq, target, valid = make_instance(pad=pad, seed=4)
     for subset in ([0], [3, 5, 9], list(range(12))):
-        got = sel.fidelity(dots, qsq, csq, subset, valid)
+        got = sel.fidelity(dots, qsq, csq, subset, valid=valid)
         assert got == pytest.approx(loop_fidelity(dots, qsq, csq, subset, valid), rel=1e-12)
 
 
