@@ -1,68 +1,36 @@
-"""GradLens dashboard: runs in a DuckDB file, their headline numbers and the per-layer x kind
-single-component retrieval accuracy. Reads cached scalars only; never recomputes gradients."""
+"""GradLens dashboard: explore runs of per-component gradient dot products. Reads cached scalars
+only (``gradlens.queries``); never loads a model or recomputes a gradient to draw a page.
+
+``streamlit run app.py`` with ``GRADLENS_DB`` naming the database (default data/demo.duckdb).
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import plotly.express as px
 import streamlit as st
 
-from gradlens.errors import GradLensError
-from gradlens.queries import list_runs, load_arrays
-from gradlens.runs import run_headline
-from gradlens.selection import layer_kind_table, per_component_accuracy
+from dashboard import common
 
-st.set_page_config(page_title="GradLens", layout="wide")
+# The pages live in views/, not pages/: Streamlit treats a folder named pages/ beside the entry
+# point as a v1 multipage app until st.navigation runs, so a deep link such as /greedy would run
+# that page's file alone, without this script (no sidebar, no state).
 
+st.set_page_config(page_title="GradLens", page_icon="🔎", layout="wide")
 
-@st.cache_data(show_spinner="Reading the run's dot products…")
-def overview(db: str, run: str, mtime: float) -> dict:
-    a = load_arrays(db, run)
-    single = per_component_accuracy(a.dots, a.query_sq, a.cand_sq, a.target, a.valid)
-    grid = layer_kind_table(single, a.layers, a.kinds)
-    return {"headline": run_headline(a), "layer_kind": grid}
+PAGES = [
+    st.Page("views/overview.py", title="Overview", url_path="overview", default=True),
+    st.Page("views/greedy.py", title="Greedy selection", url_path="greedy"),
+    st.Page("views/heatmaps.py", title="Layer heatmaps", url_path="heatmaps"),
+    st.Page("views/failures.py", title="Failure cases", url_path="failures"),
+    st.Page("views/project.py", title="Select vs project", url_path="project"),
+    st.Page("views/runs.py", title="Runs", url_path="runs"),
+]
 
-
-st.title("GradLens")
-st.caption("Which components of the loss gradient identify the training example behind a query?")
-db = st.sidebar.text_input("DuckDB file", os.environ.get("GRADLENS_DB", "data/demo.duckdb"))
-if not Path(db).is_file():
-    st.info(f"No database at `{db}`. Run `make demo` (or `gradlens compute …`) first.")
+page = st.navigation(PAGES)
+st.sidebar.title("GradLens")
+st.sidebar.caption("Which gradient components identify the training example behind a query?")
+ctx = common.sidebar()
+st.session_state["gl_ctx"] = ctx
+if ctx is None and page.title != "Runs":
     st.stop()
-try:
-    runs = list_runs(db)
-except GradLensError as exc:
-    st.error(str(exc))
-    st.stop()
-complete = runs[runs["status"] == "complete"]
-if complete.empty:
-    st.info(f"`{db}` holds no complete run yet.")
-    st.stop()
-name = st.sidebar.selectbox("Run", list(complete["name"]))
-st.sidebar.dataframe(runs[["name", "status", "queries", "components"]], hide_index=True)
-
-data = overview(db, name, Path(db).stat().st_mtime)
-head = data["headline"]
-st.subheader(f"Run `{name}`")
-cols = st.columns(len(head))
-for col, row in zip(cols, head.itertuples(index=False)):
-    col.metric(
-        row.metric,
-        f"{row.accuracy:.3f}",
-        help=f"{row.detail}; 95% CI [{row.ci_lo:.3f}, {row.ci_hi:.3f}]",
-    )
-st.dataframe(head, hide_index=True)
-
-grid = data["layer_kind"]
-fig = px.imshow(
-    grid.astype(float),
-    color_continuous_scale="Viridis",
-    zmin=0,
-    zmax=1,
-    aspect="auto",
-    labels={"x": "component kind", "y": "layer", "color": "accuracy"},
-    title="Retrieval accuracy of each single component",
-)
-st.plotly_chart(fig, width="stretch")
+page.run()
+common.sync_url()

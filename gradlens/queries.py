@@ -46,6 +46,7 @@ __all__ = [
     "methods",
     "read_store",
     "run_info",
+    "same_data",
 ]
 
 
@@ -96,6 +97,17 @@ class RunInfo:
     @property
     def model(self) -> str:
         return str(self.config.get("model", self.config.get("source", "?")))
+
+
+def same_data(a: RunInfo, b: RunInfo) -> bool:
+    """Two runs of the same model on the same training data (two query settings, say): equal
+    model weights and training set for computed runs, the same source tables for imports."""
+    ca, cb = a.config, b.config
+    if ca.get("source") == "import" or cb.get("source") == "import":
+        keys = ("dots", "norms", "n_params")
+    else:
+        keys = ("model_hash", "train_hash", "candidates", "loss_on", "reduction")
+    return a.run_id != b.run_id and all(ca.get(k) == cb.get(k) for k in keys)
 
 
 def list_runs(db: str | Path) -> pd.DataFrame:

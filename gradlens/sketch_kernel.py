@@ -7,7 +7,7 @@ of ``width`` consecutive coordinates (a cyclic offset and ``width`` sign bits) a
 once: ~4.5 bytes per coordinate. A group of 16 that does not wrap around is one 16-lane vector
 operation (``_add16``: load, negate the lanes whose sign bit is set, add, store), emitted as
 LLVM IR because numba cannot prove that ``x`` and the accumulators do not overlap and so never
-vectorises the scalar loop (measured: ~5x faster on the 2-core AVX-512 box).
+vectorises the scalar loop (about 5x faster: benchmarks/RESULTS.md).
 
 Determinism: the groups are cut into ``CHUNKS`` fixed chunks, each accumulated into its own
 float32 row (float32 keeps a 283 K-dimensional sketch's accumulators near the cache) and the rows

@@ -32,6 +32,7 @@ from gradlens.selection.tables import (
     failures,
     headline,
     layer_kind_table,
+    projection_table,
     query_table,
     steals,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "kfold_greedy",
     "layer_kind_table",
     "per_component_accuracy",
+    "projection_table",
     "query_table",
     "steals",
 ]

@@ -192,7 +192,7 @@ def query_table(arrays: RunArrays, subset: Sequence[int] | np.ndarray) -> pd.Dat
     """One row per query for ``subset``: query_id, original_id, retrieved_id (best valid
     candidate other than the original), cos_original, cos_retrieved, margin (cos_original -
     cos_retrieved; > 0 iff retrieved correctly), correct, rank (of the original by cosine, 1 =
-    retrieved), bm25_rank (of the original by BM25; NaN when unknown)."""
+    retrieved), bm25_rank (the original's place in the candidate list, which is BM25 order)."""
     n, b, _ = arrays.shape
     rows = np.arange(n)
     cos = cosines(arrays.dots, arrays.query_sq, arrays.cand_sq, subset)
@@ -203,12 +203,6 @@ def query_table(arrays: RunArrays, subset: Sequence[int] | np.ndarray) -> pd.Dat
     has_rival = np.isfinite(rival_cos)
     own = cos[rows, arrays.target]
     margin = np.where(has_rival, own - rival_cos, np.inf)
-    bm25 = arrays.known_bm25
-    bm25_rank = (
-        _ranks(bm25, arrays.target, arrays.valid).astype(np.float64)
-        if bm25 is not None
-        else np.full(n, np.nan)
-    )
     return pd.DataFrame(
         {
             "query_id": arrays.query_ids,
@@ -219,7 +213,7 @@ def query_table(arrays: RunArrays, subset: Sequence[int] | np.ndarray) -> pd.Dat
             "margin": margin,
             "correct": margin > 0,
             "rank": _ranks(cos, arrays.target, arrays.valid),
-            "bm25_rank": bm25_rank,
+            "bm25_rank": arrays.target + 1,
         }
     )
 
@@ -260,3 +254,27 @@ def component_shares(
         den = np.sqrt(qs * arrays.cand_sq[query, j, idx].sum()) + EPS
         out[f"slot_{j}"] = arrays.dots[query, j, idx] / den
     return out
+
+
+def projection_table(exact: RunArrays, projected: Mapping[str, RunArrays]) -> pd.DataFrame:
+    """One row per projection method (label ``METHOD:FRACTION``): method, fraction (dimensions
+    per parameter), accuracy of its full gradient, and its fidelity: the cosine between its
+    full-gradient cosines over all valid pairs and the exact full gradient's."""
+    k = exact.shape[2]
+    ref = cosines(exact.dots, exact.query_sq, exact.cand_sq, np.arange(k))[exact.valid]
+    rows = []
+    for method, a in projected.items():
+        cos = cosines(a.dots, a.query_sq, a.cand_sq, np.arange(k))
+        acc = correct(cos, a.target, a.valid).mean()
+        vec = cos[a.valid]
+        den = float(np.linalg.norm(vec) * np.linalg.norm(ref))
+        _, _, frac = method.partition(":")
+        rows.append(
+            {
+                "method": method,
+                "fraction": float(frac) if frac else np.nan,
+                "accuracy": float(acc),
+                "fidelity": float(vec @ ref) / den if den > 0 else 0.0,
+            }
+        )
+    return pd.DataFrame(rows, columns=["method", "fraction", "accuracy", "fidelity"])

@@ -19,14 +19,17 @@ def db(tmp_path):
     return path
 
 
-def test_app_shows_headline_and_heatmap(db, monkeypatch):
+def test_app_opens_on_the_overview_with_the_headline(db, monkeypatch):
     monkeypatch.setenv("GRADLENS_DB", str(db))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
     assert not at.exception
-    assert at.selectbox[0].value == "syn"
+    assert at.sidebar.selectbox(key="gl_run").value == "syn"
     labels = [m.label for m in at.metric]
-    assert "full gradient" in labels and "best single component" in labels
-    assert len(at.get("plotly_chart")) == 1
+    assert "full gradient" in labels and "greedy peak (in-sample)" in labels
+    assert at.dataframe[0].value["metric"].tolist()[:2] == [
+        "full gradient",
+        "best single component",
+    ]
 
 
 def test_app_without_database_explains_what_to_do(tmp_path, monkeypatch):

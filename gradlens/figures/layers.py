@@ -1,0 +1,370 @@
+"""Per-component accuracy by layer and kind: the clickable layer × kind grid, kind means (paper's
+Table 1), accuracy vs depth (Fig. 3) and accuracy vs parameter count (Fig. 2).
+
+The grid is a ``go.Scatter`` of square markers, not a ``go.Heatmap``: Streamlit returns click
+events for scatter points only (streamlit#8760), and each point carries its component index as
+``customdata``."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from gradlens.figures.style import COLORS, finish
+from gradlens.naming import KINDS
+
+MODEL_ROW = "model"
+#: Colour scale of the grid (perceptually uniform; light = high).
+GRID_SCALE = "Viridis"
+#: Input-side model-wide kinds (drawn before layer 0 on the depth plot); the rest go after.
+_INPUT_SIDE = ("embed", "pos_embed")
+_SETTING_COLORS = (COLORS["greedy"], COLORS["current"], COLORS["original"], COLORS["projection"])
+#: Kind colours by role: attention blues/purples, MLP warm and green, model-wide greys/pink.
+KIND_COLORS = {
+    "embed": "#7f7f7f",
+    "pos_embed": "#bcbd22",
+    "q": "#1f77b4",
+    "k": "#17becf",
+    "v": "#9467bd",
+    "qkv": "#1f77b4",
+    "o": "#393b79",
+    "xq": "#6baed6",
+    "xk": "#9edae5",
+    "xv": "#c5b0d5",
+    "xo": "#6b6ecf",
+    "gate": "#ff7f0e",
+    "up": "#d62728",
+    "fc_in": "#d62728",
+    "down": "#2ca02c",
+    "fc_out": "#2ca02c",
+    "lm_head": "#e377c2",
+}
+
+
+def kind_color(kind: str) -> str:
+    """A fixed colour per kind (the same on every figure)."""
+    if kind in KIND_COLORS:
+        return KIND_COLORS[kind]
+    palette = qualitative.Dark24
+    return palette[sum(map(ord, kind)) % len(palette)]
+
+
+def kind_order(kinds: Sequence[str]) -> list[str]:
+    """The distinct kinds in ``KINDS`` order (unknown kinds after, sorted)."""
+    present = set(kinds)
+    return [k for k in KINDS if k in present] + sorted(present - set(KINDS))
+
+
+def _is_missing(layer: object) -> bool:
+    return layer is None or layer is pd.NA or (isinstance(layer, float) and math.isnan(layer))
+
+
+def row_label(layer: object) -> str:
+    """y label of a component's row: ``L3`` for depth 3, ``model`` for model-wide ones."""
+    return MODEL_ROW if _is_missing(layer) else f"L{int(layer)}"
+
+
+def row_order(layers: Sequence[object]) -> list[str]:
+    """Row labels top to bottom: layers by increasing depth, then ``model`` (if any)."""
+    depths = sorted({int(x) for x in layers if not _is_missing(x)})
+    rows = [f"L{d}" for d in depths]
+    return rows + ([MODEL_ROW] if any(_is_missing(x) for x in layers) else [])
+
+
+def _fmt_params(n: float) -> str:
+    if n is None or not np.isfinite(n):
+        return "unknown"
+    return f"{int(n):,}"
+
+
+def _color_range(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo < 1e-9:  # one value: a small band around it, so the bar still has a scale
+        lo, hi = lo - 0.005, hi + 0.005
+    return lo, hi
+
+
+def _colorbar_ticks(lo: float, hi: float, chance: float, full: float) -> tuple[list, list]:
+    """Five ticks over [lo, hi], with chance and the full gradient's accuracy marked where they
+    fall inside the range (a plain tick too close to a marked one is dropped)."""
+    span = hi - lo
+    marks = [
+        (v, f"{label} {v:.2f}")
+        for v, label in ((chance, "chance"), (full, "full"))
+        if v is not None and np.isfinite(v) and lo <= v <= hi
+    ]
+    plain = [
+        (v, f"{v:.3f}")
+        for v in np.linspace(lo, hi, 5)
+        if all(abs(v - m) > 0.09 * span for m, _ in marks)
+    ]
+    ticks = sorted(plain + marks)
+    return [float(v) for v, _ in ticks], [t for _, t in ticks]
+
+
+def layer_kind_grid(
+    values: Sequence[float] | np.ndarray,
+    layers: Sequence[int | None],
+    kinds: Sequence[str],
+    names: Sequence[str],
+    n_params: Sequence[float] | np.ndarray | None,
+    chance: float,
+    full: float,
+    selected: Collection[int] = (),
+    title: str = "Single-component accuracy",
+    color_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Per-component ``values`` [K] as a layer × kind grid of square markers.
+
+    x: kind (``KINDS`` order, kinds present only); y: ``L<depth>`` rows top to bottom, then a
+    ``model`` row for model-wide components (string categories). Colour: the value on a scale
+    fitted to the data's range; the colour bar marks ``chance`` and ``full`` (the full
+    gradient's accuracy) where they fall inside it, and a note under the grid states both
+    (``color_range`` overrides the fitted range, e.g. one scale for two grids side by side).
+    Each point's ``customdata`` is its component index; ``selected`` components are outlined."""
+    values = np.asarray(values, dtype=np.float64)
+    k = len(values)
+    if not len(layers) == len(kinds) == len(names) == k:
+        raise ValueError("values, layers, kinds and names must have the same length")
+    sizes = np.full(k, np.nan) if n_params is None else np.asarray(n_params, dtype=np.float64)
+    cols = kind_order(kinds)
+    rows = row_order(layers)
+    y = [row_label(x) for x in layers]
+    lo, hi = _color_range(values) if color_range is None else _color_range(np.array(color_range))
+    tickvals, ticktext = _colorbar_ticks(lo, hi, chance, full)
+    chosen = {int(c) for c in selected}
+    sel = np.array([c in chosen for c in range(k)], dtype=bool)
+
+    # cell size in px: big squares for a few layers, small ones (still legible) for 30+
+    n_rows = max(len(rows), 1)
+    cell = float(np.clip(620 / n_rows, 17, 52))
+    height = int(n_rows * cell + 140)
+    hover = [
+        f"<b>{html.escape(str(names[c]))}</b><br>accuracy {values[c]:.4f}<br>"
+        f"parameters {_fmt_params(sizes[c])}"
+        for c in range(k)
+    ]
+    fig = go.Figure(
+        go.Scatter(
+            x=list(kinds),
+            y=y,
+            mode="markers",
+            customdata=np.arange(k),
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker={
+                "symbol": "square",
+                "size": cell * 0.9,
+                "color": values,
+                "colorscale": GRID_SCALE,
+                "cmin": lo,
+                "cmax": hi,
+                "line": {
+                    "color": np.where(sel, COLORS["current"], "rgba(255,255,255,0.6)").tolist(),
+                    "width": np.where(sel, 4.0, 0.5).tolist(),
+                },
+                "colorbar": {
+                    "title": {"text": "accuracy", "side": "right"},
+                    "tickvals": tickvals,
+                    "ticktext": ticktext,
+                    "thickness": 14,
+                    "len": 1.0,
+                },
+            },
+            # a click selects points; keep every square opaque rather than fading the others
+            selected={"marker": {"opacity": 1.0}},
+            unselected={"marker": {"opacity": 1.0}},
+            showlegend=False,
+        )
+    )
+    fig.update_xaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=cols,
+        side="top",
+        automargin=True,
+        tickfont={"size": 11},
+        showgrid=False,
+        title=None,
+        range=[-0.6, len(cols) - 0.4],
+    )
+    fig.update_yaxes(
+        type="category",
+        categoryorder="array",
+        categoryarray=rows,
+        autorange="reversed",
+        showgrid=False,
+        title=None,
+    )
+    finish(fig, title, height=height)
+    notes = []
+    if chance is not None and np.isfinite(chance):
+        notes.append(f"chance 1/b = {chance:.2f}")
+    if full is not None and np.isfinite(full):
+        notes.append(f"full gradient {full:.4f}")
+    scope = "this run's range" if color_range is None else "shared range"
+    notes.append(f"colour {lo:.3f}–{hi:.3f} ({scope})")
+    # the notes go under the grid: the kind labels (top) may need the room above it
+    fig.add_annotation(
+        text=" · ".join(notes),
+        xref="paper",
+        yref="paper",
+        x=0.0,
+        y=0.0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-6,
+        showarrow=False,
+        font={"size": 11, "color": "#555"},
+    )
+    fig.update_layout(
+        title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
+        margin={"l": 60, "r": 20, "t": 90, "b": 36},
+        clickmode="event+select",
+        dragmode=False,
+    )
+    return fig
+
+
+def kind_means(values: Sequence[float] | np.ndarray, kinds: Sequence[str]) -> pd.Series:
+    """Mean of ``values`` per kind, in ``KINDS`` order (the paper's Table 1 columns)."""
+    s = pd.Series(np.asarray(values, dtype=np.float64)).groupby(list(kinds)).mean()
+    out = s.reindex(kind_order(kinds))
+    out.index.name = "kind"
+    return out
+
+
+def kind_means_bar(
+    tables: Mapping[str, pd.Series], title: str = "Mean single-component accuracy per kind"
+) -> go.Figure:
+    """Grouped bars: one group per kind (``KINDS`` order), one bar per setting (label -> Series
+    of mean accuracy indexed by kind, as ``kind_means`` gives)."""
+    kinds = kind_order([k for s in tables.values() for k in s.index])
+    fig = go.Figure()
+    for i, (label, series) in enumerate(tables.items()):
+        y = series.reindex(kinds)
+        fig.add_trace(
+            go.Bar(
+                x=kinds,
+                y=y.to_numpy(dtype=np.float64),
+                name=str(label),
+                marker_color=_SETTING_COLORS[i % len(_SETTING_COLORS)],
+                hovertemplate="%{x}: %{y:.4f}<extra>" + html.escape(str(label)) + "</extra>",
+            )
+        )
+    fig.update_layout(barmode="group", bargap=0.25)
+    fig.update_xaxes(title="component kind", type="category")
+    fig.update_yaxes(title="mean single-component accuracy")
+    return finish(fig, title, height=380)
+
+
+def depth_lines(
+    values: Sequence[float] | np.ndarray,
+    layers: Sequence[int | None],
+    kinds: Sequence[str],
+    title: str = "Accuracy vs depth",
+) -> go.Figure:
+    """Single-component accuracy against layer, one line per kind (paper's Fig. 3). Model-wide
+    components are markers: embeddings before the first layer, the rest after the last."""
+    values = np.asarray(values, dtype=np.float64)
+    depth = np.array([np.nan if _is_missing(x) else float(x) for x in layers])
+    kinds = list(kinds)
+    has_depth = np.isfinite(depth)
+    lo = float(depth[has_depth].min()) if has_depth.any() else 0.0
+    hi = float(depth[has_depth].max()) if has_depth.any() else 0.0
+    fig = go.Figure()
+    for kind in kind_order(kinds):
+        idx = [c for c, kd in enumerate(kinds) if kd == kind and has_depth[c]]
+        if not idx:
+            continue
+        idx.sort(key=lambda c: depth[c])
+        fig.add_trace(
+            go.Scatter(
+                x=depth[idx],
+                y=values[idx],
+                mode="lines+markers" if len(idx) > 1 else "markers",
+                name=kind,
+                line={"color": kind_color(kind), "width": 1.5},
+                marker={"size": 5},
+                customdata=np.array(idx),
+                hovertemplate=f"{html.escape(kind)} L%{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
+    step = max(1, math.ceil((hi - lo + 1) / 8))  # at most ~9 labelled layers
+    ticks: list[tuple[float, str]] = []
+    for c in np.flatnonzero(~has_depth):
+        kind = kinds[c]
+        x = lo - step if kind in _INPUT_SIDE else hi + step
+        ticks.append((x, "embed" if kind in _INPUT_SIDE else "head"))
+        fig.add_trace(
+            go.Scatter(
+                x=[x],
+                y=[values[c]],
+                mode="markers",
+                name=f"{kind} (model-wide)",
+                marker={"color": kind_color(kind), "size": 11, "symbol": "diamond"},
+                customdata=[int(c)],
+                hovertemplate=f"{html.escape(kind)}: %{{y:.4f}}<extra>model-wide</extra>",
+            )
+        )
+    if has_depth.any():
+        ticks += [(float(d), str(int(d))) for d in np.arange(lo, hi + 1, step)]
+    ticks = sorted(dict(ticks).items())
+    fig.update_xaxes(
+        title="layer (depth)",
+        tickvals=[t for t, _ in ticks],
+        ticktext=[label for _, label in ticks],
+        zeroline=False,
+    )
+    fig.update_yaxes(title="single-component accuracy")
+    return _legend_below(finish(fig, title, height=440))
+
+
+def _legend_below(fig: go.Figure) -> go.Figure:
+    """A legend of many kinds under the plot, where it cannot run into the title."""
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.22, "x": 0.0, "xanchor": "left"},
+        margin={"b": 120},
+    )
+    return fig
+
+
+def params_scatter(
+    values: Sequence[float] | np.ndarray,
+    n_params: Sequence[float] | np.ndarray,
+    kinds: Sequence[str],
+    names: Sequence[str],
+    title: str = "Accuracy vs parameter count",
+) -> go.Figure:
+    """Single-component accuracy against the component's parameter count (log x), coloured by
+    kind (paper's Fig. 2); ``customdata`` = component index."""
+    values = np.asarray(values, dtype=np.float64)
+    sizes = np.asarray(n_params, dtype=np.float64)
+    kinds = list(kinds)
+    fig = go.Figure()
+    for kind in kind_order(kinds):
+        idx = [c for c, kd in enumerate(kinds) if kd == kind]
+        fig.add_trace(
+            go.Scatter(
+                x=sizes[idx],
+                y=values[idx],
+                mode="markers",
+                name=kind,
+                marker={"color": kind_color(kind), "size": 8, "opacity": 0.85},
+                customdata=np.array(idx),
+                hovertext=[html.escape(str(names[c])) for c in idx],
+                hovertemplate="%{hovertext}: %{y:.4f}<br>%{x:,} parameters<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title="parameters in the component", type="log", tickformat="~s")
+    fig.update_yaxes(title="single-component accuracy")
+    return _legend_below(finish(fig, title, height=440))
