@@ -118,6 +118,11 @@ def _export(opts: ExportOptions) -> int:
 
 
 def _import(opts: ImportOptions) -> int:
+    if opts.folder is not None:
+        from gradlens.restore import restore_run
+
+        print(restore_run(opts.db, opts.folder).line())
+        return 0
     from gradlens.runs import import_run
 
     summary = import_run(opts.db, opts.run, opts.dots, opts.norms, opts.n_params, opts.filter)

@@ -28,18 +28,21 @@ def option(
     key: bool = False,
     metavar: str | None = None,
     repeat: bool = False,
+    flag: str | None = None,
 ) -> Any:
     """A dataclass field carrying its CLI metadata. ``repeat``: the flag may be given several
-    times (a tuple of strings)."""
+    times (a tuple of strings). ``flag``: the option's spelling where it is not ``--<name>``
+    (e.g. ``--from``, which cannot be a field name)."""
     meta = {"help": help, "choices": choices, "minimum": minimum, "key": key}
-    meta |= {"metavar": metavar, "repeat": repeat}
+    meta |= {"metavar": metavar, "repeat": repeat, "flag": flag}
     if repeat:
         return field(default_factory=tuple, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _flag(f: dataclasses.Field) -> str:
+    """The field's CLI flag: its ``flag`` metadata, else ``--<name>`` with dashes."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _base_type(f: dataclasses.Field) -> str:
@@ -58,7 +61,7 @@ def validate(options: object) -> None:
         if value is None or f.metadata.get("repeat"):
             continue
         kind = _base_type(f)
-        flag = _flag(f.name)
+        flag = _flag(f)
         if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
             raise GradLensError(f"{flag}: expected an integer, got {value!r}")
         choices = f.metadata.get("choices")
@@ -103,7 +106,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["choices"] = list(meta["choices"])
             if meta["metavar"]:
                 kwargs["metavar"] = meta["metavar"]
-        parser.add_argument(_flag(f.name), **kwargs)
+        parser.add_argument(_flag(f), **kwargs)
 
 
 def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
@@ -189,16 +192,42 @@ class ExportOptions(_Validated):
 
 @dataclass(frozen=True)
 class ImportOptions(_Validated):
-    """``gradlens import``: long tables of externally computed dot products as a new run."""
+    """``gradlens import``: restore an exported run, or import long tables of dot products."""
 
     db: str = option(help="DuckDB file (created if missing)")
-    run: str = option(help="name of the new run")
-    dots: str = option(help="Parquet/CSV: query_id, candidate_id, component, dot")
-    norms: str = option(help="Parquet/CSV: split, example_id, component, sqnorm")
+    folder: str | None = option(
+        None,
+        help="folder written by `gradlens export`: restore that run as it is (a no-op when "
+        "already restored from the same files)",
+        flag="--from",
+        metavar="DIR",
+    )
+    run: str | None = option(None, help="name of the new run (long tables)")
+    dots: str | None = option(None, help="Parquet/CSV: query_id, candidate_id, component, dot")
+    norms: str | None = option(None, help="Parquet/CSV: split, example_id, component, sqnorm")
     n_params: str | None = option(None, help="JSON {parameter name: count}, in component order")
     filter: tuple[str, ...] = option(
         help="keep rows whose column COL equals VALUE", metavar="COL=VALUE", repeat=True
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        flags = {f.name: _flag(f) for f in dataclasses.fields(self)}
+        long_tables = ("run", "dots", "norms", "n_params", "filter")
+        if self.folder is not None:
+            given = [flags[n] for n in long_tables if getattr(self, n)]
+            if given:
+                raise GradLensError(
+                    f"{flags['folder']} restores an exported run as it is: drop "
+                    f"{', '.join(given)} (or drop {flags['folder']} to import long tables)"
+                )
+        else:
+            missing = [flags[n] for n in ("run", "dots", "norms") if getattr(self, n) is None]
+            if missing:
+                raise GradLensError(
+                    f"import needs {flags['folder']} DIR or --run NAME --dots F --norms F "
+                    f"(missing: {', '.join(missing)})"
+                )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS selection_curves (
     run_id VARCHAR, method VARCHAR, objective VARCHAR, step INTEGER, component_idx INTEGER,
     component VARCHAR, accuracy DOUBLE, fidelity DOUBLE, param_fraction DOUBLE,
     heldout_accuracy DOUBLE);
+CREATE TABLE IF NOT EXISTS restored (run_id VARCHAR, source VARCHAR, digest VARCHAR);
 """
 #: Tables holding a run's rows (besides ``runs``), in the order they are written.
 DATA_TABLES = (
@@ -47,9 +48,11 @@ DATA_TABLES = (
     "norms",
     "progress",
     "selection_curves",
+    "restored",
 )
-#: Tables an export carries (``progress`` is bookkeeping of an unfinished compute).
-EXPORT_TABLES = ("runs",) + tuple(t for t in DATA_TABLES if t != "progress")
+#: Tables an export carries (``progress`` is bookkeeping of an unfinished compute, ``restored``
+#: records which exported files a run was restored from: both belong to the database).
+EXPORT_TABLES = ("runs",) + tuple(t for t in DATA_TABLES if t not in ("progress", "restored"))
 
 
 class Store:
@@ -63,6 +66,7 @@ class Store:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self._in_transaction = False
             if not read_only:
                 self.con.execute(SCHEMA)
         except (duckdb.Error, OSError) as exc:
@@ -81,13 +85,19 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Store]:
         """All writes inside the block land together or not at all (ROLLBACK on any error,
-        KeyboardInterrupt included)."""
+        KeyboardInterrupt included). A block nested in another joins the outer transaction."""
+        if self._in_transaction:
+            yield self
+            return
         self.con.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
         try:
             yield self
         except BaseException:
             self.con.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
         self.con.execute("COMMIT")
 
     # -- runs --------------------------------------------------------------------------------

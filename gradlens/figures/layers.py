@@ -365,6 +365,6 @@ def params_scatter(
                 hovertemplate="%{hovertext}: %{y:.4f}<br>%{x:,} parameters<extra></extra>",
             )
         )
-    fig.update_xaxes(title="parameters in the component", type="log", tickformat="~s")
+    fig.update_xaxes(title="parameters in the component", type="log", tickformat="~s", dtick="D2")
     fig.update_yaxes(title="single-component accuracy")
     return _legend_below(finish(fig, title, height=440))

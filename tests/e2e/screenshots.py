@@ -1,10 +1,11 @@
 """Full-page screenshots of the dashboard in headless Chromium.
 
-    python tests/e2e/screenshots.py --db DB --out DIR [--pages PATH ...] [--width 1400]
+    python tests/e2e/screenshots.py --db DB --out DIR [--pages [NAME=]PATH ...] [--width 1400]
 
 Starts ``streamlit run app.py`` on DB, visits each URL path (default "/"), waits until the app is
 idle, fails on an exception shown by the app, and writes ``DIR/<path>.png`` (``root.png`` for
-"/"). Exit codes: 0 all pages saved, 1 a page failed (the others are still saved), 2 bad input.
+"/"; ``NAME=PATH`` names the file ``NAME.png``). Exit codes: 0 all pages saved, 1 a page
+failed (the others are still saved), 2 bad input.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         with streamlit_server(db) as base, sync_playwright() as pw:
             browser = launch_browser(pw)
             try:
-                for path in args.pages:
+                for spec in args.pages:
+                    name, sep, path = spec.partition("=")
+                    if not sep or not name.isidentifier():
+                        name, path = None, spec
                     page = new_page(browser, width=args.width, height=HEIGHT)
                     try:
                         try:
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         except AssertionError as exc:  # the app shows an exception: keep a shot
                             failed += 1
                             print(f"screenshots: {path}: {exc}", file=sys.stderr)
-                        png = shot(page, slug(path), out_dir=args.out)
+                        png = shot(page, name or slug(path), out_dir=args.out)
                         print(png)
                     except Exception as exc:  # report it and go on with the others
                         failed += 1
