@@ -69,3 +69,13 @@ def synthetic_import_args(tmp_path, db) -> list[str]:
         "--filter",
         f"setting={setting}",
     ]
+
+
+def synthetic_selected_db(tmp_path, name: str = "app.duckdb"):
+    """A real DuckDB file holding the synthetic run ``syn`` after ``gradlens select``."""
+    from gradlens.cli import main
+
+    db = tmp_path / name
+    assert main(synthetic_import_args(tmp_path, db)) == 0
+    assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
+    return db

@@ -278,10 +278,20 @@ st.caption(
     "One line per kind across layers (the paper's Fig. 3); the embeddings (left) and the head "
     "(right) are single diamonds."
 )
-cols = st.columns(len(panels)) if len(panels) > 1 else [st.container()]
-for i, (p, col) in enumerate(zip(panels, cols, strict=True)):
-    fig = depth_lines(p.single, p.arrays.layers, p.arrays.kinds, title=p.label)
-    col.plotly_chart(fig, width="stretch", key=f"heatmap_depth_{i}")
+
+
+def side_by_side(shown: list, figure, key: str) -> None:
+    """One figure per panel (``figure(panel)``), in columns when there are several."""
+    cols = st.columns(len(shown)) if len(shown) > 1 else [st.container()]
+    for i, (p, col) in enumerate(zip(shown, cols, strict=True)):
+        col.plotly_chart(figure(p), width="stretch", key=f"{key}_{i}")
+
+
+side_by_side(
+    panels,
+    lambda p: depth_lines(p.single, p.arrays.layers, p.arrays.kinds, title=p.label),
+    "heatmap_depth",
+)
 
 sized = [p for p in panels if p.arrays.known_n_params is not None]
 if sized:
@@ -290,11 +300,12 @@ if sized:
         "Each component at its number of parameters (log scale; the paper's Fig. 2): "
         "does a bigger matrix identify the original more often?"
     )
-    cols = st.columns(len(sized)) if len(sized) > 1 else [st.container()]
-    for i, (p, col) in enumerate(zip(sized, cols, strict=True)):
-        fig = params_scatter(
+    side_by_side(
+        sized,
+        lambda p: params_scatter(
             p.single, p.arrays.known_n_params, p.arrays.kinds, p.arrays.names, title=p.label
-        )
-        col.plotly_chart(fig, width="stretch", key=f"heatmap_params_{i}")
+        ),
+        "heatmap_params",
+    )
 else:
     st.caption("Accuracy vs parameter count: not shown, this run does not record parameter counts.")

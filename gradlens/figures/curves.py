@@ -107,11 +107,11 @@ def select_vs_project(
         xcol, _, _ = _x(curve)
         fig.add_trace(
             go.Scatter(
+                name=label,
+                line={"color": palette[i % len(palette)]},
                 x=curve[xcol],
                 y=curve[metric],
                 mode="lines",
-                name=label,
-                line={"color": palette[i % len(palette)]},
                 customdata=curve.get("component", curve["step"]),
                 hovertemplate="+%{customdata}: %{y:.4f} at %{x:.3g}<extra>" + label + "</extra>",
             )

@@ -46,6 +46,9 @@ KIND_COLORS = {
     "lm_head": "#e377c2",
 }
 
+#: Per-component values [K] (accuracies).
+Values = Sequence[float] | np.ndarray
+
 
 def kind_color(kind: str) -> str:
     """A fixed colour per kind (the same on every figure)."""
@@ -187,24 +190,13 @@ def layer_kind_grid(
         )
     )
     fig.update_xaxes(
-        type="category",
-        categoryorder="array",
-        categoryarray=cols,
+        **_categories(cols),
         side="top",
         automargin=True,
         tickfont={"size": 11},
-        showgrid=False,
-        title=None,
         range=[-0.6, len(cols) - 0.4],
     )
-    fig.update_yaxes(
-        type="category",
-        categoryorder="array",
-        categoryarray=rows,
-        autorange="reversed",
-        showgrid=False,
-        title=None,
-    )
+    fig.update_yaxes(**_categories(rows), autorange="reversed")
     finish(fig, title, height=height)
     notes = []
     if chance is not None and np.isfinite(chance):
@@ -267,11 +259,19 @@ def kind_means_bar(
     return finish(fig, title, height=380)
 
 
+def _categories(order: Sequence[str]) -> dict:
+    """A category axis in exactly this order, without grid lines or a title."""
+    return {
+        "type": "category",
+        "categoryorder": "array",
+        "categoryarray": list(order),
+        "showgrid": False,
+        "title": None,
+    }
+
+
 def depth_lines(
-    values: Sequence[float] | np.ndarray,
-    layers: Sequence[int | None],
-    kinds: Sequence[str],
-    title: str = "Accuracy vs depth",
+    values: Values, layers: Sequence[int | None], kinds: Sequence[str], title: str = "By depth"
 ) -> go.Figure:
     """Single-component accuracy against layer, one line per kind (paper's Fig. 3). Model-wide
     components are markers: embeddings before the first layer, the rest after the last."""

@@ -17,7 +17,7 @@ from gradlens.cli import main
 from gradlens.selection import EPS, greedy_select
 from gradlens.view import ViewState
 from tests.conftest import REPO
-from tests.helpers import synthetic_import_args
+from tests.helpers import synthetic_selected_db
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -27,11 +27,7 @@ PAGES = ["overview", "greedy", "heatmaps", "failures", "project", "runs"]
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pages")
-    path = tmp / "app.duckdb"
-    assert main(synthetic_import_args(tmp, path)) == 0
-    assert main(["select", "--db", str(path), "--run", "syn", "--folds", "2"]) == 0
-    return path
+    return synthetic_selected_db(tmp_path_factory.mktemp("pages"))
 
 
 def app(db, monkeypatch, page: str | None = None, view: ViewState | None = None) -> AppTest:

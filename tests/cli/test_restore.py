@@ -15,16 +15,14 @@ import pytest
 from gradlens import queries, restore
 from gradlens.cli import main
 from gradlens.store import EXPORT_TABLES, Store
-from tests.helpers import synthetic_import_args
+from tests.helpers import synthetic_import_args, synthetic_selected_db
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(database, export folder) of the synthetic run after `select`."""
     tmp = tmp_path_factory.mktemp("restore-src")
-    db = tmp / "src.duckdb"
-    assert main(synthetic_import_args(tmp, db)) == 0
-    assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
+    db = synthetic_selected_db(tmp, "src.duckdb")
     out = tmp / "export"
     assert main(["export", "--db", str(db), "--run", "syn", "--out", str(out)]) == 0
     return db, out
