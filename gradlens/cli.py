@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from gradlens.errors import GradLensError
 from gradlens.options import (
@@ -101,9 +102,20 @@ def _generate(opts: GenerateOptions) -> int:
 
 def _runs(opts: RunsOptions) -> int:
     from gradlens.queries import list_runs
+    from gradlens.workfile import running_jobs
 
-    runs = list_runs(opts.db)
-    print(f"no runs in {opts.db}" if runs.empty else runs.to_string(index=False))
+    jobs = running_jobs(opts.db)
+    if not Path(opts.db).exists() and jobs:
+        print(f"no runs in {opts.db} yet")
+    else:
+        runs = list_runs(opts.db)
+        print(f"no runs in {opts.db}" if runs.empty else runs.to_string(index=False))
+    for p in jobs:
+        state = p.state if p.alive or p.state != "running" else "stopped"
+        print(
+            f"job '{p.name}' ({p.run_id}): {state}, {p.done}/{p.total} queries, "
+            f"{p.passes} passes, {p.elapsed:.0f} s (rerun its compute command to resume)"
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,7 +45,17 @@ from gradlens.models import (
 )
 from gradlens.options import ComputeOptions
 from gradlens.projection import method_label
+from gradlens.queries import read_store
 from gradlens.store import Store
+from gradlens.workfile import (
+    Progress,
+    RunLock,
+    open_work_store,
+    progress_file,
+    publish,
+    work_file,
+    write_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,13 +311,7 @@ def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
         if ctx.active and device.startswith("cuda"):
             device = f"cuda:{ctx.local_rank}"
         job = _Job(opts, t0, budget, proj_specs, device)
-        # only rank 0 touches the database (DuckDB has a single writer)
-        store = Store(opts.db) if ctx.is_main else None
-        try:
-            return _compute_run(ctx, store, job, train, queries)
-        finally:
-            if store is not None:
-                store.close()
+        return _compute_run(ctx, job, train, queries)
     finally:
         ctx.close()
 
@@ -335,28 +340,54 @@ def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Exampl
     )
 
 
-def _open_run(ctx: DistContext, store: Store | None, job: _Job, setup: _Setup) -> dict:
-    """Rank 0 creates or finds the run; every rank gets its name, status and done queries."""
+def _published(db: str, run_id: str, name: str) -> bool:
+    """True when ``db`` already holds the run complete; GradLensError when its name belongs to
+    another run there. A short read-only look: the database is not held during the job."""
+    if not os.path.exists(db):
+        return False
+    with read_store(db) as target:
+        row = target.run(run_id)
+        if row is not None and row["status"] == "complete":
+            return True
+        other = target.con.execute(
+            "SELECT run_id FROM runs WHERE name = ? AND run_id <> ?", [name, run_id]
+        ).fetchone()
+    if other is not None:
+        raise GradLensError(
+            f"run name '{name}' is already used by a run with a different configuration "
+            f"({other[0]}) in {db}; pass another --run"
+        )
+    return False
+
+
+def _open_run(ctx: DistContext, job: _Job, setup: _Setup, lock: RunLock | None):
+    """Rank 0 finds the run complete in the database, or (holding the run's lock) opens the
+    job's own work file and creates or resumes the run there; every rank gets its name, status
+    and done queries. Returns (state, work store or None)."""
     state: dict = {}
+    store = None
     if ctx.is_main:
+        name = lock.name
         try:
-            default_name = f"{_stem(job.opts.queries)}-{setup.run_id[:6]}"
-            row = store.begin_run(
-                setup.run_id, job.opts.run or default_name, json.loads(setup.config.to_json())
-            )
-            if row["status"] != "complete" and not store.has_rows("components", setup.run_id):
-                _write_setup(store, setup)
-            state = {
-                "name": row["name"],
-                "status": row["status"],
-                "done": store.done_queries(setup.run_id),
-            }
+            if _published(job.opts.db, setup.run_id, name):
+                state = {"name": name, "status": "complete", "done": set()}
+            else:
+                lock.acquire()
+                store = open_work_store(job.opts.db, setup.run_id, name)
+                row = store.begin_run(setup.run_id, name, json.loads(setup.config.to_json()))
+                if not store.has_rows("components", setup.run_id):
+                    _write_setup(store, setup)
+                state = {
+                    "name": row["name"],
+                    "status": row["status"],
+                    "done": store.done_queries(setup.run_id),
+                }
         except GradLensError as exc:
             state = {"error": str(exc)}
     state = ctx.broadcast(state)
     if "error" in state:
         raise GradLensError(state["error"])
-    return state
+    return state, store
 
 
 def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progress):
@@ -397,18 +428,31 @@ def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progre
 
 
 def _compute_run(
-    ctx: DistContext,
-    store: Store | None,
-    job: _Job,
-    train: list[Example],
-    queries: list[Example],
+    ctx: DistContext, job: _Job, train: list[Example], queries: list[Example]
 ) -> ComputeSummary | None:
     o = job.opts
     net, tokenizer = load_model(
         o.model, device=job.device, trust_remote_code=o.trust_remote_code, dtype=o.dtype
     )
     setup = _setup(job, net, tokenizer, train, queries)
-    state = _open_run(ctx, store, job, setup)
+    name = o.run or f"{_stem(o.queries)}-{setup.run_id[:6]}"
+    lock = RunLock(o.db, setup.run_id, name) if ctx.is_main else None
+    try:
+        state, store = _open_run(ctx, job, setup, lock)
+        try:
+            return _compute_open_run(ctx, job, setup, state, store, net, len(queries))
+        finally:
+            if store is not None:
+                store.close()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_queries: int):
+    """The scheduled computation of a run opened by ``_open_run``; rank 0 writes each query to
+    the work file and reports progress, then publishes the run into the database."""
+    o = job.opts
     name, done, run_id = state["name"], state["done"], setup.run_id
     if state["status"] == "complete":
         if not ctx.is_main:
@@ -422,7 +466,7 @@ def _compute_run(
     }
     if done and ctx.is_main:
         log.warning(
-            "resuming run '%s': %d of %d queries already stored", name, len(done), len(queries)
+            "resuming run '%s': %d of %d queries already stored", name, len(done), n_queries
         )
     projections = build_projections(job.projections, setup.components, o.seed, net)
     engine = GradientEngine(net, setup.components, reduction=o.reduction, projections=projections)
@@ -431,11 +475,13 @@ def _compute_run(
     bsz = o.batch_size or (DEFAULT_CUDA_BATCH if on_gpu else 1)
     written = store.normed_examples(run_id, "train") if ctx.is_main else set()
     stats = ScheduleStats()
-    with engine:
+    reporter = _Reporter(o.db, run_id, name, len(done), n_queries) if ctx.is_main else None
+    with engine, _reporting(reporter):
         progress = not o.no_progress
         for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress):
             res = drop_written_norms(res, written)
             store.write_query(run_id, res.query_id, res.dots, res.norms)
+            reporter.query_written(engine.passes)
     run_stats = {
         "passes": ctx.sum(stats.passes),
         "unique_examples": len(setup.query_tok) + len(set(setup.candidates["candidate_id"])),
@@ -453,10 +499,57 @@ def _compute_run(
     return _finish(store, job, setup, name, run_stats)
 
 
+class _Reporter:
+    """Writes the job's progress file after every stored query (done / total, passes, elapsed,
+    ETA from this session's pace)."""
+
+    def __init__(self, db: str, run_id: str, name: str, done: int, total: int) -> None:
+        self.db, self.run_id, self.name = db, run_id, name
+        self.start_done, self.done, self.total = done, done, total
+        self.t0 = time.time()
+        self.passes = 0
+        self.write("running")
+
+    def query_written(self, passes: int) -> None:
+        self.done += 1
+        self.passes = passes
+        self.write("running")
+
+    def write(self, state: str) -> None:
+        elapsed = time.time() - self.t0
+        pace = elapsed / max(1, self.done - self.start_done)
+        eta = pace * (self.total - self.done) if self.done > self.start_done else None
+        write_progress(
+            Progress(
+                self.run_id, self.name, str(self.db), os.getpid(), state, self.done,
+                self.total, self.passes, elapsed, eta, time.time(),
+            )
+        )  # fmt: skip
+
+
+@contextmanager
+def _reporting(reporter: _Reporter | None):
+    """Record how the job ended in its progress file (interrupted / failed) if it stops early."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if reporter is not None:
+            reporter.write("interrupted")
+        raise
+    except BaseException:
+        if reporter is not None:
+            reporter.write("failed")
+        raise
+
+
 def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
-    """Mark the run complete with its measured stats; the summary line's numbers."""
+    """Mark the run complete with its measured stats, publish it into the database (a short
+    write) and remove the job's files; the summary line's numbers."""
     seconds = time.perf_counter() - job.t0
     store.mark_complete(setup.run_id, {"seconds": seconds} | run_stats)
+    store.close()
+    publish(work_file(job.opts.db, setup.run_id), job.opts.db, setup.run_id)
+    progress_file(job.opts.db, setup.run_id).unlink(missing_ok=True)
     return ComputeSummary(
         run_name=name,
         run_id=setup.run_id,

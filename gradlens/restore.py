@@ -21,7 +21,8 @@ import duckdb
 
 from gradlens.errors import GradLensError
 from gradlens.runs import file_digest
-from gradlens.store import EXPORT_TABLES, Store
+from gradlens.store import EXPORT_TABLES
+from gradlens.workfile import write_store
 
 __all__ = ["RestoreSummary", "folder_digest", "restore_run"]
 
@@ -136,7 +137,7 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
     folder = Path(folder)
     files = _table_files(folder)
     digest = folder_digest(files)
-    with Store(db) as store:
+    with write_store(db) as store:
         con = store.con
         for table, path in files.items():
             _check_file(con, table, path)

@@ -19,6 +19,7 @@ from gradlens.importer import read_long_tables
 from gradlens.queries import arrays_of
 from gradlens.selection import curve_frame, greedy_select, headline, kfold_greedy
 from gradlens.store import Store
+from gradlens.workfile import write_store
 
 __all__ = ["ImportSummary", "SelectResult", "import_run", "run_headline", "select_run"]
 
@@ -95,7 +96,7 @@ def import_run(
         "digest": [file_digest(p) for p in (dots_path, norms_path, n_params_path)],
     }
     run_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    with Store(db) as store:
+    with write_store(db) as store:
         row = store.begin_run(run_id, name, config)
         if row["status"] == "complete":
             return ImportSummary(row["name"], run_id, db, shape, 0, 0.0, already=True)
@@ -190,7 +191,7 @@ def select_run(db: str, run: str, folds: int = 5, seed: int = 0) -> SelectResult
     table = run_headline(exact, arrays, folds, seed)
     curves, timings = greedy_curves(exact, folds, seed)
     curves = pd.concat([curves] + [greedy_curves(a, folds, seed)[0] for a in arrays.values()])
-    with Store(db) as store, store.transaction():
+    with write_store(db) as store, store.transaction():
         store.con.execute("DELETE FROM selection_curves WHERE run_id = ?", [run_id])
         store.insert("selection_curves", run_id, curves)
     stats = json.loads(row["stats"]) if row.get("stats") else {}

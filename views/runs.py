@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard import common
 from gradlens.errors import GradLensError
-from gradlens.store import Store
+from gradlens.workfile import write_store
 
 FLASH_KEY = "runs_flash"
 PICK_KEY = "runs_delete_pick"
@@ -92,27 +92,20 @@ def delete_selected(db: str, runs: pd.DataFrame) -> None:
     if match.empty:
         st.session_state[FLASH_KEY] = ("error", f"No run named {name} in the database.", "")
         return
-    try:
-        store = Store(db)
+    try:  # a short write, retried for a few seconds while readers or a publish hold the file
+        with write_store(db, retry_seconds=5) as store:
+            store.delete_run(str(match.iloc[0]))
     except GradLensError as exc:
-        detail = str(exc)
-        if "lock" in detail.lower():
-            msg = (
-                "The database is locked by another process (a running `gradlens compute` or "
-                "`import`?), so the run was not deleted. Try again when it has finished."
-            )
-        else:
-            msg = "The database could not be opened for writing, so the run was not deleted."
-        st.session_state[FLASH_KEY] = ("error", msg, detail)
+        msg = (
+            "The database is held by another process (an import or a job publishing its run?), "
+            "so the run was not deleted. Try again in a moment."
+        )
+        st.session_state[FLASH_KEY] = ("error", msg, str(exc))
         return
-    try:
-        store.delete_run(str(match.iloc[0]))
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0]
         st.session_state[FLASH_KEY] = ("error", "Deleting the run failed.", first)
         return
-    finally:
-        store.close()
     # every cached read of this file is stale (the version key changes only after its ttl)
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -123,8 +116,9 @@ def delete_selected(db: str, runs: pd.DataFrame) -> None:
 
 st.title("Runs")
 st.caption(
-    "Every run in the database: complete runs can be explored on the other pages; a run that is "
-    "still running (or stopped half-way) finishes when its compute command is rerun."
+    "Every run in the database; all of them can be explored on the other pages. A compute job "
+    "writes into its own file beside the database and publishes its run here when it is "
+    "complete: jobs still running (or stopped half-way) are listed on the Compute page."
 )
 flash = st.session_state.pop(FLASH_KEY, None)
 if flash:

@@ -203,7 +203,7 @@ def test_runs_page_reports_a_locked_database(tmp_path, monkeypatch):
         at.checkbox(key="runs_delete_confirm").check().run()
         at.button(key="runs_delete").click().run()
         assert not at.exception, at.exception
-        assert "locked by another process" in at.error[0].value
+        assert "held by another process" in at.error[0].value
     finally:
         holder.kill()
         holder.wait()

@@ -15,6 +15,7 @@ from gradlens.compute import compute
 from gradlens.data import load_examples, tokenize_all
 from gradlens.models import discover_components, load_model
 from gradlens.store import Store
+from gradlens.workfile import running_jobs, work_dir
 from tests.conftest import DEMO
 from tests.helpers import assert_db_matches_brute_force, brute_force_tables
 
@@ -108,11 +109,17 @@ def test_interrupted_run_resumes(tmp_path, tiny_model_dir, small_data, clean_run
     with pytest.raises(KeyboardInterrupt):
         run(tiny_model_dir, *small_data, db)
     monkeypatch.setattr(Store, "write_query", original)
-    with Store(db, read_only=True) as s:
+    # the database was never written: the half run lives in the job's own work file
+    assert not db.exists()
+    (work,) = work_dir(db).glob("*.duckdb")
+    with Store(work, read_only=True) as s:
         row = s.con.execute("SELECT run_id, status FROM runs").fetchone()
         assert row[1] == "running"  # a half-written run never looks complete
         assert len(s.done_queries(row[0])) == 2
+    (progress,) = running_jobs(db)
+    assert (progress.state, progress.done, progress.total) == ("interrupted", 2, 4)
     resumed = run(tiny_model_dir, *small_data, db)
+    assert not work.exists() and running_jobs(db) == []  # published, work files removed
     assert not resumed.already_complete
     clean = dots_frame(clean_run[0])
     got = dots_frame(db)
@@ -192,3 +199,41 @@ def test_device_auto_resolves_without_gpu():
             resolve_device("cuda")
     with pytest.raises(GradLensError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_the_database_is_readable_while_a_job_runs_and_a_second_job_refuses(
+    tmp_path, tiny_model_dir, small_data, clean_run, monkeypatch
+):
+    """While a job computes, readers open the database (and the job never holds it); a second
+    job on the same run stops with a clear message; the first one then publishes its run."""
+    from gradlens import queries
+    from gradlens.errors import GradLensError
+    from tests.helpers import synthetic_selected_db
+
+    db = synthetic_selected_db(tmp_path, "shared.duckdb")  # a database with another run in it
+    seen = {}
+    original = Store.write_query
+
+    def during(self, run_id, *args, **kw):
+        if not seen:
+            seen["runs"] = list(queries.list_runs(db)["name"])  # a reader, mid-job
+            with pytest.raises(GradLensError, match="already being computed"):
+                run(tiny_model_dir, *small_data, db)
+        return original(self, run_id, *args, **kw)
+
+    monkeypatch.setattr(Store, "write_query", during)
+    summary = run(tiny_model_dir, *small_data, db)
+    assert seen["runs"] == ["syn"]  # the new run appears only when complete
+    assert sorted(queries.list_runs(db)["name"]) == sorted(["syn", summary.run_name])
+    np.testing.assert_allclose(
+        dots_frame_of(db, summary.run_id)["dot"], dots_frame(clean_run[0])["dot"], rtol=1e-6
+    )
+
+
+def dots_frame_of(db, run_id):
+    with Store(db, read_only=True) as s:
+        return (
+            s.frame("dots", run_id, "exact")
+            .sort_values(["query_id", "candidate_id", "component_idx"])
+            .reset_index(drop=True)
+        )

@@ -1,0 +1,206 @@
+"""Where a running compute job writes, so that the database it reports into is never held for the
+whole job (docs/design.md, "Readers and writers").
+
+DuckDB allows one read-write process or many readers per file, never both. A compute job for
+``--db X`` therefore writes every row into its own file ``X.work/<run_id>.duckdb`` (the schema of
+``gradlens.store``; resumable: a rerun continues from it), writes its progress to
+``X.work/<run_id>.progress.json`` (replaced atomically), and only when the run is complete
+publishes it into X: one short read-write connection, retried while readers hold the file, that
+copies the run's rows in one transaction. The dashboard reads X with short read-only connections
+and never meets a lock held for longer than a publish.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gradlens.errors import GradLensError
+from gradlens.store import DATA_TABLES, Store
+
+#: How long a writer waits for readers (or another short writer) to let go of the database.
+WRITE_RETRY_SECONDS = 60.0
+
+__all__ = [
+    "Progress",
+    "RunLock",
+    "publish",
+    "read_progress",
+    "running_jobs",
+    "work_dir",
+    "work_file",
+    "write_progress",
+    "write_store",
+]
+
+
+def work_dir(db: str | Path) -> Path:
+    """``X.work/`` beside the database ``X``."""
+    db = Path(db)
+    return db.with_name(db.name + ".work")
+
+
+def work_file(db: str | Path, run_id: str) -> Path:
+    return work_dir(db) / f"{run_id}.duckdb"
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "different configuration" in text
+
+
+@contextmanager
+def write_store(db: str | Path, retry_seconds: float = WRITE_RETRY_SECONDS) -> Iterator[Store]:
+    """A read-write Store on ``db`` for a short write, retried while another process holds it."""
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            store = Store(db)
+            break
+        except GradLensError as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                raise GradLensError(
+                    f"cannot write {db}: another process keeps it open ({exc}); "
+                    "try again when it has finished"
+                ) from None
+            time.sleep(0.2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class RunLock:
+    """An exclusive lock on computing one run into one database (``X.work/<run_id>.lock``,
+    ``flock``: held per open file, so a second job conflicts whether it runs in another process
+    or in this one; released when the holder exits, however it exits)."""
+
+    def __init__(self, db: str | Path, run_id: str, name: str) -> None:
+        self.path = work_dir(db) / f"{run_id}.lock"
+        self.run_id, self.name = run_id, name
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise GradLensError(
+                f"run '{self.name}' ({self.run_id}) is already being computed by process "
+                f"{holder}; wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def open_work_store(db: str | Path, run_id: str, name: str) -> Store:
+    """The job's own read-write file (call with the run's ``RunLock`` held)."""
+    path = work_file(db, run_id)
+    try:
+        return Store(path)
+    except GradLensError as exc:
+        if not _is_lock_error(exc):
+            raise
+        raise GradLensError(
+            f"run '{name}' ({run_id}): {path} is held by another process; wait for it to "
+            "finish or stop it"
+        ) from None
+
+
+def publish(work: str | Path, db: str | Path, run_id: str) -> None:
+    """Copy every row of ``run_id`` from the finished work file into ``db`` (replacing any
+    earlier rows of that run) in one transaction under a short write lock, then delete the work
+    file. The work file must be closed."""
+    work = Path(work)
+    tables = ("runs",) + tuple(t for t in DATA_TABLES if t != "progress")
+    with write_store(db) as store:
+        store.con.execute("ATTACH ? AS work (READ_ONLY)", [str(work)])
+        try:
+            with store.transaction():
+                for table in ("runs",) + DATA_TABLES:
+                    store.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                for table in tables:
+                    store.con.execute(
+                        f"INSERT INTO {table} BY NAME SELECT * FROM work.{table} WHERE run_id = ?",
+                        [run_id],
+                    )
+        finally:
+            store.con.execute("DETACH work")
+    for path in (work, work.with_name(work.name + ".wal")):
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A compute job's progress, as its progress file holds it."""
+
+    run_id: str
+    name: str
+    db: str
+    pid: int
+    state: str  # running | complete | interrupted | failed
+    done: int
+    total: int
+    passes: int
+    elapsed: float
+    eta: float | None
+    updated: float
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+    @property
+    def alive(self) -> bool:
+        """The job's process still exists (a ``running`` state from a killed job is stale)."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def progress_file(db: str | Path, run_id: str) -> Path:
+    return work_dir(db) / f"{run_id}.progress.json"
+
+
+def write_progress(progress: Progress) -> None:
+    """Replace the progress file atomically (readers see the old or the new one, never half)."""
+    path = progress_file(progress.db, progress.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(progress)))
+    os.replace(tmp, path)
+
+
+def read_progress(path: str | Path) -> Progress | None:
+    try:
+        return Progress(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def running_jobs(db: str | Path) -> list[Progress]:
+    """Progress of every job that reports into ``db`` (newest first), finished ones included
+    until their files are removed."""
+    out = [read_progress(p) for p in sorted(work_dir(db).glob("*.progress.json"))]
+    return sorted((p for p in out if p is not None), key=lambda p: -p.updated)
