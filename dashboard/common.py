@@ -71,6 +71,11 @@ def version(db: str) -> tuple[float, int]:
     return _version(db)
 
 
+def refresh() -> None:
+    """Forget the database's cached version now (a job just published a run)."""
+    _version.clear()
+
+
 @st.cache_data(show_spinner=False)
 def run_list(db: str, ver: tuple) -> pd.DataFrame:
     return queries.list_runs(db)

@@ -293,6 +293,21 @@ def compute(model: str, train_path: str, queries_path: str, db: str, **options) 
     return run_compute(opts)
 
 
+def validate_inputs(
+    opts: ComputeOptions,
+) -> tuple[list[Example], list[Example], list[tuple[str, float]], int | None]:
+    """Every check that needs no model: the data files (file, line, field), query ids against
+    the training set, ``--project`` and ``--max-memory``. GradLensError with one line otherwise.
+    Returns (train, queries, projections, memory budget in bytes or None). The dashboard runs
+    this before it starts a job, so a browser user gets the CLI's messages."""
+    proj_specs = _parse_projections(opts.project)
+    budget = parse_memory(opts.max_memory) if opts.max_memory else None
+    train = load_examples(opts.train)
+    queries = load_examples(opts.queries)
+    check_queries(train, queries, opts.queries)
+    return train, queries, proj_specs, budget
+
+
 def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     """Run (or resume) a compute job; see ``gradlens compute --help`` for the options.
 
@@ -300,11 +315,7 @@ def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     other than 0 return None.
     """
     t0 = time.perf_counter()
-    proj_specs = _parse_projections(opts.project)
-    budget = parse_memory(opts.max_memory) if opts.max_memory else None
-    train = load_examples(opts.train)
-    queries = load_examples(opts.queries)
-    check_queries(train, queries, opts.queries)
+    train, queries, proj_specs, budget = validate_inputs(opts)
     device = resolve_device(opts.device)
     ctx = init_distributed(device)
     try:

@@ -109,6 +109,26 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(_flag(f), **kwargs)
 
 
+def to_argv(options: object) -> list[str]:
+    """The command-line arguments that give ``options`` (the inverse of ``from_namespace``):
+    every field that differs from its default, as ``add_options`` spells it."""
+    argv: list[str] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        default = () if f.metadata.get("repeat") else f.default
+        if value == default or value is None:
+            continue
+        flag = _flag(f)
+        if _base_type(f) == "bool":
+            argv.append(flag)
+        elif f.metadata.get("repeat"):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 def from_namespace(cls: type[T], ns: argparse.Namespace) -> T:
     """The options dataclass ``cls`` from parsed arguments (repeat fields become tuples)."""
     values = {}

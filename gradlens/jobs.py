@@ -1,0 +1,234 @@
+"""Background jobs started from the dashboard: the same CLI commands (``gradlens generate``,
+``compute``, ``select``) run one after another by a small runner process in its own session, so
+the job survives a browser reload and is found again by any tab. No Streamlit here.
+
+A job for database ``X`` lives in ``X.jobs/<job_id>/``: ``job.json`` (the steps as CLI
+arguments), ``status.json`` (replaced atomically by the runner), ``log.txt`` (the commands'
+output) and ``inputs/`` (uploaded files, private to the job, removed with it). Progress comes
+from the compute's own progress file (``gradlens.workfile``). Cancel sends SIGINT to the job's
+process group: the compute stops between queries and stays resumable; Resume starts the runner
+again at the step that did not finish.
+
+    python -m gradlens.jobs X.jobs/<job_id>     # the runner (started by ``start``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gradlens.errors import GradLensError
+from gradlens.workfile import Progress, running_jobs
+
+__all__ = ["Job", "cancel", "create_job", "dismiss", "jobs_dir", "list_jobs", "resume", "start"]
+
+#: Exit status of a command stopped by SIGINT (the CLI's "interrupted; rerun to resume").
+INTERRUPTED = 130
+
+
+def jobs_dir(db: str | Path) -> Path:
+    db = Path(db)
+    return db.with_name(db.name + ".jobs")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """job_id; db; run: the run name the compute writes; steps: CLI argument lists (after
+    ``gradlens``) run in order; label: what the page shows; created: epoch seconds."""
+
+    job_id: str
+    db: str
+    run: str
+    steps: tuple[tuple[str, ...], ...]
+    label: str
+    created: float
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """state: queued | running | complete | failed | cancelled; step: index of the step running
+    (or that stopped); pid: the runner (= process group id); returncode of the last step."""
+
+    state: str
+    step: int
+    pid: int | None
+    returncode: int | None
+    updated: float
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: JobSpec
+    status: JobStatus
+    folder: Path
+
+    @property
+    def alive(self) -> bool:
+        if self.status.pid is None:
+            return False
+        try:
+            os.killpg(self.status.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    @property
+    def state(self) -> str:
+        """The recorded state, or ``stopped`` for a job whose runner died without saying so."""
+        if self.status.state == "queued":
+            return "starting" if time.time() - self.status.updated < 30 else "stopped"
+        if self.status.state == "running" and not self.alive:
+            return "stopped"
+        return self.status.state
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        # progress bars rewrite their line with carriage returns: keep the last state of each
+        rows = [row.rsplit("\r", 1)[-1] for row in text.splitlines()]
+        return "\n".join(rows[-lines:])
+
+    def progress(self) -> Progress | None:
+        """The compute step's progress file, when it has written one."""
+        for p in running_jobs(self.spec.db):
+            if p.name == self.spec.run:
+                return p
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _set_status(folder: Path, **fields) -> None:
+    _write_json(folder / "status.json", asdict(JobStatus(**fields, updated=time.time())))
+
+
+def create_job(
+    db: str | Path,
+    run: str,
+    steps: list[list[str]],
+    label: str,
+    job_id: str | None = None,
+) -> Job:
+    """Register a job (not started). Use ``new_job_folder`` first when uploads must be copied
+    into the job's ``inputs/`` before the steps can name them."""
+    job_id = job_id or uuid.uuid4().hex[:12]
+    folder = jobs_dir(db) / job_id
+    (folder / "inputs").mkdir(parents=True, exist_ok=True, mode=0o700)
+    spec = JobSpec(job_id, str(db), run, tuple(tuple(s) for s in steps), label, time.time())
+    _write_json(folder / "job.json", asdict(spec))
+    _set_status(folder, state="queued", step=0, pid=None, returncode=None)
+    return load_job(folder)
+
+
+def new_job_folder(db: str | Path) -> tuple[str, Path]:
+    """A fresh job id and its private ``inputs/`` folder (mode 0700) for uploaded files."""
+    job_id = uuid.uuid4().hex[:12]
+    inputs = jobs_dir(db) / job_id / "inputs"
+    inputs.mkdir(parents=True, mode=0o700)
+    os.chmod(inputs.parent, 0o700)
+    return job_id, inputs
+
+
+def load_job(folder: Path) -> Job:
+    spec = json.loads((folder / "job.json").read_text())
+    spec["steps"] = tuple(tuple(s) for s in spec["steps"])
+    status = json.loads((folder / "status.json").read_text())
+    return Job(JobSpec(**spec), JobStatus(**status), folder)
+
+
+def list_jobs(db: str | Path) -> list[Job]:
+    """Every job of ``db``, newest first (unreadable folders are skipped)."""
+    jobs = []
+    for folder in jobs_dir(db).glob("*/"):
+        try:
+            jobs.append(load_job(folder))
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+    return sorted(jobs, key=lambda j: -j.spec.created)
+
+
+def start(job: Job, from_step: int = 0) -> None:
+    """Start the runner in its own session (a browser reload or a server restart leaves it
+    running); its output goes to the job's log."""
+    if job.alive:
+        raise GradLensError(f"job {job.spec.job_id} is already running")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    # the runner records "running" with its own pid (= its process group) as soon as it starts
+    _set_status(job.folder, state="queued", step=from_step, pid=None, returncode=None)
+    with open(job.log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gradlens.jobs", str(job.folder), str(from_step)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    # reap the runner when it exits (else it lingers as a zombie of this process and looks
+    # alive); it runs in its own session, so it outlives this process if need be
+    threading.Thread(target=proc.wait, daemon=True).start()
+
+
+def cancel(job: Job) -> None:
+    """Interrupt the job (SIGINT to its process group): the compute stops cleanly and stays
+    resumable."""
+    if job.alive:
+        os.killpg(job.status.pid, signal.SIGINT)
+
+
+def resume(job: Job) -> None:
+    """Start again at the step that did not finish (a compute resumes from its work file)."""
+    start(job, from_step=job.status.step)
+
+
+def dismiss(job: Job) -> None:
+    """Remove a finished job's folder, its uploaded inputs included."""
+    if job.alive:
+        raise GradLensError(f"job {job.spec.job_id} is running: cancel it first")
+    shutil.rmtree(job.folder, ignore_errors=True)
+
+
+def _run(folder: Path, from_step: int) -> int:
+    """The runner: each step as ``python -m gradlens ...``; records the state after each."""
+    job = load_job(folder)
+    interrupted = {"flag": False}
+
+    def on_sigint(signum, frame):  # the child got the same signal; wait for it to stop
+        interrupted["flag"] = True
+
+    signal.signal(signal.SIGINT, on_sigint)
+    pid = os.getpid()
+    for i in range(from_step, len(job.spec.steps)):
+        _set_status(folder, state="running", step=i, pid=pid, returncode=None)
+        argv = [sys.executable, "-m", "gradlens", *job.spec.steps[i]]
+        print(f"$ gradlens {' '.join(job.spec.steps[i])}", flush=True)
+        rc = subprocess.call(argv)
+        if rc != 0 or interrupted["flag"]:
+            state = "cancelled" if rc == INTERRUPTED or interrupted["flag"] else "failed"
+            _set_status(folder, state=state, step=i, pid=pid, returncode=rc)
+            return rc or INTERRUPTED
+    _set_status(folder, state="complete", step=len(job.spec.steps), pid=pid, returncode=0)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through start() in the tests
+    raise SystemExit(_run(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 0))
