@@ -45,6 +45,10 @@ def loaded_model(spec: str, trust_remote_code: bool = False) -> LoadedModel:
     """The server's model for ``spec`` (loaded on first use, with a status box; the previous
     model is dropped: one at a time). Raises GradLensError for a spec that cannot be loaded."""
     with st.status(f"Loading `{spec}`…", expanded=False) as status:
-        lm = _load(spec, trust_remote_code)
+        try:
+            lm = _load(spec, trust_remote_code)
+        except Exception:
+            status.update(label=f"`{spec}` could not be loaded", state="error")
+            raise
         status.update(label=f"`{spec}` loaded ({lm.seconds:.1f} s)", state="complete")
     return lm

@@ -147,7 +147,12 @@ if submitted:
 
 def show_job(job: jobs.Job) -> None:
     state = job.state
-    icon = {"complete": "✅", "failed": "❌", "cancelled": "⏸️", "stopped": "⏸️"}.get(state, "⏳")
+    icon = {
+        "complete": ":material/check_circle:",
+        "failed": ":material/error:",
+        "cancelled": ":material/pause_circle:",
+        "stopped": ":material/pause_circle:",
+    }.get(state, ":material/hourglass_top:")
     with st.container(border=True):
         st.markdown(f"{icon} **{state}** · `{job.spec.job_id}`")
         st.text(job.spec.label)
