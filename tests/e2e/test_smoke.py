@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import assert_no_exception, page_text, shot, wait_idle
+from tests.e2e.conftest import assert_no_exception, page_text, shot, visit, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +63,27 @@ def test_step_greedy_open_a_failure_and_reload_the_url(open_page, page):
     text = page_text(other)
     assert "Subset: 2 of" in text and "Which components vote" in text
     other.close()
+
+
+def test_every_page_serves_the_shipped_demo(page, app_server, tmp_path_factory):
+    """What `make demo` serves: the shipped demo runs restored, every page, no exception."""
+    from gradlens.cli import main
+    from tests.conftest import DEMO
+
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    for run in ("paraphrased", "model-generated"):
+        assert main(["import", "--db", str(db), "--from", str(DEMO / "runs" / run)]) == 0
+    base = app_server(db)
+    view = "run=model-generated&subset=162,43,2,33"
+    for path, expected in (
+        ("/", "0.9919"),  # the paraphrased full gradient, as `gradlens select` prints it
+        (f"/greedy?{view}", "Greedy selection"),
+        ("/heatmaps", "model-generated"),
+        (f"/failures?{view}&query=demo_053", "Which components vote"),
+        ("/project", "Select vs project"),
+        ("/runs", "Runs"),
+        ("/model", "Model"),
+        ("/compute", "Compute"),
+    ):
+        text = visit(page, base, path)
+        assert expected in text, (path, text[:1000])
