@@ -244,7 +244,7 @@ def discover_components(model: nn.Module) -> list[Component]:
         if comp is None:
             raise GradLensError(
                 f"cannot map parameter '{full_name}' of {cls} to a component kind; supported: "
-                "Llama/OLMo/Qwen/Mistral, GPT-2 and GPT-NeoX families"
+                "Llama/OLMo/Qwen/Mistral, GPT-2, GPT-NeoX, T5 and BERT families"
             )
         components.append(comp)
     names = [c.name for c in components]

@@ -3,11 +3,13 @@ user-facing ``(component, layer, kind)``. Used by model discovery, by ``gradlens
 every table and figure (``KINDS`` is the one column order).
 
 Names: ``L3.gate`` for a decoder-only block; ``embed`` / ``pos_embed`` / ``lm_head`` for
-model-wide matrices (layer None). Encoder-decoder models (T5 family) prefix the stack and keep
+model-wide matrices (layer None; BERT adds ``type_embed`` and ``head_dense``, the transform of
+its masked-LM head). Encoder-decoder models (T5 family) prefix the stack and keep
 cross-attention apart: ``enc.L2.q``, ``dec.L2.q`` (decoder self-attention), ``dec.L2.xq``
-(cross-attention query). So that ``(layer, kind)`` stays unique within a model, ``layer`` is the
-depth index: encoder blocks ``0..E-1``, then decoder blocks ``E..E+D-1`` (``dec.L2`` of a 6-block
-encoder has layer 8); see docs/design.md.
+(cross-attention query); T5's relative-position table (block 0 of each stack) is ``rel_bias``.
+So that ``(layer, kind)`` stays unique within a model, ``layer`` is the depth index: encoder
+blocks ``0..E-1``, then decoder blocks ``E..E+D-1`` (``dec.L2`` of a 6-block encoder has layer
+8); see docs/design.md. BERT-style encoders keep the ``enc.`` prefix of their ``encoder`` stack.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 KINDS: tuple[str, ...] = (
     "embed",
     "pos_embed",
+    "type_embed",
     "q",
     "k",
     "v",
     "qkv",
     "o",
+    "rel_bias",
     "xq",
     "xk",
     "xv",
@@ -33,10 +37,11 @@ KINDS: tuple[str, ...] = (
     "fc_in",
     "down",
     "fc_out",
+    "head_dense",
     "lm_head",
 )
 #: Kinds that belong to the whole model rather than to one block.
-MODEL_WIDE: tuple[str, ...] = ("embed", "pos_embed", "lm_head")
+MODEL_WIDE: tuple[str, ...] = ("embed", "pos_embed", "type_embed", "head_dense", "lm_head")
 #: Kinds of the first MLP matrix (the backward lens's "imprint" input), by family.
 FIRST_MLP_KINDS: tuple[str, ...] = ("up", "fc_in")
 
@@ -78,6 +83,17 @@ KIND_BY_SUFFIX: dict[str, str] = {
     "DenseReluDense.wo": "fc_out",
     "DenseReluDense.wi_0": "gate",
     "DenseReluDense.wi_1": "up",
+    # T5's learned relative-position buckets (block 0 of each stack): [buckets, heads]
+    "SelfAttention.relative_attention_bias": "rel_bias",
+    # BERT-style encoders (the masked-LM head's transform is model-wide)
+    "attention.self.query": "q",
+    "attention.self.key": "k",
+    "attention.self.value": "v",
+    "attention.output.dense": "o",
+    "intermediate.dense": "fc_in",
+    "output.dense": "fc_out",
+    "predictions.transform.dense": "head_dense",
+    "predictions.decoder": "lm_head",  # untied masked-LM output projection
 }
 _SUFFIXES = sorted(KIND_BY_SUFFIX, key=len, reverse=True)
 
@@ -90,6 +106,8 @@ _MODEL_WIDE_BY_NAME: dict[str, str] = {
     "shared": "embed",
     "wpe": "pos_embed",
     "embed_positions": "pos_embed",
+    "position_embeddings": "pos_embed",
+    "token_type_embeddings": "type_embed",
     "lm_head": "lm_head",
     "embed_out": "lm_head",
 }

@@ -112,6 +112,34 @@ for col, title, (prompt, response) in zip(
         col.text(response)
     else:
         col.caption("(texts are not stored for this run: imported dot products)")
+for col, role, other_id, other in (
+    (cols[1], "original", row["original_id"], o_text),
+    (cols[2], "retrieved", row["wrong_id"], w_text),
+):
+    if (
+        q_text[0]
+        and other[0]
+        and col.button(
+            "Open this pair in the pair inspector",
+            key=f"fail_pair_{role}",
+            help=f"the query's gradient against the {role} example's: cosine per component and per "
+            "target token (Pair inspector page; computes with the model chosen on the Model page)",
+        )
+    ):
+        st.session_state["pair_a"] = {
+            "label": f"query {current}",
+            "prompt": q_text[0],
+            "response": q_text[1],
+        }
+        st.session_state["pair_b"] = {
+            "label": f"{role} {other_id}",
+            "prompt": other[0],
+            "response": other[1],
+        }
+        st.session_state["pair_options"] = {
+            k: ctx.info.config.get(k) for k in ("loss_on", "reduction", "model")
+        }
+        st.switch_page("views/pairs.py")
 if o_text[0] and w_text[0]:
     with st.expander("Word-level diff: original → retrieved (red: only in the original)"):
         st.markdown(diff_markdown(o_text[0] + " " + o_text[1], w_text[0] + " " + w_text[1]))

@@ -14,15 +14,38 @@ from gradlens.figures.layers import (
     layer_kind_grid,
     params_scatter,
 )
+from gradlens.figures.lenses import (
+    backward_lens_heatmap,
+    distance_lines,
+    ff1_rank_figure,
+    grad_norm_bars,
+    loss_line,
+    optimization_animation,
+    rank_check,
+    show_whitespace,
+    token_label,
+)
+from gradlens.figures.pairs import pair_cosine_grid, token_bars
 
 __all__ = [
+    "backward_lens_heatmap",
     "candidate_bars",
     "depth_lines",
+    "distance_lines",
+    "ff1_rank_figure",
+    "grad_norm_bars",
     "greedy_curve",
     "kind_means",
     "kind_means_bar",
     "layer_kind_grid",
+    "loss_line",
+    "optimization_animation",
+    "pair_cosine_grid",
     "params_scatter",
+    "rank_check",
     "select_vs_project",
     "share_bars",
+    "show_whitespace",
+    "token_bars",
+    "token_label",
 ]

@@ -1,0 +1,164 @@
+"""Figures of the pair inspector (``gradlens.pairs``): the per-component cosine of two examples'
+gradients as a layer × kind grid read on a diverging scale, and per-token bars (each target
+token's share of its example's gradient and the cosine of its gradient with the other
+example's gradient).
+
+Decoded tokens are user text: every label goes through ``token_text`` (HTML-escaped, since
+plotly reads a subset of HTML in text and hover labels; whitespace made visible)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gradlens.figures.layers import layer_kind_grid, row_label
+from gradlens.figures.style import COLORS, finish
+
+#: Diverging scale of a cosine: red = opposed (-1), white = orthogonal (0), blue = aligned (+1).
+COSINE_SCALE = "RdBu"
+#: Colour of a cell whose cosine is undefined (a zero gradient in either example).
+UNDEFINED_COLOR = "#d9d9d9"
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+_SERIES = {
+    "share": ("share of its example's gradient", COLORS["greedy"]),
+    "cosine_other": ("cosine with the other example's gradient", COLORS["current"]),
+}
+
+
+def token_text(token: str, width: int = 14) -> str:
+    """A decoded token made safe and visible for plotly: whitespace shown (``␣``, ``↵``), cut
+    to ``width`` characters (``…``), HTML-escaped; ``∅`` for an empty string."""
+    if token == "":
+        return "∅"
+    shown = "".join(_VISIBLE.get(c, c) for c in token)
+    if len(shown) > width:
+        shown = shown[: width - 1] + "…"
+    return html.escape(shown, quote=False)
+
+
+def pair_cosine_grid(
+    cosines: Sequence[float] | np.ndarray,
+    layers: Sequence[int | None],
+    kinds: Sequence[str],
+    names: Sequence[str],
+    n_params: Sequence[float] | np.ndarray | None,
+    full: float,
+    title: str = "Cosine of the two gradients, per component",
+) -> go.Figure:
+    """Per-component cosines [K] (in [-1, 1]; NaN = undefined) as the layer × kind grid of
+    ``layer_kind_grid``, on a fixed diverging scale -1 … +1 centred on 0; the colour bar marks
+    the full-gradient cosine ``full``. Undefined cells are grey."""
+    values = np.asarray(cosines, dtype=np.float64)
+    defined = np.isfinite(values)
+    fig = layer_kind_grid(
+        np.where(defined, values, 0.0),
+        layers,
+        kinds,
+        names,
+        n_params,
+        chance=None,
+        full=full,
+        title=title,
+        color_range=(-1.0, 1.0),
+    )
+    sizes = np.full(len(values), np.nan) if n_params is None else np.asarray(n_params, float)
+    trace = fig.data[0]
+    trace.hovertext = [
+        f"<b>{html.escape(str(names[c]))}</b><br>"
+        + (f"cosine {values[c]:+.4f}" if defined[c] else "cosine undefined (zero gradient)")
+        + (f"<br>parameters {int(sizes[c]):,}" if np.isfinite(sizes[c]) else "")
+        for c in range(len(values))
+    ]
+    trace.marker.colorscale = COSINE_SCALE
+    trace.marker.cmid = 0.0
+    trace.marker.colorbar.title.text = "cosine"
+    fig.layout.annotations[0].text = (
+        f"full-gradient cosine {full:+.4f} · colour: −1 opposed (red), 0 orthogonal, "
+        "+1 aligned (blue)" + (" · grey: undefined (zero gradient)" if not defined.all() else "")
+    )
+    if not defined.all():
+        idx = np.flatnonzero(~defined)
+        fig.add_trace(
+            go.Scatter(
+                x=[kinds[c] for c in idx],
+                y=[row_label(layers[c]) for c in idx],
+                mode="markers",
+                marker={
+                    "symbol": "square",
+                    "size": trace.marker.size,
+                    "color": UNDEFINED_COLOR,
+                    "line": {"color": "rgba(255,255,255,0.6)", "width": 0.5},
+                },
+                customdata=idx,
+                hovertext=[trace.hovertext[c] for c in idx],
+                hovertemplate="%{hovertext}<extra></extra>",
+                showlegend=False,
+            )
+        )
+    return fig
+
+
+def _token_axis(frame: pd.DataFrame) -> list[str]:
+    """``34·␣pizza``: the position keeps repeated tokens apart."""
+    return [f"{int(p)}·{token_text(str(t))}" for p, t in zip(frame["position"], frame["token"])]
+
+
+def token_bars(
+    frame_a: pd.DataFrame,
+    frame_b: pd.DataFrame,
+    labels: tuple[str, str] = ("A", "B"),
+    title: str = "Each target token's gradient: its share, and its cosine with the other example",
+) -> go.Figure:
+    """Two rows of grouped bars, one per example: for each loss-bearing token its share of its
+    example's gradient (the shares sum to 1) and the cosine of its gradient with the other
+    example's gradient. Frames as ``TokenDecomposition.frame()`` gives them (position, token,
+    share, cosine_other, contribution, gap); ``labels`` name the examples (plain text)."""
+    la, lb = (html.escape(str(x), quote=False) for x in labels)
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        vertical_spacing=0.22,
+        subplot_titles=(
+            f"tokens of {la} (cosine with {lb}'s gradient)",
+            f"tokens of {lb} (cosine with {la}'s gradient)",
+        ),
+    )
+    for row, frame in ((1, frame_a), (2, frame_b)):
+        x = _token_axis(frame)
+        extra = np.stack(
+            [frame["share"], frame["cosine_other"], frame["contribution"], frame["gap"]], axis=1
+        )
+        for col, (name, color) in _SERIES.items():
+            fig.add_trace(
+                go.Bar(
+                    x=x,
+                    y=frame[col].to_numpy(dtype=np.float64),
+                    name=name,
+                    marker_color=color,
+                    legendgroup=col,
+                    showlegend=row == 1,
+                    customdata=extra,
+                    hovertemplate="%{x}<br>share %{customdata[0]:.4f}<br>cosine with the other "
+                    "%{customdata[1]:+.4f}<br>part of the full cosine %{customdata[2]:+.4f}<br>"
+                    "part of 1 − cosine %{customdata[3]:+.4f}<extra></extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        fig.update_xaxes(type="category", tickangle=-45 if len(x) > 12 else 0, row=row, col=1)
+        fig.update_yaxes(zeroline=True, zerolinecolor="#888", row=row, col=1)
+    n = max(len(frame_a), len(frame_b))
+    finish(fig, title, height=600 + (80 if n > 12 else 0))
+    # the legend under the plots: above them it would run into the first subplot's title
+    fig.update_layout(
+        barmode="group",
+        bargap=0.3,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "x": 0.0, "xanchor": "left"},
+        margin={"t": 80, "b": 110},
+    )
+    return fig

@@ -1,0 +1,349 @@
+"""Backward lens: a language model's MLP gradients projected into the vocabulary.
+
+After Katz, Belinkov, Geva and Wolf (2024), "Backward Lens: Projecting Language Model Gradients
+into the Vocabulary Space". For one prompt and a target, one backward pass gives, per layer ℓ and
+prompt position t:
+
+- ``x_t``: the input of the layer's first MLP matrix (``up`` / ``c_fc`` / ``fc_in``), captured by
+  a forward hook; its logit lens is the *imprint* of the position on that matrix's gradient;
+- ``δ_t = ∂L/∂y_t``: the gradient of the loss w.r.t. the output ``y_t`` of the MLP's last matrix
+  (``down`` / ``c_proj`` / ``fc_out``), captured by a tensor hook. Its logit lens, taken on
+  ``−δ_t`` (the direction a gradient-descent step moves the output in), names the tokens the
+  update promotes and demotes.
+
+By the lemma of the paper the first MLP matrix's gradient is ``Σ_t δ'_t x_tᵀ`` (``δ'_t`` the
+gradient at that matrix's output), so its rank is at most the number of positions ``n``;
+``ff1_rank`` is its numeric rank (``torch.linalg.matrix_rank`` on the float32 gradient at the
+default tolerance; in float64 the round-off would count as rank).
+
+The logit lens here is the model's final norm followed by the unembedding, applied to a vector
+first scaled to unit RMS: the lens reads a direction, and a gradient is many orders of magnitude
+smaller than a hidden state, so without the scaling the norm's ε (and a LayerNorm's bias) would
+swamp it. For an RMSNorm model the ranking is the same with or without the scaling.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradlens.errors import GradLensError
+from gradlens.models import discover_components
+from gradlens.naming import FIRST_MLP_KINDS
+
+#: Kinds of the MLP's last matrix (the output whose gradient is δ_t).
+LAST_MLP_KINDS: tuple[str, ...] = ("down", "fc_out")
+#: Where known families keep their final norm (the first match wins).
+FINAL_NORM_PATHS: tuple[str, ...] = (
+    "model.norm",  # Llama / Mistral / Qwen / OLMo
+    "transformer.ln_f",  # GPT-2
+    "gpt_neox.final_layer_norm",  # GPT-NeoX / Pythia
+    "model.decoder.final_layer_norm",  # OPT
+    "model.final_layernorm",  # Phi
+)
+
+
+@dataclass(frozen=True)
+class BackwardLens:
+    """The backward lens of one prompt and target.
+
+    tokens: the n positions the loss reaches, decoded one by one (the prompt's tokens as the
+    tokenizer gives them; with ``whole_target`` followed by the target's tokens but its last);
+    target_tokens: the target's tokens (the first is the one ranked); loss: its value;
+    vjp_norm [layers, n]: ‖δ_t‖ at each layer's MLP output; vjp_top / vjp_bottom [layers][n][k]:
+    tokens the logit lens of −δ_t promotes / demotes (empty where δ_t = 0); imprint_top
+    [layers][n][k]: logit lens of x_t, the first MLP matrix's input; target_rank [layers, n]:
+    rank (1 = top) of the target's first token in the −δ_t projection, 0 where δ_t = 0;
+    ff1_rank [layers]: numeric rank of the first MLP matrix's gradient (≤ n).
+    """
+
+    prompt: str
+    target: str
+    whole_target: bool
+    tokens: tuple[str, ...]
+    target_tokens: tuple[str, ...]
+    loss: float
+    vjp_norm: np.ndarray
+    vjp_top: tuple[tuple[tuple[str, ...], ...], ...]
+    vjp_bottom: tuple[tuple[tuple[str, ...], ...], ...]
+    imprint_top: tuple[tuple[tuple[str, ...], ...], ...]
+    target_rank: np.ndarray
+    ff1_rank: np.ndarray
+    ff1_shape: tuple[int, int]
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.vjp_norm.shape[0])
+
+    def frame(self) -> pd.DataFrame:
+        """One row per (layer, position): norm, target rank and the top-k token lists."""
+        rows = []
+        for layer in range(self.n_layers):
+            for pos, token in enumerate(self.tokens):
+                rows.append(
+                    {
+                        "layer": layer,
+                        "position": pos,
+                        "token": token,
+                        "vjp_norm": float(self.vjp_norm[layer, pos]),
+                        "target_rank": int(self.target_rank[layer, pos]),
+                        "promoted": list(self.vjp_top[layer][pos]),
+                        "demoted": list(self.vjp_bottom[layer][pos]),
+                        "imprint": list(self.imprint_top[layer][pos]),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def rank_frame(self) -> pd.DataFrame:
+        """ff1_rank per layer beside n."""
+        return pd.DataFrame(
+            {
+                "layer": np.arange(self.n_layers),
+                "ff1_rank": self.ff1_rank.astype(int),
+                "n_tokens": self.n_tokens,
+                "rank_le_n": self.ff1_rank <= self.n_tokens,
+            }
+        )
+
+
+# -- model parts ---------------------------------------------------------------------------------
+def final_norm(model: nn.Module) -> nn.Module:
+    """The model's final norm (``model.norm``, ``transformer.ln_f``,
+    ``gpt_neox.final_layer_norm``, …); GradLensError for a model that has none of them."""
+    for path in FINAL_NORM_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.Module):
+            return obj
+    raise GradLensError(
+        f"cannot find the final norm of {type(model).__name__} (looked for "
+        f"{', '.join(FINAL_NORM_PATHS)}): the logit lens supports Llama, GPT-2 and GPT-NeoX "
+        "families"
+    )
+
+
+def unembedding(model: nn.Module) -> nn.Module:
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is None:
+        raise GradLensError(f"{type(model).__name__} has no output embedding (unembedding)")
+    return out
+
+
+def logit_lens(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Logits ``unembed(final_norm(h'))`` for vectors ``h`` [..., d], each scaled to unit RMS
+    first (``h' = h / rms(h)``; a zero vector stays zero). Float32, no gradient."""
+    with torch.no_grad():
+        h = h.float()
+        rms = h.pow(2).mean(-1, keepdim=True).sqrt()
+        h = h / torch.where(rms > 0, rms, torch.ones_like(rms))
+        norm = final_norm(model)
+        dtype = next(norm.parameters(), h).dtype
+        return unembedding(model)(norm(h.to(dtype))).float()
+
+
+def mlp_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """Per layer, the MLP's first matrix (``up``/``fc_in``) and last (``down``/``fc_out``)."""
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise GradLensError("the backward lens supports decoder-only models only")
+    modules = dict(model.named_modules())
+    first: dict[int, nn.Module] = {}
+    last: dict[int, nn.Module] = {}
+    for comp in discover_components(model):
+        if comp.layer is None:
+            continue
+        if comp.kind in FIRST_MLP_KINDS:
+            first[comp.layer] = modules[comp.module]
+        elif comp.kind in LAST_MLP_KINDS:
+            last[comp.layer] = modules[comp.module]
+    layers = sorted(first)
+    if not layers or layers != sorted(last) or layers != list(range(len(layers))):
+        raise GradLensError(
+            f"cannot find one first ({'/'.join(FIRST_MLP_KINDS)}) and one last "
+            f"({'/'.join(LAST_MLP_KINDS)}) MLP matrix in every layer of {type(model).__name__}"
+        )
+    return [first[i] for i in layers], [last[i] for i in layers]
+
+
+def decode_each(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each id decoded alone (leading spaces kept, no clean-up)."""
+    cache: dict[int, str] = {}
+    out = []
+    for i in ids:
+        i = int(i)
+        if i not in cache:
+            cache[i] = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+        out.append(cache[i])
+    return out
+
+
+def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> tuple:
+    """ids [L, n, k] -> nested tuples of decoded tokens; cells where ``empty`` [L, n] get ()."""
+    flat = decode_each(tokenizer, ids.reshape(-1).tolist())
+    L, n, k = ids.shape
+    return tuple(
+        tuple(
+            () if bool(empty[a, b]) else tuple(flat[(a * n + b) * k : (a * n + b + 1) * k])
+            for b in range(n)
+        )
+        for a in range(L)
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def last_logits_kwargs(model: nn.Module) -> dict:
+    """``{"logits_to_keep": 1}`` when the model's forward takes it (the unembedding then runs on
+    the last position only), else ``{}``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+# -- the lens ------------------------------------------------------------------------------------
+def backward_lens(
+    model: nn.Module,
+    tokenizer,
+    prompt: str,
+    target: str,
+    top_k: int = 5,
+    whole_target: bool = False,
+) -> BackwardLens:
+    """The backward lens of ``prompt`` → ``target`` in one forward and one backward pass.
+
+    Loss: cross-entropy of the target's first token at the prompt's last position; with
+    ``whole_target`` the target is teacher-forced after the prompt and the loss is the mean
+    cross-entropy over its tokens. The prompt is tokenized as is (no chat template; special
+    tokens only where the tokenizer always adds them), the target without special tokens.
+    The model is used in eval mode; its ``requires_grad`` flags and training mode are restored.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
+    if not prompt_ids:
+        raise GradLensError("the prompt is empty (no tokens)")
+    if not target_ids:
+        raise GradLensError("the target is empty (no tokens)")
+    firsts, lasts = mlp_modules(model)
+    n_layers = len(firsts)
+    device = model_device(model)
+    ids = prompt_ids + (target_ids if whole_target else [])
+    # Positions that the loss reaches: the prompt (plus the target but its last token).
+    n = len(prompt_ids) + (len(target_ids) - 1 if whole_target else 0)
+    input_ids = torch.tensor([ids], device=device)
+
+    xs: list[torch.Tensor | None] = [None] * n_layers
+    deltas: list[torch.Tensor | None] = [None] * n_layers
+
+    def first_hook(i):
+        def hook(module, args, output):
+            xs[i] = args[0].detach()[0, :n]
+
+        return hook
+
+    def last_hook(i):
+        def hook(module, args, output):
+            if not output.requires_grad:
+                return
+
+            def save(grad):
+                deltas[i] = grad.detach()[0, :n]
+
+            output.register_hook(save)
+
+        return hook
+
+    was_training = model.training
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    handles = []
+    try:
+        model.eval()
+        for p, _ in saved:
+            p.requires_grad_(False)
+        weights = [m.weight for m in firsts]
+        for w in weights:
+            w.requires_grad_(True)
+        for i, (f, last) in enumerate(zip(firsts, lasts)):
+            handles.append(f.register_forward_hook(first_hook(i)))
+            handles.append(last.register_forward_hook(last_hook(i)))
+        with torch.enable_grad():
+            p = len(prompt_ids)
+            if whole_target:
+                logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
+                loss = F.cross_entropy(
+                    logits[p - 1 : p - 1 + len(target_ids)],
+                    torch.tensor(target_ids, device=device),
+                )
+            else:
+                out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
+                loss = F.cross_entropy(
+                    out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device)
+                )
+            grads = torch.autograd.grad(loss, weights)
+    finally:
+        for h in handles:
+            h.remove()
+        for p_, flag in saved:
+            p_.requires_grad_(flag)
+        model.train(was_training)
+
+    hidden = xs[0].shape[-1]
+    zero = torch.zeros(n, hidden, device=device)
+    delta = torch.stack([d if d is not None else zero for d in deltas]).float()  # [L, n, d]
+    x = torch.stack(xs).float()  # [L, n, d]
+    vjp_norm = delta.norm(dim=-1)  # [L, n]
+    empty = vjp_norm == 0
+    lens_vjp = logit_lens(model, -delta.reshape(-1, hidden)).reshape(n_layers, n, -1)
+    vocab = min(lens_vjp.shape[-1], len(tokenizer))
+    lens_vjp = lens_vjp[..., :vocab]
+    k = min(top_k, vocab)
+    top = lens_vjp.topk(k, dim=-1).indices
+    bottom = (-lens_vjp).topk(k, dim=-1).indices
+    target_logit = lens_vjp[..., target_ids[0]].unsqueeze(-1)
+    rank = (lens_vjp > target_logit).sum(-1) + 1
+    rank = torch.where(empty, torch.zeros_like(rank), rank)
+    del lens_vjp
+    lens_x = logit_lens(model, x.reshape(-1, hidden)).reshape(n_layers, n, -1)[..., :vocab]
+    imprint = lens_x.topk(k, dim=-1).indices
+    del lens_x
+    no_cell = torch.zeros_like(empty)
+    ff1_rank = [int(torch.linalg.matrix_rank(_tall(g.detach().float()))) for g in grads]
+    return BackwardLens(
+        prompt=prompt,
+        target=target,
+        whole_target=whole_target,
+        tokens=tuple(decode_each(tokenizer, ids[:n])),
+        target_tokens=tuple(decode_each(tokenizer, target_ids)),
+        loss=float(loss.detach()),
+        vjp_norm=vjp_norm.cpu().numpy().astype(np.float64),
+        vjp_top=_decode_grid(tokenizer, top.cpu(), empty.cpu()),
+        vjp_bottom=_decode_grid(tokenizer, bottom.cpu(), empty.cpu()),
+        imprint_top=_decode_grid(tokenizer, imprint.cpu(), no_cell.cpu()),
+        target_rank=rank.cpu().numpy().astype(np.int64),
+        ff1_rank=np.array(ff1_rank, dtype=np.int64),
+        ff1_shape=tuple(grads[0].shape),
+    )
+
+
+def _tall(g: torch.Tensor) -> torch.Tensor:
+    """The matrix with at least as many rows as columns (same rank; LAPACK's SVD of a wide
+    contiguous matrix is much slower)."""
+    return g if g.shape[0] >= g.shape[1] else g.T.contiguous()

@@ -1,0 +1,196 @@
+"""Input-embedding gradients and their optimisation against plain autograd, on tiny causal LMs
+(SmolLM2's tokenizer) and a tiny BERT masked LM with its own small WordPiece tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradlens.embedding_lens import input_gradients, optimize_inputs, typical_distance
+from gradlens.errors import GradLensError
+from gradlens.figures import distance_lines, grad_norm_bars, loss_line, optimization_animation
+from tests.conftest import build_tiny
+
+TEXT = "The animal that says neigh is a"
+TARGET_PROMPT = "The animal that says bark is a"
+BERT_TEXT = "The animal that says neigh is a [MASK] ."
+BERT_PROMPT = "The animal that says bark is a [MASK] ."
+WORDS = (
+    "the a an animal that says neigh bark moo meow is horse dog cat cow it was . , and of to in "
+    "on farm field barn big small brown white black"
+).split()
+
+
+def tiny_bert_tokenizer():
+    """A ~300-word WordPiece tokenizer with [PAD] [UNK] [CLS] [SEP] [MASK], BERT style."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + WORDS + [f"word{i}" for i in range(300 - len(WORDS))]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+@pytest.fixture(scope="module")
+def bert():
+    from transformers import AutoModelForMaskedLM, BertConfig
+
+    tok = tiny_bert_tokenizer()
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.2,  # at BERT's 0.02 every prediction is uniform (KL ~ round-off)
+    )
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(cfg, attn_implementation="eager").eval()
+    return model, tok
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "bert"])
+def lm(request, tokenizer, bert):
+    """(model, tokenizer, text, target prompt) of each kind."""
+    if request.param == "bert":
+        return (*bert, BERT_TEXT, BERT_PROMPT)
+    return build_tiny(request.param, tokenizer), tokenizer, TEXT, TARGET_PROMPT
+
+
+def reference_grad(model, tokenizer, text, target_token=None, target_prompt=None):
+    """∂L/∂inputs_embeds [n, d] and the loss, by plain autograd."""
+    masked = "MaskedLM" in type(model).__name__
+
+    def position(ids):
+        return ids.index(tokenizer.mask_token_id) if masked else len(ids) - 1
+
+    ids = tokenizer(text)["input_ids"]
+    embeds = model.get_input_embeddings()(torch.tensor([ids])).detach().requires_grad_(True)
+    logits = model(inputs_embeds=embeds).logits[0, position(ids)]
+    if target_token is not None:
+        tid = tokenizer(target_token, add_special_tokens=False)["input_ids"][0]
+        loss = F.cross_entropy(logits, torch.tensor(tid))
+    else:
+        t_ids = tokenizer(target_prompt)["input_ids"]
+        with torch.no_grad():
+            q = model(input_ids=torch.tensor([t_ids])).logits[0, position(t_ids)].softmax(-1)
+        loss = (q * (q.log() - logits.log_softmax(-1))).sum()
+    (grad,) = torch.autograd.grad(loss, embeds)
+    return grad[0], float(loss.detach()), ids
+
+
+def decode(tokenizer, ids):
+    return tuple(tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids)
+
+
+@pytest.mark.parametrize("kind", ["token", "prompt"])
+def test_input_gradients_match_autograd(lm, kind):
+    model, tok, text, target_prompt = lm
+    target = {"token": {"target_token": " dog"}, "prompt": {"target_prompt": target_prompt}}[kind]
+    k = 3
+    got = input_gradients(model, tok, text, top_k=k, **target)
+    grad, loss, ids = reference_grad(model, tok, text, **target)
+    assert got.tokens == decode(tok, ids)
+    assert got.target_kind == kind
+    assert got.loss == pytest.approx(loss, rel=1e-5, abs=1e-6)  # KL: float32 round-off
+    rtol = 1e-5 if kind == "token" else 1e-4  # KL of two close distributions: float32 round-off
+    np.testing.assert_allclose(got.grad_norm, grad.norm(dim=-1).numpy(), rtol=rtol, atol=1e-9)
+    # one position written out: cosine of −g with every vocabulary embedding, and with e_v − e_t
+    t = 1
+    vocab = model.get_input_embeddings().weight.detach()[: len(tok)]
+    cos = F.cosine_similarity(vocab, -grad[t][None], dim=-1)
+    assert got.nearest[t] == decode(tok, cos.topk(k).indices.tolist())
+    diff = vocab - vocab[ids[t]]
+    cos_dir = F.cosine_similarity(diff, -grad[t][None], dim=-1)
+    cos_dir[ids[t]] = -2.0
+    assert got.nearest_direction[t] == decode(tok, cos_dir.topk(k).indices.tolist())
+    assert len(got.frame()) == got.n_tokens
+    assert len(grad_norm_bars(got).data[0].y) == got.n_tokens
+
+
+def test_kl_to_itself_has_zero_gradient(lm):
+    model, tok, text, _ = lm
+    got = input_gradients(model, tok, text, target_prompt=text)
+    assert got.loss == pytest.approx(0.0, abs=1e-6)
+    assert got.grad_norm.max() < 1e-6
+
+
+def test_exactly_one_target(lm):
+    model, tok, text, target_prompt = lm
+    with pytest.raises(ValueError, match="exactly one"):
+        input_gradients(model, tok, text)
+    with pytest.raises(ValueError, match="exactly one"):
+        input_gradients(model, tok, text, target_token=" dog", target_prompt=target_prompt)
+
+
+def test_masked_lm_needs_a_mask(bert):
+    model, tok = bert
+    with pytest.raises(GradLensError, match="MASK"):
+        input_gradients(model, tok, "the dog is big", target_token="horse")
+
+
+@pytest.mark.parametrize("kind", ["token", "prompt"])
+def test_optimize_lowers_the_loss_and_freezes_special_tokens(lm, kind):
+    model, tok, text, target_prompt = lm
+    if "MaskedLM" not in type(model).__name__:
+        text = "<|im_start|>" + text  # a special token in a causal LM's text
+    target = " dog" if kind == "token" else target_prompt
+    training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    # lr 0.01: the tiny models' embeddings have entries ~0.02-0.2; 0.05 overshoots a small KL
+    opt = optimize_inputs(model, tok, text, target, steps=12, lr=0.01, target_kind=kind)
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert model.training == training
+    assert (
+        opt.steps == 12 and opt.loss.shape == (13,) and opt.distance.shape == (13, len(opt.tokens))
+    )
+    assert opt.loss[-1] < opt.loss[0]
+    ids = tok(text)["input_ids"]
+    special = np.array([i in tok.all_special_ids for i in ids])
+    assert special.any() and (opt.frozen == special).all()
+    assert (opt.distance[:, special] == 0).all()
+    assert (opt.distance[1:, ~special] > 0).all()
+    assert (opt.distance[0] == 0).all()
+    # at step 0 every token is nearest to itself, unless another row points the same way
+    assert opt.nearest[0] == decode(tok, ids) or len(set(ids)) < len(ids)
+    assert opt.typical_distance > 0
+    assert len(opt.frame()) == 13 * len(ids)
+    anim = optimization_animation(opt)
+    assert len(anim.frames) == 13
+    assert len(distance_lines(opt).data) == len(ids) + 1
+    assert len(loss_line(opt).data[0].y) == 13
+
+
+def test_typical_distance_is_seeded(bert):
+    model, tok = bert
+    a = typical_distance(model, tok, seed=3)
+    assert a == typical_distance(model, tok, seed=3)
+    vocab = model.get_input_embeddings().weight.detach()
+    all_pairs = torch.cdist(vocab, vocab)
+    off = all_pairs[~torch.eye(len(vocab), dtype=torch.bool)]
+    assert abs(a - float(off.median())) < 0.1 * float(off.median())
+
+
+def test_bad_arguments(bert):
+    model, tok = bert
+    with pytest.raises(ValueError, match="target kind"):
+        optimize_inputs(model, tok, BERT_TEXT, "dog", target_kind="word")
+    with pytest.raises(ValueError):
+        input_gradients(model, tok, BERT_TEXT, target_token="dog", top_k=0)
