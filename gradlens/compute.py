@@ -360,13 +360,11 @@ def _published(db: str, run_id: str, name: str) -> bool:
         row = target.run(run_id)
         if row is not None and row["status"] == "complete":
             return True
-        other = target.con.execute(
-            "SELECT run_id FROM runs WHERE name = ? AND run_id <> ?", [name, run_id]
-        ).fetchone()
+        other = target.name_owner(name, run_id)
     if other is not None:
         raise GradLensError(
             f"run name '{name}' is already used by a run with a different configuration "
-            f"({other[0]}) in {db}; pass another --run"
+            f"({other}) in {db}; pass another --run"
         )
     return False
 

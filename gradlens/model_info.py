@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from gradlens.data import IGNORE_INDEX, Example, tokenize_example
 from gradlens.errors import GradLensError
 from gradlens.figures.layers import layer_kind_grid
+from gradlens.figures.style import note_below
 from gradlens.models import BUNDLED_MODEL, Component
 
 #: Where a model comes from, as the Model page offers it.
@@ -233,16 +234,5 @@ def params_grid(frame: pd.DataFrame, title: str = "Parameters per component") ->
     )
     total = int(n.sum())
     fig.layout.annotations = ()
-    fig.add_annotation(
-        text=f"{len(frame)} components, {total:,} parameters · colour: log10 of the count",
-        xref="paper",
-        yref="paper",
-        x=0.0,
-        y=0.0,
-        xanchor="left",
-        yanchor="top",
-        yshift=-6,
-        showarrow=False,
-        font={"size": 11, "color": "#555"},
-    )
+    note_below(fig, f"{len(frame)} components, {total:,} parameters · colour: log10 of the count")
     return fig

@@ -143,12 +143,10 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
             _check_file(con, table, path)
         run = _the_run(con, files)
         run_id, name = run["run_id"], run["name"]
-        other = con.execute(
-            "SELECT run_id FROM runs WHERE name = ? AND run_id <> ?", [name, run_id]
-        ).fetchone()
+        other = store.name_owner(name, run_id)
         if other is not None:
             raise GradLensError(
-                f"run name '{name}' is already used by another run ({other[0]}) in {db}: "
+                f"run name '{name}' is already used by another run ({other}) in {db}: "
                 f"delete that database or restore {folder} into another one"
             )
         existing = store.run(run_id)

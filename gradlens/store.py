@@ -116,6 +116,13 @@ class Store:
             raise GradLensError(f"no run '{name_or_id}' in {self.path} (runs: {names})")
         return df.iloc[0].to_dict()
 
+    def name_owner(self, name: str, run_id: str) -> str | None:
+        """The id of another run than ``run_id`` named ``name``, or None."""
+        row = self.con.execute(
+            "SELECT run_id FROM runs WHERE name = ? AND run_id <> ?", [name, run_id]
+        ).fetchone()
+        return None if row is None else row[0]
+
     def begin_run(self, run_id: str, name: str, config: dict) -> dict:
         """Create the run (status ``running``) unless it exists; returns its row."""
         existing = self.run(run_id)

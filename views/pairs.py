@@ -220,9 +220,7 @@ st.caption(f"Settings: {settings}.")
 st.subheader("Per component")
 left, right = st.columns([1, 1])
 left.plotly_chart(
-    pair_cosine_grid(
-        cmp.component_cosine, cmp.layers, cmp.kinds, cmp.names, cmp.n_params, full=cmp.cosine
-    ),
+    pair_cosine_grid(cmp.component_frame(), full=cmp.cosine),
     width="stretch",
     key="pair_grid",
 )

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from gradlens.figures.style import COLORS, finish
+from gradlens.figures.style import COLORS, finish, note_below
 from gradlens.naming import KINDS
 
 MODEL_ROW = "model"
@@ -206,18 +206,7 @@ def layer_kind_grid(
     scope = "this run's range" if color_range is None else "shared range"
     notes.append(f"colour {lo:.3f}–{hi:.3f} ({scope})")
     # the notes go under the grid: the kind labels (top) may need the room above it
-    fig.add_annotation(
-        text=" · ".join(notes),
-        xref="paper",
-        yref="paper",
-        x=0.0,
-        y=0.0,
-        xanchor="left",
-        yanchor="top",
-        yshift=-6,
-        showarrow=False,
-        font={"size": 11, "color": "#555"},
-    )
+    note_below(fig, " · ".join(notes))
     fig.update_layout(
         title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
         margin={"l": 60, "r": 20, "t": 90, "b": 36},

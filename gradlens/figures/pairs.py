@@ -9,7 +9,6 @@ plotly reads a subset of HTML in text and hover labels; whitespace made visible)
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,17 +41,16 @@ def token_text(token: str, width: int = 14) -> str:
 
 
 def pair_cosine_grid(
-    cosines: Sequence[float] | np.ndarray,
-    layers: Sequence[int | None],
-    kinds: Sequence[str],
-    names: Sequence[str],
-    n_params: Sequence[float] | np.ndarray | None,
-    full: float,
-    title: str = "Cosine of the two gradients, per component",
+    components: pd.DataFrame, full: float, title: str = "Cosine of the two gradients, per component"
 ) -> go.Figure:
-    """Per-component cosines [K] (in [-1, 1]; NaN = undefined) as the layer × kind grid of
-    ``layer_kind_grid``, on a fixed diverging scale -1 … +1 centred on 0; the colour bar marks
-    the full-gradient cosine ``full``. Undefined cells are grey."""
+    """Per-component cosines (``components``: component, layer, kind, n_params, cosine — as
+    ``PairComparison.component_frame()``; cosine in [-1, 1], NaN = undefined) as the layer ×
+    kind grid of ``layer_kind_grid``, on a fixed diverging scale -1 … +1 centred on 0; the colour
+    bar marks the full-gradient cosine ``full``. Undefined cells are grey."""
+    cosines = components["cosine"].to_numpy(dtype=np.float64)
+    layers = [None if pd.isna(v) else int(v) for v in components["layer"]]
+    kinds, names = list(components["kind"]), list(components["component"])
+    n_params = components["n_params"].to_numpy(dtype=np.float64)
     values = np.asarray(cosines, dtype=np.float64)
     defined = np.isfinite(values)
     fig = layer_kind_grid(

@@ -29,3 +29,19 @@ def finish(fig: go.Figure, title: str, height: int = 420) -> go.Figure:
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1.0, "xanchor": "right"},
     )
     return fig
+
+
+def note_below(fig: go.Figure, text: str) -> None:
+    """A small grey note under the plot area (left-aligned)."""
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0.0,
+        y=0.0,
+        xanchor="left",
+        yanchor="top",
+        yshift=-6,
+        showarrow=False,
+        font={"size": 11, "color": "#555"},
+    )

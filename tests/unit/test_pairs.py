@@ -281,14 +281,16 @@ def test_explain_sentences_on_known_numbers() -> None:
 
 def test_cosine_grid_is_diverging_and_marks_undefined_cells() -> None:
     cos = np.array([0.5, -0.25, np.nan, 0.9])
-    fig = pair_cosine_grid(
-        cos,
-        [None, 0, 0, 1],
-        ["embed", "q", "k", "q"],
-        ["embed", "L0.q", "L0.k", "L1.q"],
-        [10, 4, 4, 4],
-        full=0.46,
+    comps = pd.DataFrame(
+        {
+            "component": ["embed", "L0.q", "L0.k", "L1.q"],
+            "layer": pd.array([None, 0, 0, 1], dtype="Int64"),
+            "kind": ["embed", "q", "k", "q"],
+            "n_params": [10, 4, 4, 4],
+            "cosine": cos,
+        }
     )
+    fig = pair_cosine_grid(comps, full=0.46)
     marker = fig.data[0].marker
     assert (marker.cmin, marker.cmax, marker.cmid) == (-1.0, 1.0, 0.0)
     assert marker.colorscale[0][1] != marker.colorscale[-1][1]  # a named diverging scale
