@@ -52,3 +52,29 @@ def loaded_model(spec: str, trust_remote_code: bool = False) -> LoadedModel:
             raise
         status.update(label=f"`{spec}` loaded ({lm.seconds:.1f} s)", state="complete")
     return lm
+
+
+def chosen_model() -> tuple[str, bool]:
+    """(spec, trust_remote_code) chosen on the Model page; the bundled SmolLM2 by default."""
+    spec = st.session_state.get("model_spec", "smollm2")
+    return spec, bool(st.session_state.get("model_trust_remote_code", False))
+
+
+def run_on_model(inputs_key: str, hint: str, spinner: str, compute):
+    """What a lens page does after its form: nothing until Run stored inputs for the current
+    model under ``inputs_key`` (then ``hint``); else load the model and return
+    ``compute(*inputs, _lm=model)`` under a spinner. A GradLensError is shown as one line."""
+    from gradlens.errors import GradLensError
+
+    spec, trust = chosen_model()
+    inputs = st.session_state.get(inputs_key)
+    if inputs is None or inputs[0] != spec:
+        st.info(hint)
+        st.stop()
+    try:
+        lm = loaded_model(spec, trust_remote_code=trust)
+        with st.spinner(spinner):
+            return compute(*inputs, _lm=lm)
+    except GradLensError as exc:
+        st.error(str(exc))
+        st.stop()

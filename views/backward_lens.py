@@ -11,8 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
-from dashboard.models import loaded_model
-from gradlens.errors import GradLensError
+from dashboard.models import chosen_model, run_on_model
 from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, show_whitespace
 from gradlens.lens import BackwardLens, backward_lens
 
@@ -34,8 +33,7 @@ def compute(
         )
 
 
-spec = st.session_state.get("model_spec", "smollm2")
-trust = bool(st.session_state.get("model_trust_remote_code", False))
+spec, trust = chosen_model()
 
 st.title("Backward lens")
 st.caption(
@@ -77,21 +75,13 @@ if submitted:
         st.warning("Give a prompt and a target.")
         st.stop()
     st.session_state[INPUTS_KEY] = (spec, prompt, target, int(top_k), bool(whole))
-inputs = st.session_state.get(INPUTS_KEY)
-if inputs is None or inputs[0] != spec:
-    st.info(
-        "Press **Run** to compute the lens of the prefilled example (one forward and one "
-        "backward pass)."
-    )
-    st.stop()
-
-try:
-    lm = loaded_model(spec, trust_remote_code=trust)
-    with st.spinner("Computing the backward lens (one forward and one backward pass)…"):
-        lens = compute(*inputs, _lm=lm)
-except GradLensError as exc:
-    st.error(str(exc))
-    st.stop()
+lens = run_on_model(
+    INPUTS_KEY,
+    "Press **Run** to compute the lens of the prefilled example (one forward and one backward "
+    "pass).",
+    "Computing the backward lens (one forward and one backward pass)…",
+    compute,
+)
 
 n = lens.n_tokens
 cols = st.columns(4)

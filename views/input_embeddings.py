@@ -12,9 +12,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
-from dashboard.models import loaded_model
+from dashboard.models import chosen_model, run_on_model
 from gradlens.embedding_lens import InputGradients, Optimization, input_gradients, optimize_inputs
-from gradlens.errors import GradLensError
 from gradlens.figures import (
     distance_lines,
     grad_norm_bars,
@@ -48,8 +47,7 @@ def compute(
     return grads, opt
 
 
-spec = st.session_state.get("model_spec", "smollm2")
-trust = bool(st.session_state.get("model_trust_remote_code", False))
+spec, trust = chosen_model()
 
 st.title("Input-embedding gradients")
 st.caption(
@@ -106,18 +104,12 @@ if submitted:
         st.warning("Give a text and a target.")
         st.stop()
     st.session_state[INPUTS_KEY] = (spec, text, kind, target, int(top_k), int(steps), float(lr))
-inputs = st.session_state.get(INPUTS_KEY)
-if inputs is None or inputs[0] != spec:
-    st.info("Press **Run** to compute the prefilled example (one gradient, then the Adam steps).")
-    st.stop()
-
-try:
-    lm = loaded_model(spec, trust_remote_code=trust)
-    with st.spinner(f"Computing the gradient and {inputs[5]} Adam steps on the embeddings…"):
-        grads, opt = compute(*inputs, _lm=lm)
-except GradLensError as exc:
-    st.error(str(exc))
-    st.stop()
+grads, opt = run_on_model(
+    INPUTS_KEY,
+    "Press **Run** to compute the prefilled example (one gradient, then the Adam steps).",
+    "Computing the gradient and the Adam steps on the embeddings…",
+    compute,
+)
 
 moved = opt.distance[-1]
 cols = st.columns(4)

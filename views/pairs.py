@@ -14,9 +14,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import common
-from dashboard.models import loaded_model
+from dashboard.models import chosen_model, run_on_model
 from gradlens.data import LOSS_ON, Example
-from gradlens.errors import GradLensError
 from gradlens.figures import pair_cosine_grid, token_bars
 from gradlens.pairs import REDUCTIONS, PairComparison, compare_pair, explain
 from gradlens.textdiff import escape_markdown
@@ -104,8 +103,7 @@ for side, (prompt, response) in EXAMPLE.items():
     st.session_state.setdefault(field(side, "response"), response)
 st.session_state.setdefault("pair_chat", True)
 st.session_state.setdefault("pair_per_token", True)
-spec = st.session_state.get("model_spec", "smollm2")
-trust = bool(st.session_state.get("model_trust_remote_code", False))
+spec, trust = chosen_model()
 
 st.title("Pair inspector")
 st.caption(
@@ -190,18 +188,12 @@ if submitted:
         bool(chat_template),
         bool(per_token),
     )
-inputs = st.session_state.get(INPUTS_KEY)
-if inputs is None or inputs[0] != spec:
-    st.info("Press **Run** to compare the two examples (two backward passes, plus one per token).")
-    st.stop()
-
-try:
-    lm = loaded_model(spec, trust_remote_code=trust)
-    with st.spinner("Computing both gradients and their per-token split…"):
-        cmp = compute(*inputs, _lm=lm)
-except GradLensError as exc:
-    st.error(str(exc))
-    st.stop()
+cmp = run_on_model(
+    INPUTS_KEY,
+    "Press **Run** to compare the two examples (two backward passes, plus one per token).",
+    "Computing both gradients and their per-token split…",
+    compute,
+)
 
 settings = f"{cmp.reduction} loss on the {cmp.loss_on}" + (
     ", encoder-decoder: prompt → response"
