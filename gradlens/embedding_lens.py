@@ -290,7 +290,11 @@ def optimize_inputs(
     """Adam (learning rate ``lr``) on the input embeddings of ``text`` for ``steps`` steps,
     toward ``target``: a token when ``target_kind="token"`` (cross-entropy), a prompt when
     ``target_kind="prompt"`` (KL to its next-token distribution). Special tokens are frozen.
-    ``seed`` seeds torch and the sample of ``typical_distance``."""
+    ``seed`` seeds torch and the sample of ``typical_distance``.
+
+    Long by design: the optimisation loop and the restore of the model's flags share one
+    try/finally.
+    """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     torch.manual_seed(seed)

@@ -233,6 +233,9 @@ def backward_lens(
     cross-entropy over its tokens. The prompt is tokenized as is (no chat template; special
     tokens only where the tokenizer always adds them), the target without special tokens.
     The model is used in eval mode; its ``requires_grad`` flags and training mode are restored.
+
+    Long by design: the hooks, the one backward pass and their removal share one try/finally, so
+    every hook's lifetime is visible in one place.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")

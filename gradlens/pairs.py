@@ -304,7 +304,11 @@ def compare_pair(
     model: a HF causal LM or encoder-decoder model (eval mode; its ``requires_grad`` flags are
     restored); loss_on: ``response`` or ``all``; reduction: ``mean`` or ``sum``; chat_template:
     False for raw text; per_token: also decompose each gradient by target token (one backward
-    pass per loss-bearing token). Raises DataError for an example with no loss-bearing token."""
+    pass per loss-bearing token). Raises DataError for an example with no loss-bearing token.
+
+    Long by design: the kept forward pass, the per-token backward passes and the restore of the
+    model's flags share one try/finally.
+    """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     components = tuple(discover_components(model))

@@ -133,7 +133,11 @@ def layer_kind_grid(
     fitted to the data's range; the colour bar marks ``chance`` and ``full`` (the full
     gradient's accuracy) where they fall inside it, and a note under the grid states both
     (``color_range`` overrides the fitted range, e.g. one scale for two grids side by side).
-    Each point's ``customdata`` is its component index; ``selected`` components are outlined."""
+    Each point's ``customdata`` is its component index; ``selected`` components are outlined.
+
+    Long by design: one plotly figure's trace, axes, colour bar and notes, which only make sense
+    together.
+    """
     values = np.asarray(values, dtype=np.float64)
     k = len(values)
     if not len(layers) == len(kinds) == len(names) == k:

@@ -184,7 +184,10 @@ def grad_norm_bars(grads: InputGradients) -> go.Figure:
 
 def optimization_animation(opt: Optimization) -> go.Figure:
     """Animated bars (one frame per Adam step): each token's distance from its start, labelled
-    with its nearest vocabulary token; the typical vocabulary distance as a dashed line."""
+    with its nearest vocabulary token; the typical vocabulary distance as a dashed line.
+
+    Long by design: one animated plotly figure (frames, slider and play buttons).
+    """
     labels = position_labels(opt.tokens)
     top = max(float(opt.distance.max()), opt.typical_distance) * 1.2 or 1.0
     colors = [
