@@ -53,6 +53,7 @@ from gradlens.workfile import (
     open_work_store,
     progress_file,
     publish,
+    work_dir,
     work_file,
     write_progress,
 )
@@ -308,6 +309,14 @@ def validate_inputs(
     return train, queries, proj_specs, budget
 
 
+def _check_writable(db: str) -> None:
+    """Fail before the model loads when the job could not write beside the database."""
+    try:
+        work_dir(db).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GradLensError(f"cannot open database {db}: {exc.strerror or exc}") from None
+
+
 def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     """Run (or resume) a compute job; see ``gradlens compute --help`` for the options.
 
@@ -316,6 +325,7 @@ def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     """
     t0 = time.perf_counter()
     train, queries, proj_specs, budget = validate_inputs(opts)
+    _check_writable(opts.db)
     device = resolve_device(opts.device)
     ctx = init_distributed(device)
     try:

@@ -75,6 +75,7 @@ def test_discover_components(family, expected, tokenizer):
 
 
 def test_unmappable_architecture_names_the_class():
+    from torch import nn
     from transformers import BertConfig, BertForMaskedLM
 
     model = BertForMaskedLM(
@@ -86,6 +87,7 @@ def test_unmappable_architecture_names_the_class():
             intermediate_size=16,
         )
     )
+    model.bert.mystery = nn.Linear(8, 8)  # a 2-D weight no naming rule knows
     with pytest.raises(GradLensError, match="BertForMaskedLM"):
         discover_components(model)
 
