@@ -49,21 +49,11 @@ def tiny_bert_tokenizer():
 
 @pytest.fixture(scope="module")
 def bert():
-    from transformers import AutoModelForMaskedLM, BertConfig
+    from tests.unit.test_t5_bert_discovery import tiny_bert
 
     tok = tiny_bert_tokenizer()
-    cfg = BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        initializer_range=0.2,  # at BERT's 0.02 every prediction is uniform (KL ~ round-off)
-    )
-    torch.manual_seed(0)
-    model = AutoModelForMaskedLM.from_config(cfg, attn_implementation="eager").eval()
-    return model, tok
+    # at BERT's initializer_range 0.02 every prediction is uniform (the KL is round-off)
+    return tiny_bert(len(tok), initializer_range=0.2), tok
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2", "bert"])

@@ -83,9 +83,9 @@ def tiny_t5(vocab_size: int, gated: bool = False, seed: int = 0):
     return T5ForConditionalGeneration(cfg).eval()
 
 
-def tiny_bert(vocab_size: int, tied: bool = True, seed: int = 0):
-    """A 2-layer BERT masked LM (hidden 32) in eval mode."""
-    from transformers import BertConfig, BertForMaskedLM
+def tiny_bert(vocab_size: int, tied: bool = True, seed: int = 0, initializer_range: float = 0.02):
+    """A 2-layer BERT masked LM (hidden 32, eager attention) in eval mode."""
+    from transformers import AutoModelForMaskedLM, BertConfig
 
     torch.manual_seed(seed)
     cfg = BertConfig(
@@ -96,8 +96,9 @@ def tiny_bert(vocab_size: int, tied: bool = True, seed: int = 0):
         intermediate_size=64,
         max_position_embeddings=64,
         tie_word_embeddings=tied,
+        initializer_range=initializer_range,
     )
-    return BertForMaskedLM(cfg).eval()
+    return AutoModelForMaskedLM.from_config(cfg, attn_implementation="eager").eval()
 
 
 def _check_every_weight_mapped(model) -> list:
