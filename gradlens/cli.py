@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import duckdb
+
 from gradlens.errors import GradLensError
 from gradlens.options import (
     COMMANDS,
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except GradLensError as exc:
         sys.stderr.write(f"gradlens: error: {exc}\n")
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, duckdb.InterruptException):  # DuckDB's, mid-write
         sys.stderr.write("gradlens: interrupted; run the same command again to resume\n")
         return 130
 

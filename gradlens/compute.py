@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import duckdb
 import numpy as np
 import pandas as pd
 import torch
@@ -61,6 +62,9 @@ from gradlens.workfile import (
 log = logging.getLogger(__name__)
 
 
+#: What Ctrl-C (SIGINT) raises: Python's KeyboardInterrupt, or DuckDB's own exception when the
+#: signal arrives during a write.
+INTERRUPTS = (KeyboardInterrupt, duckdb.InterruptException)
 #: Share of the memory available at start that the gradient cache may use by default.
 CACHE_SHARE_OF_AVAILABLE = 0.7
 #: Memory kept back from the cache for the model and the working set (and the budget's floor).
@@ -551,7 +555,7 @@ def _reporting(reporter: _Reporter | None):
     """Record how the job ended in its progress file (interrupted / failed) if it stops early."""
     try:
         yield
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         if reporter is not None:
             reporter.write("interrupted")
         raise

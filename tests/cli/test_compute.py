@@ -94,19 +94,26 @@ def test_rerun_is_a_noop(clean_run, tiny_model_dir, small_data):
     assert "already complete" in again.line()
 
 
-def test_interrupted_run_resumes(tmp_path, tiny_model_dir, small_data, clean_run, monkeypatch):
+@pytest.mark.parametrize(
+    "interrupt", [KeyboardInterrupt, duckdb.InterruptException], ids=["python", "duckdb"]
+)
+def test_interrupted_run_resumes(
+    tmp_path, tiny_model_dir, small_data, clean_run, monkeypatch, interrupt
+):
+    """Ctrl-C raises KeyboardInterrupt, or DuckDB's InterruptException when it lands mid-write:
+    either way the job records "interrupted" and resumes."""
     db = tmp_path / "resume.duckdb"
     calls = {"n": 0}
     original = Store.write_query
 
     def flaky(self, *args, **kw):
         if calls["n"] == 2:
-            raise KeyboardInterrupt
+            raise interrupt
         calls["n"] += 1
         return original(self, *args, **kw)
 
     monkeypatch.setattr(Store, "write_query", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(interrupt):
         run(tiny_model_dir, *small_data, db)
     monkeypatch.setattr(Store, "write_query", original)
     # the database was never written: the half run lives in the job's own work file
