@@ -51,6 +51,10 @@ APP_IDLE = (
     "[data-test-script-state='notRunning']"
 )
 EXCEPTION = "[data-testid='stException']"
+# No lazily loaded element is still a placeholder, and every Plotly chart has drawn its SVG.
+PLOTS_DRAWN = """() => document.querySelectorAll("[data-testid='stSkeleton']").length === 0
+    && Array.from(document.querySelectorAll("[data-testid='stPlotlyChart']"))
+        .every(e => e.querySelector('svg.main-svg') !== null)"""
 # Containers that scroll inside Streamlit's fixed-height layout (a plain full-page
 # screenshot would stop at the viewport).
 SCROLLERS = (
@@ -225,6 +229,9 @@ def wait_idle(page, timeout_ms: int = IDLE_TIMEOUT_MS, settle_ms: int = SETTLE_M
     page.wait_for_timeout(settle_ms)
     # A rerun may have started during the settle; wait for it too.
     page.wait_for_selector(APP_IDLE, timeout=timeout_ms)
+    # Plotly draws after the script ends (its JS chunk loads lazily in a fresh tab): wait until
+    # every chart has its SVG, or its titles are not yet part of the page text.
+    page.wait_for_function(PLOTS_DRAWN, timeout=timeout_ms)
 
 
 def exception_texts(page) -> list[str]:
