@@ -2,147 +2,243 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from gradlens.errors import DataError
+from gradlens.errors import DataError, one_line, show
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 LOSS_ON = ("response", "all")
+#: The fields an example needs (besides ``messages``, which may replace prompt and response).
+FIELDS = ("id", "prompt", "response")
 
 
 @dataclass(frozen=True)
 class Example:
-    """One single-turn example: ``id`` (unique string), user ``prompt``, assistant ``response``."""
+    """One single-turn example: ``id`` (unique string), user ``prompt``, assistant ``response``.
+
+    ``where`` (``file:line`` or ``file: row N``, set by ``load_examples``; not compared) lets a
+    later error name where the example came from."""
 
     id: str
     prompt: str
     response: str
+    where: str = field(default="", compare=False, repr=False)
+
+
+def _type(value: object) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def _from_record(record: object, where: str) -> Example:
-    """Validate one parsed record; ``where`` is ``file:line`` for the error message."""
+    """Validate one parsed record; ``where`` is ``file:line`` for the error message. Fields other
+    than id, prompt, response and messages are ignored, whatever their type."""
     if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise DataError(f"{where}: expected a JSON object, got {_type(record)}")
     if "messages" in record and "prompt" not in record:
         prompt, response = _from_messages(record["messages"], where)
+        names = ("messages[user].content", "messages[assistant].content")
     else:
-        for field in ("prompt", "response"):
-            if field not in record:
-                raise DataError(f"{where}: missing field '{field}'")
+        for name in ("prompt", "response"):
+            if name not in record:
+                raise DataError(f"{where}: missing field '{name}'")
         prompt, response = record["prompt"], record["response"]
+        names = ("prompt", "response")
     if "id" not in record:
         raise DataError(f"{where}: missing field 'id'")
     ex_id = record["id"]
-    if not isinstance(ex_id, str) or not ex_id.strip():
-        raise DataError(f"{where}: field 'id' must be a non-empty string, got {ex_id!r}")
-    for field, value in (("prompt", prompt), ("response", response)):
+    if not isinstance(ex_id, str):
+        raise DataError(f"{where}: field 'id' must be a string, got {_type(ex_id)} {show(ex_id)}")
+    if not ex_id.strip():
+        raise DataError(f"{where}: field 'id' is empty")
+    for name, value in zip(names, (prompt, response), strict=True):
         if not isinstance(value, str):
-            raise DataError(
-                f"{where}: field '{field}' must be a string, got {type(value).__name__}"
-            )
+            raise DataError(f"{where}: field '{name}' must be a string, got {_type(value)}")
         if not value.strip():
-            raise DataError(f"{where}: field '{field}' is empty")
-    return Example(id=ex_id, prompt=prompt, response=response)
+            raise DataError(f"{where}: field '{name}' is empty")
+    return Example(id=ex_id, prompt=prompt, response=response, where=where)
 
 
 def _from_messages(messages: object, where: str) -> tuple[object, object]:
     if not isinstance(messages, list):
-        raise DataError(f"{where}: field 'messages' must be a list")
-    turns = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
-    roles = [m.get("role") if isinstance(m, dict) else None for m in turns]
+        raise DataError(f"{where}: field 'messages' must be a list, got {_type(messages)}")
+    if not all(isinstance(m, dict) for m in messages):
+        raise DataError(f"{where}: field 'messages' must hold objects with 'role' and 'content'")
+    turns = [m for m in messages if m.get("role") != "system"]
+    roles = [m.get("role") for m in turns]
     if roles != ["user", "assistant"]:
         raise DataError(
-            f"{where}: field 'messages' must hold one user then one assistant turn, got {roles}"
+            f"{where}: field 'messages' must hold one user then one assistant turn, "
+            f"got roles {show(roles)}"
         )
     for m in turns:
         if "content" not in m:
-            raise DataError(f"{where}: field 'messages' has a turn without 'content'")
+            raise DataError(f"{where}: field 'messages' has a {m['role']} turn without 'content'")
     return turns[0]["content"], turns[1]["content"]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_text(path: Path, raw: bytes) -> None:
+    """A NUL byte means a binary file (a Parquet file named .jsonl, say), not text."""
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise DataError(f"{path}:{line}: not a text file (NUL byte at byte {nul})")
 
 
 def _read_jsonl(path: Path) -> list[Example]:
     examples = []
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
+    _check_text(path, raw)
     for lineno, line in enumerate(raw.split(b"\n"), start=1):
         where = f"{path}:{lineno}"
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DataError(f"{where}: invalid UTF-8 (byte {exc.start})") from None
+            raise DataError(
+                f"{where}: invalid UTF-8 (byte {exc.start} of the line): not a UTF-8 text file"
+            ) from None
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")  # a byte-order mark
         if not text.strip():
             continue
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: broken JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: broken JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer with more digits than Python converts
+            raise DataError(f"{where}: broken JSON ({str(exc).splitlines()[0]})") from None
         examples.append(_from_record(record, where))
     return examples
 
 
-def _read_table(path: Path) -> list[Example]:
-    import pandas as pd
+def _string_column(kind) -> bool:
+    import pyarrow as pa
 
-    suffix = path.suffix.lower()
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+
+
+def _read_csv(path: Path) -> list[tuple[str, dict]]:
+    """(``file:line``, record) of every row; every row must have the header's fields."""
+    raw = _read_bytes(path)
+    _check_text(path, raw)
     try:
-        if suffix == ".csv":
-            path.read_bytes().decode("utf-8")
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            first_line = 2  # header is line 1
-        else:
-            frame = pd.read_parquet(path)
-            first_line = None
+        text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: invalid UTF-8 (byte {exc.start})") from None
-    except Exception as exc:  # noqa: BLE001 - parser errors are user errors here
-        raise DataError(f"{path}: cannot parse ({str(exc).splitlines()[0]})") from None
-    has_messages = "messages" in frame.columns
-    for field in ("id",) + (() if has_messages else ("prompt", "response")):
-        if field not in frame.columns:
-            raise DataError(f"{path}: missing column '{field}'")
-    examples = []
-    for i, record in enumerate(frame.to_dict(orient="records")):
-        where = f"{path}:{i + first_line}" if first_line else f"{path}: row {i}"
-        if has_messages and not isinstance(record.get("messages"), str | type(None)):
-            record["messages"] = [dict(m) for m in record["messages"]]
-        examples.append(_from_record(record, where))
-    return examples
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{path}:{line}: invalid UTF-8 (byte {exc.start}): not a UTF-8 text file"
+        ) from None
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long responses are fine
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, header, line = [], None, 1
+    try:
+        for row in reader:
+            where, line = f"{path}:{line}", reader.line_num + 1  # a row may span lines
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if header is None:
+                header = row
+                _require_columns(path, header)
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{where}: {len(row)} fields, the header has {len(header)} (quote fields "
+                    'that hold a comma: "a, b")'
+                )
+            rows.append((where, dict(zip(header, row, strict=True))))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{line}: cannot parse as CSV ({exc})") from None
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is a user error here
+        raise DataError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from None
+    _require_columns(path, table.column_names)
+    for name in FIELDS:
+        if name in table.column_names and not _string_column(table.schema.field(name).type):
+            kind = table.schema.field(name).type
+            raise DataError(f"{path}: column '{name}' has type {kind}, expected string")
+    try:
+        records = table.to_pylist()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from None
+    # a null is a missing field
+    return [{k: v for k, v in r.items() if v is not None} for r in records]
+
+
+def _require_columns(path: Path, columns) -> None:
+    columns = [str(c) for c in columns]
+    needed = ("id",) if "messages" in columns else FIELDS
+    for name in needed:
+        if name not in columns:
+            have = show(", ".join(columns), 80)
+            raise DataError(f"{path}: missing column '{name}' (columns: {have})")
+    for name in (*FIELDS, "messages"):
+        if columns.count(name) > 1:
+            raise DataError(f"{path}: column '{name}' appears {columns.count(name)} times")
 
 
 def load_examples(path: str | Path) -> list[Example]:
     """Read a dataset file (``.jsonl``/``.json``, ``.csv``, ``.parquet``) into Examples.
 
-    Raises DataError naming the file, the line and the field for any malformed input.
-    """
+    Raises DataError (one line) naming the file, the line (CSV, JSONL) or row (Parquet) and the
+    field for any malformed input."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{show(str(path))}: cannot open ({exc})") from None
+    if not exists:
         raise DataError(f"{path}: file not found")
-    if path.is_dir():
+    if is_dir:
         raise DataError(f"{path}: is a folder, expected a .jsonl, .csv or .parquet file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         examples = _read_jsonl(path)
-    elif suffix in (".csv", ".parquet"):
-        examples = _read_table(path)
+    elif suffix == ".csv":
+        examples = [_from_record(r, where) for where, r in _read_csv(path)]
+    elif suffix == ".parquet":
+        records = _read_parquet(path)
+        examples = [_from_record(r, f"{path}: row {i + 1}") for i, r in enumerate(records)]
     else:
-        raise DataError(f"{path}: unknown file type '{suffix}' (expected .jsonl, .csv, .parquet)")
+        raise DataError(
+            f"{path}: unknown file type {show(suffix)} (expected .jsonl, .csv, .parquet)"
+        )
     if not examples:
         raise DataError(f"{path}: no examples (empty file)")
-    seen: dict[str, int] = {}
-    for i, ex in enumerate(examples):
+    seen: dict[str, Example] = {}
+    for ex in examples:
         if ex.id in seen:
             raise DataError(
-                f"{path}: duplicate id '{ex.id}' (examples {seen[ex.id] + 1} and {i + 1})"
+                f"{ex.where}: duplicate id {show(ex.id)} (first at {seen[ex.id].where})"
             )
-        seen[ex.id] = i
+        seen[ex.id] = ex
     return examples
 
 
@@ -152,9 +248,15 @@ def check_queries(train: Sequence[Example], queries: Sequence[Example], queries_
     for i, q in enumerate(queries):
         if q.id not in train_ids:
             raise DataError(
-                f"{queries_path}: example {i + 1}: query id '{q.id}' has no original in the "
-                "training set"
+                f"{q.where or queries_path}: example {i + 1}: query id {show(q.id)} has no "
+                "original in the training set"
             )
+
+
+def _origin(example: Example) -> str:
+    """``file:line: example 'id'`` (or just the id when the example was not read from a file)."""
+    name = f"example {show(example.id)}"
+    return f"{example.where}: {name}" if example.where else name
 
 
 def content_hash(examples: Sequence[Example]) -> str:
@@ -203,7 +305,7 @@ def tokenize_example(
             tokenize=False,
         )
         if not full.startswith(prefix):
-            raise DataError(f"example '{example.id}': chat template does not extend the prompt")
+            raise DataError(f"{_origin(example)}: chat template does not extend the prompt")
         rest = full[len(prefix) :].rstrip()
     else:
         rest = example.response
@@ -233,25 +335,41 @@ class Tokenized:
         return int(self.input_ids.numel())
 
 
+def _loss_tokens(labels: torch.Tensor) -> int:
+    """Tokens whose prediction enters the loss (label t is predicted at t - 1: not position 0)."""
+    return int((labels[1:] != IGNORE_INDEX).sum())
+
+
 def tokenize_all(
     tokenizer, examples: Sequence[Example], loss_on: str = "response", max_length: int | None = None
 ) -> list[Tokenized]:
-    """Tokenize every example; warn naming the ones ``max_length`` cut; error if one has no
-    labelled token left (its loss would be undefined)."""
+    """Tokenize every example; warn naming the ones ``max_length`` cut. DataError naming the
+    example's file and line when one has no loss-bearing token (its loss would be undefined):
+    its text gives none, or ``max_length`` cut all of them away."""
     out, cut = [], []
+    what = "response" if loss_on == "response" else "example"
     for ex in examples:
         ids, labels = tokenize_example(tokenizer, ex, loss_on=loss_on)
+        if _loss_tokens(labels) == 0:
+            raise DataError(
+                f"{_origin(ex)}: no loss-bearing token: the {what} gives no token after "
+                "tokenisation"
+            )
         if max_length is not None and ids.numel() > max_length:
             cut.append(ex.id)
+            n = int(ids.numel())
+            first = int(torch.nonzero(labels[1:] != IGNORE_INDEX)[0, 0]) + 2  # 1-based
             ids, labels = ids[:max_length], labels[:max_length]
-        if int((labels[1:] != IGNORE_INDEX).sum()) == 0:
-            raise DataError(
-                f"example '{ex.id}': no labelled token left within --max-length {max_length}"
-            )
+            if _loss_tokens(labels) == 0:
+                raise DataError(
+                    f"{_origin(ex)}: no loss-bearing token left: --max-length {max_length} cuts "
+                    f"the {what} away (its first loss-bearing token is token {first} of {n}; "
+                    f"use --max-length {first} or more)"
+                )
         out.append(Tokenized(ex, ids, labels))
     if cut:
         shown = ", ".join(cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
-        log.warning("--max-length %d cut %d example(s): %s", max_length, len(cut), shown)
+        log.warning("--max-length %d cut %d example(s): %s", max_length, len(cut), one_line(shown))
     return out
 
 

@@ -48,9 +48,19 @@ def test_max_length_cuts_and_warns_naming_examples(tokenizer, caplog):
     assert "long-one" in caplog.text and "x," not in caplog.text
 
 
-def test_max_length_that_leaves_no_label_is_an_error(tokenizer):
-    with pytest.raises(DataError, match="no labelled token"):
+def test_max_length_that_leaves_no_label_is_an_error(tokenizer, tmp_path):
+    with pytest.raises(DataError, match="no loss-bearing token left: --max-length 5 cuts"):
         tokenize_all(tokenizer, [EX], max_length=5)
+    # read from a file, the error names the file and line; it says which length would do
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"id": "x", "prompt": EX.prompt, "response": EX.response}) + "\n")
+    (ex,) = load_examples(path)
+    n = int((tokenize_example(tokenizer, EX)[1] == IGNORE_INDEX).sum())  # prompt tokens
+    with pytest.raises(DataError) as err:
+        tokenize_all(tokenizer, [ex], max_length=n)
+    assert str(err.value).startswith(f"{path}:1: example 'x': no loss-bearing token left")
+    assert f"use --max-length {n + 1} or more" in str(err.value)
+    assert tokenize_all(tokenizer, [ex], max_length=n + 1)[0].n_tokens == n + 1
 
 
 def test_formats_agree(tmp_path):
