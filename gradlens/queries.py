@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 
 from gradlens.arrays import RunArrays, arrays_from_frames
-from gradlens.errors import GradLensError
+from gradlens.errors import DatabaseError, DatabaseLockedError, GradLensError
 from gradlens.store import Store
 
 CURVE_COLUMNS = (
@@ -58,8 +58,8 @@ def read_store(db: str | Path) -> Iterator[Store]:
         try:
             store = Store(db, read_only=True)
             break
-        except GradLensError as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+        except DatabaseLockedError:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
     try:
@@ -70,7 +70,10 @@ def read_store(db: str | Path) -> Iterator[Store]:
 
 def db_version(db: str | Path) -> tuple[float, int]:
     """(mtime, size) of the database file: a cache key that changes whenever it is written."""
-    st = Path(db).stat()
+    try:
+        st = Path(db).stat()
+    except OSError as exc:
+        raise DatabaseError(f"database {db}: {exc.strerror or exc}") from None
     return st.st_mtime, st.st_size
 
 

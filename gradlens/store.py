@@ -1,5 +1,12 @@
 """DuckDB store, the write side: the schema (a contract, see the README's "DuckDB schema"), runs,
-bulk inserts in one transaction, export. Pages and reports read through ``gradlens.queries``."""
+bulk inserts in one transaction, export. Pages and reports read through ``gradlens.queries``.
+
+Every database records its schema version (``meta``: ``schema_version``), written when the
+file is created. Opening a file checks it before anything is written: a file that is not
+DuckDB, a DuckDB database of another schema version, or one without GradLens tables is refused
+with one line (``DatabaseError``) and left byte for byte as it was. A database written before
+the version was recorded is accepted when its tables are this version's (tables added later
+may be missing: a writer creates them and records the version)."""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from gradlens.errors import GradLensError
+from gradlens.errors import DatabaseError, DatabaseLockedError, GradLensError, show
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,7 +45,12 @@ CREATE TABLE IF NOT EXISTS selection_curves (
     component VARCHAR, accuracy DOUBLE, fidelity DOUBLE, param_fraction DOUBLE,
     heldout_accuracy DOUBLE);
 CREATE TABLE IF NOT EXISTS restored (run_id VARCHAR, source VARCHAR, digest VARCHAR);
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
+#: The version of ``SCHEMA``, recorded in ``meta``; change it with any change to the tables.
+SCHEMA_VERSION = 1
+#: Tables that databases written before the version was recorded may lack (added later).
+LATER_TABLES = ("selection_curves", "restored", "meta")
 #: Tables holding a run's rows (besides ``runs``), in the order they are written.
 DATA_TABLES = (
     "components",
@@ -55,23 +67,164 @@ DATA_TABLES = (
 EXPORT_TABLES = ("runs",) + tuple(t for t in DATA_TABLES if t not in ("progress", "restored"))
 
 
+_COLUMNS: dict[str, list[tuple[str, str]]] = {}
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+    """``{table: [(column, type), ...]}`` of the main schema of ``con``'s own database."""
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+        "WHERE database_name = current_database() AND schema_name = 'main' "
+        "ORDER BY table_name, column_index"
+    ).fetchall()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for table, column, kind in rows:
+        out.setdefault(table, []).append((column, kind))
+    for (table,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall():
+        out.setdefault(table, [])
+    return out
+
+
+def expected_columns() -> dict[str, list[tuple[str, str]]]:
+    """The tables and columns of ``SCHEMA`` (as DuckDB reports them)."""
+    if not _COLUMNS:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute(SCHEMA)
+            _COLUMNS.update(_table_columns(con))
+        finally:
+            con.close()
+    return _COLUMNS
+
+
+def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
+    """Which GradLens database ``con`` holds, reading only: ``"current"`` (this schema version),
+    ``"unversioned"`` (this version's tables, written before the version was recorded; tables
+    added later may be missing) or ``"empty"`` (no table at all: a file just created).
+    DatabaseError naming the file for anything else."""
+    have = _table_columns(con)
+    objects = con.execute(
+        "SELECT (SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()) "
+        "+ (SELECT count(*) FROM duckdb_views() WHERE database_name = current_database() "
+        "AND NOT internal)"
+    ).fetchone()[0]
+    if not objects:
+        return "empty"
+    want = expected_columns()
+    if "meta" in have:
+        try:
+            rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        except duckdb.Error:
+            rows = [("unreadable",)]
+        version = rows[0][0] if rows else None
+        if version != str(SCHEMA_VERSION):
+            try:
+                newer = int(version) > SCHEMA_VERSION
+            except (TypeError, ValueError):
+                newer = None
+            hint = {
+                True: "written by a newer GradLens: upgrade GradLens to read it",
+                False: "written by an older GradLens: recompute or re-import its runs "
+                "into a new database",
+                None: "pass another --db",
+            }[newer]
+            raise DatabaseError(
+                f"{path}: GradLens database schema version {show(version)}, this GradLens "
+                f"reads version {SCHEMA_VERSION} ({hint})"
+            )
+        state = "current"
+    elif not set(have) & set(want):
+        raise DatabaseError(
+            f"{path}: a DuckDB database without GradLens tables (no table 'runs'); "
+            "pass another --db"
+        )
+    else:
+        state = "unversioned"
+    optional = set(LATER_TABLES) if state == "unversioned" else set()
+    missing = sorted(set(want) - set(have) - optional)
+    if missing:
+        raise DatabaseError(
+            f"{path}: not a GradLens database of schema version {SCHEMA_VERSION} "
+            f"(table {missing[0]} is missing); pass another --db"
+        )
+    for table in sorted(set(want) & set(have)):
+        if have[table] != want[table]:
+            raise DatabaseError(
+                f"{path}: table {table} has columns {show(have[table], 80)}, schema version "
+                f"{SCHEMA_VERSION} has {show(want[table], 80)} (written by another GradLens?)"
+            )
+    return state
+
+
+#: DuckDB's file magic, at byte 8 of every database file.
+DUCKDB_MAGIC = (8, b"DUCK")
+#: Every connection to a database file: no extension is downloaded or loaded on the file's
+#: behalf (DuckDB would fetch a SQLite reader for a SQLite file, or a spatial one for a table
+#: of its types); what GradLens needs (parquet, json, icu) is built in.
+CONNECT_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    """False for an existing file that does not start like a DuckDB database (before DuckDB
+    reads it); True when it does, or when it cannot be read here (DuckDB then says why)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(DUCKDB_MAGIC[0] + len(DUCKDB_MAGIC[1]))
+    except FileNotFoundError:
+        return True  # a new database
+    except OSError:
+        return True
+    return head[DUCKDB_MAGIC[0] :] == DUCKDB_MAGIC[1]
+
+
+def _open_error(path: str | Path, exc: Exception) -> GradLensError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "not a valid DuckDB database file" in msg:
+        return DatabaseError(f"cannot open database {path}: not a DuckDB database file")
+    if "lock" in msg.lower() or "different configuration" in msg:
+        return DatabaseLockedError(f"cannot open database {path}: {msg}")
+    return DatabaseError(f"cannot open database {path}: {msg}")
+
+
 class Store:
-    """A GradLens DuckDB file. Bulk writes go through pandas frames (``INSERT ... BY NAME``)."""
+    """A GradLens DuckDB file. Bulk writes go through pandas frames (``INSERT ... BY NAME``).
+
+    Opening checks the schema version first (``check_schema``) and refuses, without writing, a
+    file that is not a GradLens database of this version; a writer creates a new file's tables
+    and records the version."""
 
     def __init__(self, path: str | Path, read_only: bool = False) -> None:
         self.path = Path(path)
+        self._in_transaction = False
         if read_only and not self.path.exists():
-            raise GradLensError(f"database {path} does not exist")
+            raise DatabaseError(f"database {path} does not exist")
         try:
             if not read_only:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-            self._in_transaction = False
-            if not read_only:
-                self.con.execute(SCHEMA)
+            if not _is_duckdb_file(self.path):
+                raise DatabaseError(f"cannot open database {path}: not a DuckDB database file")
+            self.con = duckdb.connect(str(self.path), read_only=read_only, config=CONNECT_CONFIG)
         except (duckdb.Error, OSError) as exc:
-            msg = str(exc).splitlines()[0]
-            raise GradLensError(f"cannot open database {path}: {msg}") from None
+            raise _open_error(path, exc) from None
+        try:
+            state = check_schema(self.con, path)
+            if state == "empty" and read_only:
+                raise DatabaseError(f"{path}: an empty DuckDB database (no GradLens tables)")
+            if state != "current" and not read_only:
+                with self.transaction():
+                    self.con.execute(SCHEMA)
+                    self.con.execute(
+                        "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+                    )
+        except duckdb.Error as exc:
+            self.con.close()
+            raise _open_error(path, exc) from None
+        except BaseException:
+            self.con.close()
+            raise
 
     def close(self) -> None:
         self.con.close()
