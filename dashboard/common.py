@@ -4,7 +4,9 @@ URL), cached reads of the database, the sidebar, and small widgets."""
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +94,33 @@ def arrays(db: str, run: str, method: str, ver: tuple) -> RunArrays:
     return queries.load_arrays(db, run, method)
 
 
+class SharedStepper:
+    """The GreedyStepper that every session on a run shares (``st.cache_resource``). Its scorer
+    computes into preallocated buffers, so two sessions stepping at the same moment would
+    overwrite each other's sums and one session's choice would leak into the other's: every
+    call holds the stepper's lock (a call takes milliseconds)."""
+
+    def __init__(self, stepper: GreedyStepper) -> None:
+        self._stepper = stepper
+        self._lock = threading.Lock()
+
+    def next_component(self, subset: Sequence[int]) -> int | None:
+        with self._lock:
+            return self._stepper.next_component(subset)
+
+    def subset_scores(self, subset: Sequence[int]) -> tuple[float, float]:
+        with self._lock:
+            return self._stepper.subset_scores(subset)
+
+    def candidate_scores(self, subset: Sequence[int]) -> np.ndarray:
+        with self._lock:
+            return self._stepper.candidate_scores(subset)
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
-def stepper(db: str, run: str, method: str, objective: str, ver: tuple) -> GreedyStepper:
+def stepper(db: str, run: str, method: str, objective: str, ver: tuple) -> SharedStepper:
     a = arrays(db, run, method, ver)
-    return GreedyStepper(*a.core, objective=objective, valid=a.valid)
+    return SharedStepper(GreedyStepper(*a.core, objective=objective, valid=a.valid))
 
 
 @st.cache_data(show_spinner=False)
