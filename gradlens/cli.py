@@ -1,4 +1,4 @@
-"""Command line: ``gradlens compute | generate | runs | export | import | select``.
+"""Command line: ``gradlens compute | generate | paraphrase | runs | export | import | select``.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
 """
@@ -20,6 +20,7 @@ from gradlens.options import (
     ExportOptions,
     GenerateOptions,
     ImportOptions,
+    ParaphraseOptions,
     RunsOptions,
     SelectOptions,
     add_options,
@@ -102,6 +103,28 @@ def _generate(opts: GenerateOptions) -> int:
     return 0
 
 
+def _paraphrase(opts: ParaphraseOptions) -> int:
+    from gradlens.paraphrase import paraphrase
+
+    summary = paraphrase(
+        opts.train,
+        opts.out,
+        opts.endpoint,
+        opts.model,
+        api_key_env=opts.api_key_env,
+        field=opts.field,
+        concurrency=opts.concurrency,
+        temperature=opts.temperature,
+        seed=opts.seed,
+        max_tokens=opts.max_tokens,
+        retries=opts.retries,
+        timeout=opts.timeout,
+        progress=not opts.no_progress,
+    )
+    print(summary.line())
+    return 0
+
+
 def _runs(opts: RunsOptions) -> int:
     from gradlens.queries import list_runs
     from gradlens.workfile import running_jobs
@@ -155,6 +178,7 @@ def _select(opts: SelectOptions) -> int:
 _HANDLERS = {
     "compute": _compute,
     "generate": _generate,
+    "paraphrase": _paraphrase,
     "runs": _runs,
     "export": _export,
     "import": _import,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -195,6 +196,67 @@ class GenerateOptions(_Validated):
 
 
 @dataclass(frozen=True)
+class ParaphraseOptions(_Validated):
+    """``gradlens paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint."""
+
+    train: str = option(help="training set (.jsonl/.csv/.parquet) whose examples get twins")
+    out: str = option(help="output JSONL: the query set, with the training set's ids")
+    endpoint: str = option(
+        help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a local server) or "
+        "https://api.openai.com/v1",
+        metavar="URL",
+    )
+    model: str = option(help="model name as the endpoint knows it", metavar="NAME")
+    api_key_env: str | None = option(
+        None,
+        help="name of the environment variable holding the API key (the key itself is never "
+        "an argument; default: no key, for local servers)",
+        metavar="VAR",
+    )
+    field: str = option(
+        "prompt+response",
+        help="what is paraphrased; with 'prompt' the response is the original's",
+        choices=("prompt", "prompt+response"),
+    )
+    concurrency: int = option(4, help="requests in flight", minimum=1)
+    temperature: float = option(0.7, help="sampling temperature, 0 to 2", metavar="T")
+    seed: int | None = option(None, help="sampling seed sent to the endpoint, where it uses one")
+    max_tokens: int = option(
+        0, help="token limit per answer (0: twice the original's length, plus 32)", minimum=0
+    )
+    retries: int = option(
+        6, help="retries per request on 429/5xx, timeouts and lost connections", minimum=0
+    )
+    timeout: int = option(120, help="seconds to wait for one answer", minimum=1)
+    no_progress: bool = option(False, help="no progress bar")
+
+    def __post_init__(self) -> None:
+        # argparse hands the temperature over as text (add_options types ints only)
+        try:
+            temperature = float(self.temperature)
+        except (TypeError, ValueError):
+            raise GradLensError(
+                f"--temperature: expected a number, got {self.temperature!r}"
+            ) from None
+        if not 0.0 <= temperature <= 2.0:
+            raise GradLensError(f"--temperature must be between 0 and 2, got {temperature:g}")
+        object.__setattr__(self, "temperature", temperature)
+        super().__post_init__()
+        if self.api_key_env is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env
+        ):
+            # never echo it: it may be the key itself, pasted where its variable's name belongs
+            raise GradLensError(
+                "--api-key-env takes the NAME of an environment variable holding the key "
+                "(e.g. OPENAI_API_KEY), not the key"
+            )
+        if not re.match(r"https?://[^/\s]+", self.endpoint.strip()):
+            raise GradLensError(
+                "--endpoint: expected an http(s) URL such as http://127.0.0.1:8000/v1"
+            )
+
+
+@dataclass(frozen=True)
 class RunsOptions(_Validated):
     """``gradlens runs``: list the runs in a database."""
 
@@ -264,6 +326,7 @@ class SelectOptions(_Validated):
 COMMANDS: dict[str, type] = {
     "compute": ComputeOptions,
     "generate": GenerateOptions,
+    "paraphrase": ParaphraseOptions,
     "runs": RunsOptions,
     "export": ExportOptions,
     "import": ImportOptions,
