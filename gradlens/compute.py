@@ -36,6 +36,7 @@ from gradlens.data import (
 from gradlens.distributed import DistContext, init_distributed
 from gradlens.engine import GradientEngine, ProjectionSet
 from gradlens.errors import GradLensError
+from gradlens.faults import fault_point
 from gradlens.grads import ExampleGrads, projected_dots, projected_sqnorms, query_dots
 from gradlens.models import (
     Component,
@@ -51,6 +52,7 @@ from gradlens.store import Store
 from gradlens.workfile import (
     Progress,
     RunLock,
+    job_files,
     open_work_store,
     progress_file,
     publish,
@@ -161,6 +163,7 @@ def iter_schedule(
         for start in range(0, len(todo), batch_size):
             computed.extend(engine.compute(todo[start : start + batch_size]))
         stats.passes = engine.passes
+        fault_point("compute.query")
         q_grads, new_train = computed[0], computed[1:]
         for g in new_train:
             cache[g.example_id] = g
@@ -347,6 +350,8 @@ def _by_id(toks: list[Tokenized]) -> dict[str, Tokenized]:
 
 def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Example]) -> _Setup:
     o = job.opts
+    candidates = bm25_candidates(train, queries, o.candidates, o.bm25_on)
+    fault_point("compute.bm25")
     components = discover_components(net)
     config = ComputeConfig.from_options(
         o,
@@ -359,7 +364,7 @@ def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Exampl
         components=components,
         config=config,
         run_id=config.key(),
-        candidates=bm25_candidates(train, queries, o.candidates, o.bm25_on),
+        candidates=candidates,
         train_tok=_by_id(tokenize_all(tokenizer, train, o.loss_on, o.max_length)),
         query_tok=_by_id(tokenize_all(tokenizer, queries, o.loss_on, o.max_length)),
     )
@@ -384,25 +389,29 @@ def _published(db: str, run_id: str, name: str) -> bool:
 
 
 def _open_run(ctx: DistContext, job: _Job, setup: _Setup, lock: RunLock | None):
-    """Rank 0 finds the run complete in the database, or (holding the run's lock) opens the
-    job's own work file and creates or resumes the run there; every rank gets its name, status
-    and done queries. Returns (state, work store or None)."""
+    """Rank 0 finds the run complete in the database (status ``published``), or (holding the
+    run's lock) opens the job's own work file and creates or resumes the run there (status
+    ``running``, or ``complete`` when an earlier job finished it but stopped before publishing
+    it); every rank gets its name, status and done queries. Returns (state, work store or
+    None)."""
     state: dict = {}
     store = None
     if ctx.is_main:
         name = lock.name
         try:
             if _published(job.opts.db, setup.run_id, name):
-                state = {"name": name, "status": "complete", "done": set()}
+                _remove_leftovers(job.opts.db, lock)
+                state = {"name": name, "status": "published", "done": set()}
             else:
                 lock.acquire()
                 store = open_work_store(job.opts.db, setup.run_id, name)
                 row = store.begin_run(setup.run_id, name, json.loads(setup.config.to_json()))
-                if not store.has_rows("components", setup.run_id):
+                if row["status"] != "complete" and not store.has_rows("components", setup.run_id):
                     _write_setup(store, setup)
                 state = {
                     "name": row["name"],
                     "status": row["status"],
+                    "stats": row["stats"],
                     "done": store.done_queries(setup.run_id),
                 }
         except GradLensError as exc:
@@ -457,6 +466,7 @@ def _compute_run(
     net, tokenizer = load_model(
         o.model, device=job.device, trust_remote_code=o.trust_remote_code, dtype=o.dtype
     )
+    fault_point("compute.model")
     setup = _setup(job, net, tokenizer, train, queries)
     name = o.run or f"{_stem(o.queries)}-{setup.run_id[:6]}"
     lock = RunLock(o.db, setup.run_id, name) if ctx.is_main else None
@@ -477,11 +487,15 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
     the work file and reports progress, then publishes the run into the database."""
     o = job.opts
     name, done, run_id = state["name"], state["done"], setup.run_id
-    if state["status"] == "complete":
+    if state["status"] == "published":
         if not ctx.is_main:
             return None
         k = len(setup.components)
         return ComputeSummary(name, run_id, o.db, 0, 0, k, 0, 0.0, already_complete=True)
+    if state["status"] == "complete":  # computed by a job that stopped before publishing it
+        if not ctx.is_main:
+            return None
+        return _publish(store, job, setup, name, json.loads(state["stats"]))
     query_cands = {
         q: list(g.sort_values("rank")["candidate_id"])
         for q, g in setup.candidates.groupby("query_id", sort=False)
@@ -503,7 +517,7 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
         progress = not o.no_progress
         for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress):
             res = drop_written_norms(res, written)
-            store.write_query(run_id, res.query_id, res.dots, res.norms)
+            _write_query(store, run_id, res)
             reporter.query_written(engine.passes)
     run_stats = {
         "passes": ctx.sum(stats.passes),
@@ -565,11 +579,27 @@ def _reporting(reporter: _Reporter | None):
         raise
 
 
+def _write_query(store: Store, run_id: str, res: QueryResult) -> None:
+    """One query's dots, its new norms and its progress row in one transaction, so a job
+    stopped at any point resumes at exactly the queries without a progress row."""
+    with store.transaction():
+        store.insert("dots", run_id, res.dots)
+        fault_point("compute.write")
+        store.insert("norms", run_id, res.norms)
+        store.insert("progress", run_id, pd.DataFrame({"query_id": [res.query_id]}))
+
+
 def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
-    """Mark the run complete with its measured stats, publish it into the database (a short
-    write) and remove the job's files; the summary line's numbers."""
-    seconds = time.perf_counter() - job.t0
-    store.mark_complete(setup.run_id, {"seconds": seconds} | run_stats)
+    """Mark the run complete in the work file with its measured stats, then ``_publish`` it."""
+    run_stats = {"seconds": time.perf_counter() - job.t0} | run_stats
+    store.mark_complete(setup.run_id, run_stats)
+    fault_point("compute.complete")
+    return _publish(store, job, setup, name, run_stats)
+
+
+def _publish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
+    """Publish the work file's complete run into the database (a short write) and remove the
+    job's files; the summary line's numbers (``run_stats``: the run's stored stats)."""
     store.close()
     publish(work_file(job.opts.db, setup.run_id), job.opts.db, setup.run_id)
     progress_file(job.opts.db, setup.run_id).unlink(missing_ok=True)
@@ -581,9 +611,26 @@ def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) 
         pairs=len(setup.candidates),
         components=len(setup.components),
         passes=run_stats["passes"],
-        seconds=seconds,
+        seconds=run_stats["seconds"],
         evictions=run_stats["evictions"],
     )
+
+
+def _remove_leftovers(db: str, lock: RunLock) -> None:
+    """Remove the work and progress files a job killed right after publishing its run left
+    behind (under the run's lock: a job still holding it removes them itself)."""
+    files = job_files(db, lock.run_id)
+    if not any(p.exists() for p in files):
+        return
+    try:
+        lock.acquire()
+    except GradLensError:
+        return
+    try:
+        for path in files:
+            path.unlink(missing_ok=True)
+    finally:
+        lock.release()
 
 
 def _stem(path: str) -> str:
@@ -605,6 +652,7 @@ def _write_setup(store: Store, setup: _Setup) -> None:
     )
     with store.transaction():
         store.insert("components", setup.run_id, component_frame(setup.components))
+        fault_point("compute.setup")
         store.insert("examples", setup.run_id, examples)
         store.insert("candidates", setup.run_id, setup.candidates)
 

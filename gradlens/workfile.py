@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gradlens.errors import GradLensError
+from gradlens.faults import fault_point
 from gradlens.store import DATA_TABLES, Store
 
 #: How long a writer waits for readers (or another short writer) to let go of the database.
@@ -30,6 +31,7 @@ WRITE_RETRY_SECONDS = 60.0
 __all__ = [
     "Progress",
     "RunLock",
+    "job_files",
     "publish",
     "read_progress",
     "running_jobs",
@@ -141,10 +143,23 @@ def publish(work: str | Path, db: str | Path, run_id: str) -> None:
                         f"INSERT INTO {table} BY NAME SELECT * FROM work.{table} WHERE run_id = ?",
                         [run_id],
                     )
+                    fault_point("compute.publish")
         finally:
             store.con.execute("DETACH work")
-    for path in (work, work.with_name(work.name + ".wal")):
+    fault_point("compute.published")
+    for path in (work, _wal(work)):
         path.unlink(missing_ok=True)
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def job_files(db: str | Path, run_id: str) -> list[Path]:
+    """The files a compute job of ``run_id`` writes beside ``db`` (work file, its WAL and the
+    progress file; not the lock file, which stays)."""
+    work = work_file(db, run_id)
+    return [work, _wal(work), progress_file(db, run_id)]
 
 
 @dataclass(frozen=True)

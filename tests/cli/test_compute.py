@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradlens import compute as compute_module
 from gradlens.cli import main
 from gradlens.compute import compute
 from gradlens.data import load_examples, tokenize_all
@@ -104,18 +105,18 @@ def test_interrupted_run_resumes(
     either way the job records "interrupted" and resumes."""
     db = tmp_path / "resume.duckdb"
     calls = {"n": 0}
-    original = Store.write_query
+    original = compute_module._write_query
 
-    def flaky(self, *args, **kw):
+    def flaky(*args, **kw):
         if calls["n"] == 2:
             raise interrupt
         calls["n"] += 1
-        return original(self, *args, **kw)
+        return original(*args, **kw)
 
-    monkeypatch.setattr(Store, "write_query", flaky)
+    monkeypatch.setattr(compute_module, "_write_query", flaky)
     with pytest.raises(interrupt):
         run(tiny_model_dir, *small_data, db)
-    monkeypatch.setattr(Store, "write_query", original)
+    monkeypatch.setattr(compute_module, "_write_query", original)
     # the database was never written: the half run lives in the job's own work file
     assert not db.exists()
     (work,) = work_dir(db).glob("*.duckdb")
@@ -219,16 +220,16 @@ def test_the_database_is_readable_while_a_job_runs_and_a_second_job_refuses(
 
     db = synthetic_selected_db(tmp_path, "shared.duckdb")  # a database with another run in it
     seen = {}
-    original = Store.write_query
+    original = compute_module._write_query
 
-    def during(self, run_id, *args, **kw):
+    def during(*args, **kw):
         if not seen:
             seen["runs"] = list(queries.list_runs(db)["name"])  # a reader, mid-job
             with pytest.raises(GradLensError, match="already being computed"):
                 run(tiny_model_dir, *small_data, db)
-        return original(self, run_id, *args, **kw)
+        return original(*args, **kw)
 
-    monkeypatch.setattr(Store, "write_query", during)
+    monkeypatch.setattr(compute_module, "_write_query", during)
     summary = run(tiny_model_dir, *small_data, db)
     assert seen["runs"] == ["syn"]  # the new run appears only when complete
     assert sorted(queries.list_runs(db)["name"]) == sorted(["syn", summary.run_name])
