@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from gradlens.errors import GradLensError
+from gradlens.faults import fault_point
 from gradlens.runs import file_digest
 from gradlens.store import EXPORT_TABLES
 from gradlens.workfile import write_store
@@ -161,6 +162,7 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
                     rows[table] = con.execute(
                         f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)]
                     ).fetchone()[0]
+                    fault_point("restore.write")
                 con.execute("INSERT INTO restored VALUES (?, ?, ?)", [run_id, str(folder), digest])
         except duckdb.Error as exc:
             msg = str(exc).splitlines()[0]

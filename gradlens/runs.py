@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradlens.arrays import RunArrays
 from gradlens.errors import GradLensError
+from gradlens.faults import fault_point
 from gradlens.importer import read_long_tables
 from gradlens.queries import arrays_of
 from gradlens.selection import curve_frame, greedy_select, headline, kfold_greedy
@@ -76,7 +77,8 @@ def import_run(
     n_params_path: str | None = None,
     filters: Sequence[str] = (),
 ) -> ImportSummary:
-    """Import long tables (``gradlens.importer``) as a complete run named ``name``."""
+    """Import long tables (``gradlens.importer``) as a complete run named ``name``, in one
+    transaction: the database shows the whole run, complete, or nothing of it."""
     parsed = parse_filters(filters)
     for p in (dots_path, norms_path, n_params_path):
         if p is not None and not Path(p).is_file():
@@ -96,26 +98,26 @@ def import_run(
         "digest": [file_digest(p) for p in (dots_path, norms_path, n_params_path)],
     }
     run_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    with write_store(db) as store:
-        row = store.begin_run(run_id, name, config)
-        if row["status"] == "complete":
+    queries = pd.unique(tables.candidates["query_id"])
+    train = pd.unique(tables.candidates["candidate_id"])
+    examples = pd.concat(
+        [
+            pd.DataFrame({"split": "query", "example_id": queries}),
+            pd.DataFrame({"split": "train", "example_id": train}),
+        ]
+    )
+    with write_store(db) as store, store.transaction():
+        row = store.run(run_id)
+        if row is not None and row["status"] == "complete":
             return ImportSummary(row["name"], run_id, db, shape, 0, 0.0, already=True)
-        store.delete_run(run_id)  # a previous import that stopped half-way
+        store.delete_run(run_id)  # a half import left by an older version
         store.begin_run(run_id, name, config)
-        queries = pd.unique(tables.candidates["query_id"])
-        train = pd.unique(tables.candidates["candidate_id"])
-        examples = pd.concat(
-            [
-                pd.DataFrame({"split": "query", "example_id": queries}),
-                pd.DataFrame({"split": "train", "example_id": train}),
-            ]
-        )
-        with store.transaction():
-            store.insert("components", run_id, tables.components)
-            store.insert("examples", run_id, examples)
-            store.insert("candidates", run_id, tables.candidates)
-            store.insert("dots", run_id, tables.dots)
-            store.insert("norms", run_id, tables.norms)
+        store.insert("components", run_id, tables.components)
+        store.insert("examples", run_id, examples)
+        store.insert("candidates", run_id, tables.candidates)
+        store.insert("dots", run_id, tables.dots)
+        fault_point("import.write")
+        store.insert("norms", run_id, tables.norms)
         seconds = time.perf_counter() - t0
         store.mark_complete(run_id, {"seconds": seconds, "imported": True})
     return ImportSummary(name, run_id, db, shape, len(tables.dots), seconds)
@@ -178,7 +180,8 @@ class SelectResult:
 
 def select_run(db: str, run: str, folds: int = 5, seed: int = 0) -> SelectResult:
     """Headline table of a complete run (every stored method) and its greedy curves, which are
-    written to ``selection_curves`` for every method (replacing earlier ones)."""
+    written to ``selection_curves`` for every method (replacing earlier ones in one
+    transaction: the old curves or the new ones, never none or a mix)."""
     with Store(db, read_only=True) as store:
         row = store.resolve(run)
         if row["status"] != "complete":
@@ -191,8 +194,10 @@ def select_run(db: str, run: str, folds: int = 5, seed: int = 0) -> SelectResult
     table = run_headline(exact, arrays, folds, seed)
     curves, timings = greedy_curves(exact, folds, seed)
     curves = pd.concat([curves] + [greedy_curves(a, folds, seed)[0] for a in arrays.values()])
+    fault_point("select.computed")
     with write_store(db) as store, store.transaction():
         store.con.execute("DELETE FROM selection_curves WHERE run_id = ?", [run_id])
+        fault_point("select.write")
         store.insert("selection_curves", run_id, curves)
     stats = json.loads(row["stats"]) if row.get("stats") else {}
     return SelectResult(row, exact.shape, table, timings, stats)
