@@ -1,11 +1,14 @@
-"""Compute: start `gradlens compute` (optionally `generate` first, and `select` after) as a
-background job from the browser, watch its progress, cancel and resume it. The job is the CLI in
-another process (``gradlens.jobs``); it writes into its own file and publishes the finished run
-into the database, so every other page keeps reading while it runs."""
+"""Compute: start `gradlens compute` (optionally `paraphrase` and/or `generate` first, and
+`select` after) as a background job from the browser, watch its progress, cancel and resume it.
+The job is the CLI in another process (``gradlens.jobs``); it writes into its own file and
+publishes the finished run into the database, so every other page keeps reading while it runs.
+The steps before the compute report their progress bar in the job's log, read back here."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from dashboard import common
 from gradlens import jobs
 from gradlens.compute import validate_inputs
 from gradlens.errors import GradLensError
-from gradlens.options import ComputeOptions, GenerateOptions, to_argv
+from gradlens.options import ComputeOptions, GenerateOptions, ParaphraseOptions, to_argv
 
 DEMO = Path("data/demo")
 TRAIN_SETS = {
@@ -29,6 +32,7 @@ QUERY_SETS = {
 }
 OTHER = ("a path on the server", "upload a file")
 MAX_UPLOAD_MB = 200
+DEFAULT_ENDPOINT = "http://127.0.0.1:8000/v1"
 
 db = common.db_path()
 st.title("Compute")
@@ -67,6 +71,68 @@ def materialise(kind: str, value, inputs: Path, stem: str) -> str | None:
     return str(target)
 
 
+def paraphrase_inputs() -> dict:
+    """The endpoint's settings for the paraphrase step (the key stays in the environment)."""
+    with st.container(border=True):
+        endpoint = st.text_input(
+            "Endpoint",
+            DEFAULT_ENDPOINT,
+            help="an OpenAI-compatible base URL: a local server (e.g. `transformers serve`) or "
+            "a hosted API such as https://api.openai.com/v1",
+            key="compute_pp_endpoint",
+        )
+        model_name = st.text_input(
+            "Endpoint model", help="the model name the endpoint serves", key="compute_pp_model"
+        )
+        key_env = st.text_input(
+            "API key environment variable",
+            placeholder="none (a local server)",
+            help="the NAME of a variable in the dashboard server's environment that holds the "
+            "key; the key itself is never typed here, stored or logged",
+            key="compute_pp_key_env",
+        )
+        cols = st.columns(2)
+        field = cols[0].selectbox(
+            "Paraphrase", ["prompt+response", "prompt"], key="compute_pp_field"
+        )
+        concurrency = cols[1].number_input("Requests in flight", 1, 64, 4, key="compute_pp_conc")
+    return {
+        "endpoint": endpoint.strip(),
+        "model": model_name.strip(),
+        "api_key_env": key_env.strip() or None,
+        "field": field,
+        "concurrency": int(concurrency),
+    }
+
+
+def paraphrase_step(train: str, out: str, settings: dict) -> list[str]:
+    """The paraphrase step's arguments, checked as the CLI checks them, and the key's variable
+    checked in this process's environment (the job inherits it)."""
+    if not settings["model"]:
+        raise GradLensError("name the endpoint's model (the name it serves) to paraphrase")
+    opts = ParaphraseOptions(train=train, out=out, **settings)
+    var = opts.api_key_env
+    if var and not os.environ.get(var, "").strip():
+        raise GradLensError(
+            f"the environment variable {var} is not set where the dashboard runs (the job "
+            f"reads the key from it): start the dashboard with {var} set"
+        )
+    return ["paraphrase", *to_argv(opts)]
+
+
+#: The last state of a tqdm bar in a log: "paraphrase:  50%|##   | 8/16 [00:10<00:10, ...".
+TQDM_LINE = re.compile(r"^(\w+):\s+\d+%\|.*?\| *(\d+)/(\d+) \[([\d:]+)<([\d:?]+)")
+
+
+def step_progress(log_tail: str, step: str) -> tuple[int, int, str, str] | None:
+    """(done, total, elapsed, remaining) of the last progress bar ``step`` wrote to the log."""
+    for line in reversed(log_tail.splitlines()):
+        m = TQDM_LINE.match(line.strip())
+        if m and m.group(1) == step:
+            return int(m.group(2)), int(m.group(3)), m.group(4), m.group(5)
+    return None
+
+
 with st.container(border=True):
     st.subheader("New job")
     left, right = st.columns(2)
@@ -80,7 +146,17 @@ with st.container(border=True):
         )
         trust = st.checkbox("trust_remote_code (runs model code from disk)", key="compute_trust")
         train_src = data_source("Training set", TRAIN_SETS, "compute_train")
-        query_src = data_source("Query set", QUERY_SETS, "compute_queries")
+        paraphrase_first = st.checkbox(
+            "Build the paraphrased query set first (`gradlens paraphrase`: each training "
+            "example's prompt and response reworded by an LLM behind an OpenAI-compatible "
+            "endpoint)",
+            key="compute_paraphrase",
+        )
+        if paraphrase_first:
+            pp_inputs = paraphrase_inputs()
+            query_src = ("path", None)
+        else:
+            query_src = data_source("Query set", QUERY_SETS, "compute_queries")
         generate_first = st.checkbox(
             "Build the model-generated query set first (`gradlens generate`: the query set's "
             "prompts with this model's greedy completions)",
@@ -106,11 +182,15 @@ if submitted:
     job_id, inputs = jobs.new_job_folder(db)
     try:
         train = materialise(*train_src, inputs, "train")
-        queries = materialise(*query_src, inputs, "queries")
+        steps: list[list[str]] = []
+        if paraphrase_first and train:
+            queries = str(inputs / "paraphrased.jsonl")
+            steps.append(paraphrase_step(train, queries, pp_inputs))
+        else:
+            queries = materialise(*query_src, inputs, "queries")
         if not train or not queries:
             raise GradLensError("choose a training set and a query set (a path or an upload)")
         name = run_name.strip() or f"{Path(queries).stem}-{Path(model).name}"
-        steps: list[list[str]] = []
         if generate_first:
             generated = str(inputs / "generated.jsonl")
             gen = GenerateOptions(queries=queries, out=generated, model=model, device=device)
@@ -132,11 +212,13 @@ if submitted:
             trust_remote_code=trust,
             no_progress=True,
         )
-        validate_inputs(opts)  # the CLI's own checks, before anything starts
+        # the CLI's own checks, before anything starts (paraphrases have the training ids)
+        validate_inputs(dataclasses.replace(opts, queries=train) if paraphrase_first else opts)
         if generate_first:
             opts = dataclasses.replace(opts, queries=generated)
         steps += [["compute", *to_argv(opts)], ["select", "--db", db, "--run", name]]
-        label = f"{name}: {model} on {Path(train).name} / {Path(queries).name}"
+        source = f"paraphrased by {pp_inputs['model']}" if paraphrase_first else Path(queries).name
+        label = f"{name}: {model} on {Path(train).name} / {source}"
         job = jobs.create_job(db, name, steps, label, job_id=job_id)
         jobs.start(job)
         st.success(f"Started job `{job.spec.job_id}` for run `{name}`.")
@@ -168,6 +250,17 @@ def show_job(job: jobs.Job) -> None:
                 text=f"{progress.done} / {progress.total} queries · {progress.passes} passes · "
                 f"{progress.elapsed:.0f} s elapsed · ETA {eta}",
             )
+        elif state in ("running", "starting") and steps[step] in ("paraphrase", "generate"):
+            bar = step_progress(job.log_tail(), steps[step])
+            if bar is None:
+                st.progress(0.0, text=f"{steps[step]}: starting")
+            else:
+                done, total, elapsed, remaining = bar
+                st.progress(
+                    done / max(total, 1),
+                    text=f"{steps[step]}: {done} / {total} examples · {elapsed} elapsed · "
+                    f"ETA {remaining}",
+                )
         elif state == "complete":
             st.progress(1.0, text="complete: the run is in every page's run picker")
         cols = st.columns(4)

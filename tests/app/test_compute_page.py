@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -82,3 +83,86 @@ def test_a_valid_job_is_registered_and_runs(tmp_path, monkeypatch, tiny_model_di
     from gradlens import queries
 
     assert "small-tiny" in set(queries.list_runs(db)["name"])
+
+
+def paraphrase_form(at: AppTest, key_env: str = "", endpoint: str = "http://127.0.0.1:8000/v1"):
+    at.selectbox(key="compute_train_pick").set_value("small demo training set (16)").run()
+    at.checkbox(key="compute_paraphrase").check().run()
+    at.text_input(key="compute_pp_endpoint").set_value(endpoint)
+    at.text_input(key="compute_pp_model").set_value("some-served-model")
+    at.text_input(key="compute_pp_key_env").set_value(key_env)
+
+
+def arg(step, flag: str) -> str:
+    return step[list(step).index(flag) + 1]
+
+
+def test_the_paraphrased_set_is_built_first_and_the_key_stays_in_the_environment(
+    tmp_path, monkeypatch
+):
+    db = synthetic_selected_db(tmp_path)
+    started = []
+    monkeypatch.setattr(jobs, "start", started.append)  # registered, not run: no server here
+    monkeypatch.setenv("GRADLENS_TEST_PP_KEY", "sk-never-stored-42")
+    at = compute_page(db, monkeypatch)
+    paraphrase_form(at, key_env="GRADLENS_TEST_PP_KEY")
+    # the paraphrases are the query set: no query set to choose
+    assert not [s for s in at.selectbox if s.key == "compute_queries_pick"]
+    at.checkbox(key="compute_generate").check()
+    at = submit(at)
+    assert not at.exception and not at.error
+    (job,) = jobs.list_jobs(db)
+    assert len(started) == 1
+    para, gen, comp, _ = job.spec.steps
+    assert [s[0] for s in job.spec.steps] == ["paraphrase", "generate", "compute", "select"]
+    assert arg(para, "--train") == "data/demo/small/train.jsonl"
+    assert arg(para, "--api-key-env") == "GRADLENS_TEST_PP_KEY"
+    assert arg(para, "--model") == "some-served-model"
+    # paraphrase -> generate (the paraphrases' prompts) -> compute (the generated set)
+    assert arg(gen, "--queries") == arg(para, "--out")
+    assert arg(comp, "--queries") == arg(gen, "--out")
+    from gradlens.cli import build_parser
+
+    build_parser().parse_args(list(para))  # the CLI takes the step as written
+    stored = "".join(p.read_text() for p in job.folder.rglob("*") if p.is_file())
+    assert "sk-never-stored-42" not in stored
+
+
+@pytest.mark.parametrize(
+    "key_env, endpoint, message",
+    [
+        (
+            "GRADLENS_TEST_UNSET_KEY",
+            "http://127.0.0.1:8000/v1",
+            "GRADLENS_TEST_UNSET_KEY is not set",
+        ),
+        ("", "localhost:8000", "--endpoint: expected an http(s) URL"),
+    ],
+)
+def test_a_paraphrase_step_that_could_not_run_is_refused(
+    tmp_path, monkeypatch, key_env, endpoint, message
+):
+    monkeypatch.delenv("GRADLENS_TEST_UNSET_KEY", raising=False)
+    db = synthetic_selected_db(tmp_path)
+    at = compute_page(db, monkeypatch)
+    paraphrase_form(at, key_env=key_env, endpoint=endpoint)
+    at = submit(at)
+    assert len(at.error) == 1 and message in at.error[0].value
+    assert jobs.list_jobs(db) == []
+
+
+def test_a_running_paraphrase_step_shows_its_progress(tmp_path, monkeypatch):
+    """The steps before the compute report through their progress bar in the job's log."""
+    db = synthetic_selected_db(tmp_path)
+    steps = [["paraphrase", "--train", "t.jsonl"], ["compute"], ["select"]]
+    job = jobs.create_job(db, "r", steps, "r: a label")
+    # running, with this process group standing in for the runner's (alive)
+    jobs._set_status(job.folder, state="running", step=0, pid=os.getpgrp(), returncode=None)
+    bar = "paraphrase:  50%|#####     | 8/16 [00:10<00:10,  1.25s/ex]"
+    job.log.write_text(
+        "$ gradlens paraphrase ...\n\rparaphrase:   0%|   | 0/16 [00:00<?, ?ex/s]\r" + bar
+    )
+    at = compute_page(db, monkeypatch)
+    assert not at.exception
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any("paraphrase: 8 / 16 examples" in t and "ETA 00:10" in t for t in texts), texts
