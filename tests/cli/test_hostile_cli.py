@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -197,7 +198,7 @@ BAD_TABLES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TABLES))
-def test_import_refuses_hostile_long_tables(case, tmp_path, capsys):
+def test_import_refuses_hostile_long_tables(case, tmp_path, capsys, syn_db):
     edits, culprit, expected = BAD_TABLES[case]
     dp, np_, _, _ = long_tables(tmp_path, **edits)
     path = dp if culprit == "dots" else np_
@@ -206,9 +207,7 @@ def test_import_refuses_hostile_long_tables(case, tmp_path, capsys):
     assert not db.exists()
     # an existing database is not touched either
     old = tmp_path / "old.duckdb"
-    (tmp_path / "src").mkdir()
-    assert main(synthetic_import_args(tmp_path / "src", old)) == 0
-    capsys.readouterr()
+    shutil.copyfile(syn_db, old)
     before = digest(old)
     fails(capsys, *_import_args(old, dp, np_), parts=(str(path), expected))
     assert digest(old) == before
@@ -234,8 +233,16 @@ def _duckdb(path, *sql):
     con.close()
 
 
-def _newer(path, tmp_path):
-    assert main(synthetic_import_args(tmp_path, path)) == 0
+@pytest.fixture(scope="module")
+def syn_db(tmp_path_factory):
+    """A database holding the synthetic run ``syn`` (copied by the tests that need one)."""
+    tmp = tmp_path_factory.mktemp("hostile-syn")
+    assert main(synthetic_import_args(tmp, tmp / "syn.duckdb")) == 0
+    return tmp / "syn.duckdb"
+
+
+def _newer(path, syn_db):
+    shutil.copyfile(syn_db, path)
     _duckdb(path, f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}'")
 
 
@@ -275,14 +282,25 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-@pytest.mark.parametrize("case", list(BAD_DBS))
+#: Every command meets a non-DuckDB file and another schema version; the other kinds (the
+#: Store checks every kind for readers and writers, tests/unit/test_hostile.py) one reader and
+#: one writer.
+DB_MATRIX = [
+    (case, command) for case in ("random bytes", "another schema version") for command in COMMANDS
+] + [
+    (case, command)
+    for case in ("text file", "DuckDB without GradLens tables")
+    for command in ("runs", "import")
+]
+
+
+@pytest.mark.parametrize(("case", "command"), DB_MATRIX)
 def test_foreign_database_is_refused_and_left_as_it_was(
-    case, command, tmp_path, capsys, exported, tiny_model_dir
+    case, command, tmp_path, capsys, exported, tiny_model_dir, syn_db
 ):
     make, expected = BAD_DBS[case]
     db = tmp_path / "x.duckdb"
-    make(db, tmp_path)
+    make(db, syn_db)
     capsys.readouterr()
     (tmp_path / "src").mkdir()
     before = digest(db)
@@ -292,11 +310,13 @@ def test_foreign_database_is_refused_and_left_as_it_was(
     assert not (tmp_path / "x.duckdb.wal").exists()
 
 
-def test_database_of_this_version_without_a_recorded_version_keeps_working(tmp_path, capsys):
+def test_database_of_this_version_without_a_recorded_version_keeps_working(
+    tmp_path, capsys, syn_db
+):
     """A database the current code wrote before ``meta`` existed: read as it is, and the first
     write records the version."""
     db = tmp_path / "old.duckdb"
-    assert main(synthetic_import_args(tmp_path, db)) == 0
+    shutil.copyfile(syn_db, db)
     _duckdb(db, "DROP TABLE meta")
     before = digest(db)
     assert main(["runs", "--db", str(db)]) == 0
@@ -311,15 +331,12 @@ def test_database_of_this_version_without_a_recorded_version_keeps_working(tmp_p
 # the real process: no traceback
 
 
-@pytest.mark.parametrize("case", ["database", "long table"])
-def test_console_entry_point_prints_one_line(case, tmp_path):
-    if case == "database":
-        db = tmp_path / "x.duckdb"
-        db.write_bytes(b"\x00" * 100)
-        args, culprit = ["runs", "--db", str(db)], db
-    else:
-        dp, np_, _, _ = long_tables(tmp_path, dots=_edit("dot", 0, np.nan))
-        args, culprit = [*_import_args(tmp_path / "x.duckdb", dp, np_)], dp
+def test_console_entry_point_prints_one_line(tmp_path):
+    """A real ``gradlens import`` process on a NaN dot and a database that is not DuckDB."""
+    db = tmp_path / "x.duckdb"
+    db.write_bytes(b"\x00" * 100)
+    dp, np_, _, _ = long_tables(tmp_path, dots=_edit("dot", 0, np.nan))
+    args, culprit = [*_import_args(db, dp, np_)], dp
     proc = subprocess.run(
         [sys.executable, "-m", "gradlens", *map(str, args)],
         capture_output=True,

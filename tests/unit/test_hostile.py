@@ -6,6 +6,7 @@ the end throws random bytes and random JSON at the loaders."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -286,11 +287,17 @@ def test_max_length_that_cuts_the_response_away_names_file_and_line(tmp_path):
 # long tables (gradlens import)
 
 
-def long_tables(tmp_path, dots=None, norms=None, fmt="parquet"):
-    """The synthetic setting 'a' written as dots/norms files, after ``dots``/``norms`` edits."""
+@functools.cache
+def _setting_a() -> tuple[pd.DataFrame, pd.DataFrame]:
     d, n, _ = synthetic(seed=3)
     d = d[d["setting"] == "a"].drop(columns="setting").reset_index(drop=True)
     n = n[n["setting"] == "a"].drop(columns="setting").reset_index(drop=True)
+    return d, n
+
+
+def long_tables(tmp_path, dots=None, norms=None, fmt="parquet"):
+    """The synthetic setting 'a' written as dots/norms files, after ``dots``/``norms`` edits."""
+    d, n = (frame.copy() for frame in _setting_a())
     d = dots(d) if dots else d
     n = norms(n) if norms else n
     dp, np_ = tmp_path / f"dots.{fmt}", tmp_path / f"norms.{fmt}"
@@ -635,7 +642,7 @@ RECORDS = st.dictionaries(
     max_size=5,
 )
 PROPERTY = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
