@@ -189,6 +189,22 @@ def _open_error(path: str | Path, exc: Exception) -> GradLensError:
     return DatabaseError(f"cannot open database {path}: {msg}")
 
 
+def check_database(path: str | Path) -> None:
+    """Fail early (DatabaseError, one line) when ``path`` exists and is not a GradLens database
+    of this schema version a writer could use; reads only. A missing file, an empty DuckDB
+    database and one another process holds (checked again when written) pass."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        Store(path, read_only=True).close()
+    except DatabaseLockedError:
+        return
+    except DatabaseError as exc:
+        if "an empty DuckDB database" not in str(exc):
+            raise
+
+
 class Store:
     """A GradLens DuckDB file. Bulk writes go through pandas frames (``INSERT ... BY NAME``).
 

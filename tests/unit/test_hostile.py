@@ -29,7 +29,7 @@ from gradlens.errors import (
     one_line,
 )
 from gradlens.importer import read_long_tables
-from gradlens.store import SCHEMA_VERSION, Store
+from gradlens.store import SCHEMA_VERSION, Store, check_database
 from tests.unit.test_paper_reference import synthetic
 
 ROW = {"id": "a", "prompt": "What is water?", "response": "Water is H2O."}
@@ -752,3 +752,20 @@ def test_no_extension_is_fetched_for_a_database_file(tmp_path):
             "current_setting('autoload_known_extensions')"
         ).fetchone()
     assert settings_now == (False, False)
+
+
+def test_check_database_before_a_job_starts(tmp_path):
+    """``check_database`` (what a job can run before its model loads): the refusals of a
+    writer, reading only; a missing file, an empty DuckDB file and a GradLens one pass."""
+    for case in ("text file", "other DuckDB tables", "newer schema version"):
+        make, expected = BAD_DBS[case]
+        db = make(tmp_path / f"{case}.duckdb")
+        before = digest(db)
+        with pytest.raises(DatabaseError) as err:
+            check_database(db)
+        one_line_error(err, expected)
+        assert digest(db) == before
+    check_database(tmp_path / "missing.duckdb")
+    check_database(_duckdb_file(tmp_path / "empty.duckdb"))
+    check_database(_gradlens_db(tmp_path / "ok.duckdb"))
+    assert not (tmp_path / "missing.duckdb").exists()
