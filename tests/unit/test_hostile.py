@@ -224,6 +224,22 @@ def test_hostile_parquet(case, tmp_path):
     assert one_line_error(err, expected).startswith(str(path))
 
 
+def test_parquet_string_kinds_are_accepted(tmp_path):
+    """Every Arrow string type is text (a strict type check must not refuse them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as papq
+
+    table = pa.table(
+        {
+            "id": pa.array(["a"], pa.string_view()),
+            "prompt": pa.array([ROW["prompt"]], pa.large_string()),
+            "response": pa.array([ROW["response"]]).dictionary_encode(),
+        }
+    )
+    papq.write_table(table, tmp_path / "d.parquet")
+    assert load_examples(tmp_path / "d.parquet") == [Example(**ROW)]
+
+
 def test_not_parquet(tmp_path):
     path = tmp_path / "d.parquet"
     path.write_text("id,prompt,response\na,p,r\n")
