@@ -643,19 +643,33 @@ JSON = st.recursive(
     ),
     max_leaves=12,
 )
-#: Objects that look like records: the real keys with random values, plus random extra keys.
-RECORDS = st.dictionaries(
-    st.sampled_from(["id", "prompt", "response", "messages", "role", "content"])
-    | st.text(max_size=5),
-    JSON
-    | st.text(min_size=1, max_size=10)
-    | st.lists(
-        st.dictionaries(
-            st.sampled_from(["role", "content"]), st.sampled_from(["user", "assistant", "x"]) | JSON
-        ),
-        max_size=3,
-    ),
-    max_size=5,
+#: A value where a field's text belongs: text (often) or any JSON value.
+VALUE = st.text(max_size=10) | JSON
+#: Objects that look like records: each real key present or not, with a random value (a turn
+#: list for ``messages``, its turns objects or not), plus an extra key of any JSON value.
+TURN = st.fixed_dictionaries(
+    {},
+    optional={"role": st.sampled_from(["user", "assistant", "system"]) | JSON, "content": VALUE},
+)
+RECORDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": VALUE,
+        "prompt": VALUE,
+        "response": VALUE,
+        "messages": st.lists(TURN | JSON, max_size=3) | JSON,
+        "extra": JSON,
+    },
+)
+#: A column of one random type (so that Parquet can store it).
+COLUMN = st.one_of(
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=4),
+    st.lists(st.floats(), min_size=1, max_size=4),
+    st.lists(st.text(max_size=6), min_size=1, max_size=4),
+    st.lists(st.booleans(), min_size=1, max_size=4),
+    st.lists(st.none(), min_size=1, max_size=4),
+    st.lists(st.lists(st.integers(0, 9), max_size=2), min_size=1, max_size=4),
+    st.lists(st.dictionaries(st.sampled_from("ab"), st.integers(0, 9)), min_size=1, max_size=4),
 )
 PROPERTY = settings(
     max_examples=40,
@@ -682,10 +696,19 @@ def test_random_bytes_to_the_dataset_loader(tmp_path, content, suffix):
 
 
 @PROPERTY
-@given(lines=st.lists(JSON | RECORDS, min_size=1, max_size=4))
-def test_random_json_lines_to_the_dataset_loader(tmp_path, lines):
+@given(line=JSON)
+def test_random_json_to_the_dataset_loader(tmp_path, line):
     path = tmp_path / "d.jsonl"
-    path.write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    path.write_text(json.dumps(line), encoding="utf-8")
+    only_one_line_errors(lambda: load_examples(path))
+
+
+@PROPERTY
+@given(records=st.lists(RECORDS, min_size=1, max_size=2))
+def test_random_records_to_the_dataset_loader(tmp_path, records):
+    """JSON objects with the real keys (each present or not) holding random values."""
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in records), encoding="utf-8")
     only_one_line_errors(lambda: load_examples(path))
 
 
@@ -723,19 +746,16 @@ def test_random_bytes_to_the_long_table_reader(tmp_path, content, suffix, which)
 
 @PROPERTY
 @given(
-    cells=st.lists(JSON | st.text(max_size=6), min_size=1, max_size=6),
+    cells=COLUMN,
     column=st.sampled_from(["query_id", "candidate_id", "component", "dot", "rank", "bm25"]),
     fmt=st.sampled_from(["parquet", "csv"]),
 )
-def test_random_cells_in_long_tables(tmp_path, cells, column, fmt):
-    """Random JSON values written over the first rows of one dots column."""
+def test_random_columns_in_long_tables(tmp_path, cells, column, fmt):
+    """One dots column replaced by random values of one random type (repeated down it)."""
 
     def edit(d):
         d = d.copy()
-        col = d[column].astype(object) if column in d else pd.Series([None] * len(d), dtype=object)
-        for i, v in enumerate(cells):
-            col.iloc[i] = v
-        d[column] = col
+        d[column] = pd.Series([cells[i % len(cells)] for i in range(len(d))], dtype=object)
         return d
 
     try:
