@@ -46,10 +46,12 @@ TRAIN = [
     ("t5", "Name a red fruit.", "A strawberry."),
     ("t6", "Name a yellow fruit.", "A banana."),
 ]
+#: The first two queries share their candidates, so a job resumed after the first one computes
+#: gradients of training examples whose norms are already stored.
 QUERIES = [
     ("t1", "How can I boil eggs?", "Boil them for eight minutes."),
+    ("t2", "How can I fry eggs?", "Crack them into hot oil."),
     ("t3", "Which city is the capital of France?", "It is Paris."),
-    ("t6", "Give me a fruit that is yellow.", "Banana."),
 ]
 #: (point, queries in the work file right after the kill, or None: no work file)
 COMPUTE_POINTS = [
