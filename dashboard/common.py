@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit import config as st_config
 
 from gradlens import queries
 from gradlens.arrays import RunArrays
@@ -20,6 +21,14 @@ from gradlens.errors import GradLensError
 from gradlens.runs import run_headline
 from gradlens.selection import GreedyStepper, greedy_select, per_component_accuracy
 from gradlens.view import ViewState
+
+# Streamlit runs a full gc.collect() after every script run (runner.postScriptGC, meant for
+# apps short of memory). With the dashboard's heap (~140k tracked objects: pandas, plotly,
+# pyarrow, streamlit) one costs ~80 ms of CPU while holding the GIL, after every click of every
+# session: with 8 users clicking once a second, most of the server's time, and every other
+# session waits for it (benchmarks/many_users.py). Python's generational collector still
+# reclaims cycles; the memory is held by numpy arrays, freed by reference counting.
+st_config.set_option("runner.postScriptGC", False)
 
 VIEW_KEY = "gl_view"
 HISTORY_KEY = "gl_history"

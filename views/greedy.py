@@ -14,6 +14,8 @@ from gradlens.figures import greedy_curve
 from gradlens.selection import correct, cosines
 from gradlens.view import OBJECTIVES
 
+FIGURE_KEY = "greedy_figure"
+
 ctx = common.context()
 db, ver, run, method = ctx.db, ctx.ver, ctx.info.name, ctx.view.method
 arrays = ctx.arrays
@@ -56,6 +58,22 @@ def edit_by_hand() -> None:
 
 def set_objective() -> None:
     common.set_view(common.view().replace(objective=st.session_state["greedy_objective"]))
+
+
+def chart(curve: pd.DataFrame, metric: str, baselines: dict, current: tuple | None):
+    """The curve's figure, built once per session and curve: plotly takes tens of milliseconds
+    to build and validate it, and a step only moves the current-subset marker (its last
+    trace), so a step updates that trace alone. Kept in the session (a figure is mutable; no
+    other session may see it)."""
+    key = (db, run, method, metric, ver, repr(sorted(baselines.items())))
+    held = st.session_state.get(FIGURE_KEY)
+    if held is None or held[0] != key:
+        fig = greedy_curve(curve, metric=metric, baselines=baselines, current=(np.nan, np.nan))
+        st.session_state[FIGURE_KEY] = held = (key, fig)
+    fig = held[1]
+    x, y = current if current is not None else (np.nan, np.nan)
+    fig.data[-1].update(x=[x], y=[y], visible=current is not None)
+    return fig
 
 
 st.title("Greedy selection")
@@ -125,8 +143,7 @@ if metric == "accuracy":
             baselines[label.removeprefix("full gradient ").strip("()")] = by[label]
 x = frac if frac is not None else len(subset)
 current = (x, acc if metric == "accuracy" else fid) if subset else None
-fig = greedy_curve(curve, metric=metric, baselines=baselines, current=current)
-st.plotly_chart(fig, width="stretch", key="greedy_chart")
+st.plotly_chart(chart(curve, metric, baselines, current), width="stretch", key="greedy_chart")
 common.download(curve, f"greedy-{run}-{method}-{metric}")
 
 # what the last change fixed and broke

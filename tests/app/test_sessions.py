@@ -16,6 +16,7 @@ fails (its scorer's shared buffers mix the threads' sums).
 
 from __future__ import annotations
 
+import json
 import threading
 from types import SimpleNamespace
 
@@ -64,6 +65,12 @@ def shown(at: AppTest) -> dict:
             out[name] = widgets(key=key).value
         except KeyError:  # not on this page
             pass
+    for chart in at.get("plotly_chart"):  # the greedy curve: its title and current-subset mark
+        spec = json.loads(chart.proto.spec)
+        for trace in spec["data"]:
+            if trace.get("name") == "current subset":
+                out["chart"] = spec["layout"]["title"]["text"]
+                out["mark"] = trace["y"][0] if trace.get("visible", True) else None
     return out
 
 
@@ -75,8 +82,10 @@ def test_two_sessions_selections_never_leak(db, monkeypatch):
     monkeypatch.setenv("GRADLENS_DB", str(db))
     a = queries.load_arrays(db, "syn")
     k = a.shape[2]
-    by_acc = [s.component_idx for s in greedy_select(*a.core, valid=a.valid)]
-    by_fid = [s.component_idx for s in greedy_select(*a.core, objective="fidelity", valid=a.valid)]
+    steps = greedy_select(*a.core, valid=a.valid)
+    by_acc, acc = [s.component_idx for s in steps], [s.accuracy for s in steps]
+    steps = greedy_select(*a.core, objective="fidelity", valid=a.valid)
+    by_fid, fid = [s.component_idx for s in steps], [s.fidelity for s in steps]
 
     first, second = open_session("greedy"), open_session("greedy")  # both opened before any move
     first.button(key="step_forward").click().run()
@@ -84,6 +93,7 @@ def test_two_sessions_selections_never_leak(db, monkeypatch):
     assert shown(first)["subset"] == tuple(by_acc[:2])
     b = shown(second)
     assert b["subset"] == () and b["line"] == line(k, 0) and b["picker"] == []
+    assert b["mark"] is None  # no current subset on its curve
     assert shown(open_session("greedy"))["subset"] == ()  # a session opened afterwards
 
     second.radio(key="greedy_objective").set_value("fidelity").run()
@@ -91,9 +101,11 @@ def test_two_sessions_selections_never_leak(db, monkeypatch):
     b = shown(second)
     assert b["subset"] == tuple(by_fid[:1]) and b["objective"] == "fidelity"
     assert b["line"] == line(k, 1) and b["picker"] == [a.names[by_fid[0]]]
+    assert b["chart"] == "Greedy selection by fidelity" and b["mark"] == pytest.approx(fid[0])
     f = shown(first)
     assert f["subset"] == tuple(by_acc[:2]) and f["objective"] == "accuracy"
     assert f["line"] == line(k, 2) and f["picker"] == [a.names[c] for c in by_acc[:2]]
+    assert f["chart"] == "Greedy selection by accuracy" and f["mark"] == pytest.approx(acc[1])
 
     # A opens a failure of the full gradient; B (and a new session) have no query open.
     first.button(key="reset").click().run()
