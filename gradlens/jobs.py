@@ -4,7 +4,8 @@ the job survives a browser reload and is found again by any tab. No Streamlit he
 
 A job for database ``X`` lives in ``X.jobs/<job_id>/``: ``job.json`` (the steps as CLI
 arguments), ``status.json`` (replaced atomically by the runner), ``log.txt`` (the commands'
-output) and ``inputs/`` (uploaded files, private to the job, removed with it). Progress comes
+output) and ``inputs/`` (uploaded files, private to the job (0700), removed once every step has
+succeeded or when the job is dismissed). Progress comes
 from the compute's own progress file (``gradlens.workfile``). Cancel sends SIGINT to the job's
 process group: the compute stops between queries and stays resumable; Resume starts the runner
 again at the step that did not finish.
@@ -226,6 +227,9 @@ def _run(folder: Path, from_step: int) -> int:
             state = "cancelled" if rc == INTERRUPTED or interrupted["flag"] else "failed"
             _set_status(folder, state=state, step=i, pid=pid, returncode=rc)
             return rc or INTERRUPTED
+    # Every step succeeded: the run is in the database, so the uploaded copies are not needed
+    # (a failed or cancelled job keeps them for Resume; Dismiss removes them).
+    shutil.rmtree(folder / "inputs", ignore_errors=True)
     _set_status(folder, state="complete", step=len(job.spec.steps), pid=pid, returncode=0)
     return 0
 

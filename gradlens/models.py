@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,12 +48,34 @@ class Component:
     shape: tuple[int, int]
 
 
+PICKLED_WEIGHTS = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
 def _cache_root() -> Path:
     root = os.environ.get("GRADLENS_CACHE")
     if root:
         return Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gradlens"
+
+
+def private_cache_root() -> Path:
+    """The model cache folder, created private (0700). Converted weights are loaded from it, so
+    a group- or world-writable cache (where anyone could plant weights) is tightened when it is
+    ours and refused otherwise."""
+    root = _cache_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        try:
+            os.chmod(root, mode & ~(stat.S_IWGRP | stat.S_IWOTH))
+        except PermissionError:
+            raise GradLensError(
+                f"model cache {root} is writable by other users and not ours to fix: "
+                "set GRADLENS_CACHE to a private folder"
+            ) from None
+        log.warning("model cache %s was writable by other users; made it private", root)
+    return root
 
 
 def bundled_gguf_path() -> Path:
@@ -77,7 +100,7 @@ def bundled_gguf_path() -> Path:
 def _bundled_cache_dir(gguf: Path) -> Path:
     st = gguf.stat()
     tag = hashlib.sha256(f"{gguf.name}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return _cache_root() / f"smollm2-{tag}"
+    return private_cache_root() / f"smollm2-{tag}"
 
 
 def _convert_bundled(gguf: Path, target: Path) -> None:
@@ -122,6 +145,13 @@ def resolve_model_dir(spec: str) -> Path | str:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise GradLensError(f"model folder {spec} has no config.json")
+        pickled = sorted(p.name for p in path.glob("*") if p.suffix in PICKLED_WEIGHTS)
+        if pickled and not any(path.glob("*.safetensors")):
+            raise GradLensError(
+                f"model folder {spec} has only pickled weights ({pickled[0]}), which can run "
+                "code when loaded; GradLens reads safetensors only (convert them with "
+                "save_pretrained in a trusted environment)"
+            )
         return path
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise GradLensError(f"model path {spec} is not a model folder")
@@ -158,8 +188,9 @@ def load_model(
         config = AutoConfig.from_pretrained(source, **kwargs)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         torch_dtype = {"float32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        # Weights only from safetensors: a pickled checkpoint (pytorch_model.bin) can run code.
         model = auto.from_pretrained(
-            source, dtype=torch_dtype, attn_implementation="eager", **kwargs
+            source, dtype=torch_dtype, attn_implementation="eager", use_safetensors=True, **kwargs
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:

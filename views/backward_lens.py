@@ -14,6 +14,7 @@ from dashboard import common
 from dashboard.models import chosen_model, run_on_model
 from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, show_whitespace
 from gradlens.lens import BackwardLens, backward_lens
+from gradlens.textdiff import escape_markdown
 
 EXAMPLE_PROMPT = "Lionel Messi plays for"
 EXAMPLE_TARGET = " Paris"
@@ -44,7 +45,7 @@ st.caption(
     "the first MLP matrix: its gradient is Σₜ δ′ₜ xₜᵀ, so its rank is at most the number of "
     "tokens n. After Katz, Belinkov, Geva & Wolf (2024), *Backward Lens*."
 )
-st.caption(f"Model: `{spec}` (change it on the Model page).")
+st.caption(f"Model: {escape_markdown(spec)} (change it on the Model page).")
 
 with st.form("bl_form"):
     prompt = st.text_input(

@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import common
 from gradlens.figures import candidate_bars, share_bars
 from gradlens.selection import component_shares, cosines, failures, steals
-from gradlens.textdiff import diff_markdown
+from gradlens.textdiff import diff_markdown, escape_markdown
 
 ctx = common.context()
 db, ver, run = ctx.db, ctx.ver, ctx.info.name
@@ -84,7 +84,7 @@ qi = int(np.flatnonzero(arrays.query_ids == current)[0])
 row = fails.set_index("query_id").loc[current]
 target = int(arrays.target[qi])
 wrong = int(list(arrays.candidate_ids[qi]).index(row["wrong_id"]))
-st.subheader(f"Query `{current}`")
+st.subheader(f"Query {escape_markdown(current)}")
 texts = common.examples(db, run, ver)
 
 
@@ -105,7 +105,7 @@ for col, title, (prompt, response) in zip(
     (q_text, o_text, w_text),
     strict=True,
 ):
-    col.markdown(f"**{title}**")
+    col.markdown(f"**{escape_markdown(title)}**")
     if prompt:
         col.text(prompt)
         col.caption("response")

@@ -21,6 +21,7 @@ from gradlens.figures import (
     optimization_animation,
     show_whitespace,
 )
+from gradlens.textdiff import escape_markdown
 
 EXAMPLE_TEXT = "The animal that says neigh is a"
 EXAMPLE_PROMPT = "The animal that says bark is a"
@@ -57,7 +58,7 @@ st.caption(
     "gradient asks for). Then Adam moves the input embeddings toward the target (special tokens "
     "frozen); distances are read against the median distance between two vocabulary embeddings."
 )
-st.caption(f"Model: `{spec}` (change it on the Model page).")
+st.caption(f"Model: {escape_markdown(spec)} (change it on the Model page).")
 
 with st.form("ie_form"):
     text = st.text_input("Text", value=EXAMPLE_TEXT, key="ie_text", persist_state=SESSION)

@@ -114,7 +114,7 @@ st.caption(
     "with the other example's gradient. Encoder-decoder models (T5) read the prompt as the "
     "input and the response as the target (raw text)."
 )
-st.caption(f"Model: `{spec}` (change it on the Model page).")
+st.caption(f"Model: {escape_markdown(spec)} (change it on the Model page).")
 source = st.session_state.get(SOURCE_KEY)
 if source and source[2] == editor_texts():  # shown while the editors hold the sent texts
     (label_a, label_b), run_model, _ = source
