@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -114,7 +116,10 @@ for line in sys.stdin:
 
 class ForkServer:
     """Runs ``gradlens.cli.main(argv)`` in a process forked from a server that has imported
-    torch and transformers once; ``rc`` is -N when the child died of signal N."""
+    torch and transformers once; ``rc`` is -N when the child died of signal N. The server and
+    its children form their own process group, killed when a reply takes over ``TIMEOUT``."""
+
+    TIMEOUT = 300.0
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
@@ -126,8 +131,17 @@ class ForkServer:
             text=True,
             cwd=REPO,
             env=_env(None),
+            start_new_session=True,
         )
-        assert self.proc.stdout.readline().strip() == "ready"
+        assert self._reply() == "ready"
+
+    def _reply(self) -> str:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.TIMEOUT)
+        if not ready:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            pytest.fail(f"no reply from the fork server in {self.TIMEOUT:.0f} s")
+        return self.proc.stdout.readline().strip()
 
     def __call__(self, argv: list[str], fault: str | None = None) -> Ran:
         self.n += 1
@@ -136,7 +150,7 @@ class ForkServer:
         req = {"argv": argv, "env": env, "env_key": ENV, "out": str(out), "err": str(err)}
         self.proc.stdin.write(json.dumps(req) + "\n")
         self.proc.stdin.flush()
-        rc = int(self.proc.stdout.readline())
+        rc = int(self._reply())
         return Ran(rc, out.read_text(), err.read_text())
 
     def close(self) -> None:
