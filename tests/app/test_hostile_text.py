@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 EVIL = "http://evil.test"
 IMG = f"![i]({EVIL}/img.png)"
 HOSTILE = f"{IMG} <img src='{EVIL}/h.png'> [link]({EVIL}/l) `tick` *em* :red[x] $x$ <script>"
-RUN = f"run {IMG}"
+RUN = f"run 'x'; DROP TABLE runs; -- {IMG}"  # quotes: SQL only with parameters
 PAGES = ["overview", "greedy", "heatmaps", "failures", "project", "runs"]
 # proto fields Streamlit renders as Markdown
 MARKDOWN_FIELDS = ("body", "label", "help", "caption")
