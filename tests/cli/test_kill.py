@@ -89,7 +89,10 @@ for m in ("gradlens.compute", "gradlens.generate", "gradlens.runs", "gradlens.re
           "transformers.core_model_loading", "transformers.conversion_mapping",
           "transformers.tokenization_utils_tokenizers", "transformers.quantizers.auto",
           "transformers.loss.loss_utils"):
-    importlib.import_module(m)
+    try:  # a speed-up only: what the first model load would import
+        importlib.import_module(m)
+    except ImportError:
+        pass
 print("ready", flush=True)
 for line in sys.stdin:
     req = json.loads(line)
