@@ -48,7 +48,7 @@ from gradlens.models import (
 from gradlens.options import ComputeOptions
 from gradlens.projection import method_label
 from gradlens.queries import read_store
-from gradlens.store import Store
+from gradlens.store import Store, check_database
 from gradlens.workfile import (
     Progress,
     RunLock,
@@ -313,6 +313,7 @@ def validate_inputs(
     train = load_examples(opts.train)
     queries = load_examples(opts.queries)
     check_queries(train, queries, opts.queries)
+    check_database(opts.db)  # a foreign or other-version file: refused before anything starts
     return train, queries, proj_specs, budget
 
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gradlens.errors import GradLensError
+from gradlens.errors import DatabaseLockedError, GradLensError
 from gradlens.faults import fault_point
 from gradlens.store import DATA_TABLES, Store
 
@@ -52,11 +52,6 @@ def work_file(db: str | Path, run_id: str) -> Path:
     return work_dir(db) / f"{run_id}.duckdb"
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "lock" in text or "different configuration" in text
-
-
 @contextmanager
 def write_store(db: str | Path, retry_seconds: float = WRITE_RETRY_SECONDS) -> Iterator[Store]:
     """A read-write Store on ``db`` for a short write, retried while another process holds it."""
@@ -65,8 +60,8 @@ def write_store(db: str | Path, retry_seconds: float = WRITE_RETRY_SECONDS) -> I
         try:
             store = Store(db)
             break
-        except GradLensError as exc:
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
+        except DatabaseLockedError as exc:  # any other refusal is the store's own message
+            if time.monotonic() > deadline:
                 raise GradLensError(
                     f"cannot write {db}: another process keeps it open ({exc}); "
                     "try again when it has finished"
@@ -117,9 +112,7 @@ def open_work_store(db: str | Path, run_id: str, name: str) -> Store:
     path = work_file(db, run_id)
     try:
         return Store(path)
-    except GradLensError as exc:
-        if not _is_lock_error(exc):
-            raise
+    except DatabaseLockedError:
         raise GradLensError(
             f"run '{name}' ({run_id}): {path} is held by another process; wait for it to "
             "finish or stop it"
