@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/selection.py
 	$(BIN)/python benchmarks/projection.py
 	$(BIN)/python benchmarks/dashboard.py
+	$(BIN)/python benchmarks/many_users.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
