@@ -20,6 +20,7 @@ from gradlens.arrays import RunArrays
 from gradlens.errors import GradLensError
 from gradlens.runs import run_headline
 from gradlens.selection import GreedyStepper, greedy_select, per_component_accuracy
+from gradlens.textdiff import escape_markdown
 from gradlens.view import ViewState
 
 # Streamlit runs a full gc.collect() after every script run (runner.postScriptGC, meant for
@@ -186,7 +187,10 @@ def sidebar() -> Context | None:
     db = sb.text_input("DuckDB file", db_path(), key="gl_db_input")
     st.session_state[DB_KEY] = db
     if not Path(db).is_file():
-        st.info(f"No database at `{db}`. Run `make demo` (or `gradlens compute …`) first.")
+        st.info(
+            f"No database at {escape_markdown(db)}. Run `make demo` (or `gradlens compute …`) "
+            "first."
+        )
         return None
     try:
         ver = version(db)
@@ -196,7 +200,7 @@ def sidebar() -> Context | None:
         return None
     complete = [str(n) for n in runs.loc[runs["status"] == "complete", "name"]]
     if not complete:
-        st.info(f"`{db}` holds no complete run yet.")
+        st.info(f"{escape_markdown(db)} holds no complete run yet.")
         return None
     v = view()
     if v.run is None:  # a URL without a run: the first run, keeping the rest of the view

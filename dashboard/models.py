@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from gradlens.models import load_model
+from gradlens.textdiff import escape_markdown
 
 
 @dataclass(eq=False)
@@ -44,13 +45,14 @@ def _load(spec: str, trust_remote_code: bool) -> LoadedModel:
 def loaded_model(spec: str, trust_remote_code: bool = False) -> LoadedModel:
     """The server's model for ``spec`` (loaded on first use, with a status box; the previous
     model is dropped: one at a time). Raises GradLensError for a spec that cannot be loaded."""
-    with st.status(f"Loading `{spec}`…", expanded=False) as status:
+    with st.status(f"Loading {escape_markdown(spec)}…", expanded=False) as status:
         try:
             lm = _load(spec, trust_remote_code)
         except Exception:
-            status.update(label=f"`{spec}` could not be loaded", state="error")
+            status.update(label=f"{escape_markdown(spec)} could not be loaded", state="error")
             raise
-        status.update(label=f"`{spec}` loaded ({lm.seconds:.1f} s)", state="complete")
+        label = f"{escape_markdown(spec)} loaded ({lm.seconds:.1f} s)"
+        status.update(label=label, state="complete")
     return lm
 
 
