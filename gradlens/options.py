@@ -218,16 +218,20 @@ class ParaphraseOptions(_Validated):
         help="what is paraphrased; with 'prompt' the response is the original's",
         choices=("prompt", "prompt+response"),
     )
-    concurrency: int = option(4, help="requests in flight", minimum=1)
+    concurrency: int = option(
+        4, help="requests in flight (1 for a local server on a few CPU cores)", minimum=1
+    )
     temperature: float = option(0.7, help="sampling temperature, 0 to 2", metavar="T")
     seed: int | None = option(None, help="sampling seed sent to the endpoint, where it uses one")
     max_tokens: int = option(
-        0, help="token limit per answer (0: twice the original's length, plus 32)", minimum=0
+        0, help="token limit per answer (0: 1.5 times the original's length, plus 16)", minimum=0
     )
     retries: int = option(
         6, help="retries per request on 429/5xx, timeouts and lost connections", minimum=0
     )
-    timeout: int = option(120, help="seconds to wait for one answer", minimum=1)
+    timeout: int = option(
+        600, help="seconds to wait for one answer (a local CPU server can take minutes)", minimum=1
+    )
     no_progress: bool = option(False, help="no progress bar")
 
     def __post_init__(self) -> None:

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -395,9 +395,9 @@ class Endpoint:
         api_key_env: str | None = None,
         temperature: float | None = None,
         seed: int | None = None,
-        timeout: float = 120.0,
+        timeout: float = 600.0,
         retries: int = 6,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         import openai
 
@@ -408,7 +408,8 @@ class Endpoint:
         self.seed = seed
         self.timeout = timeout
         self.retries = retries
-        self.sleep = sleep
+        self._closed = threading.Event()
+        self.sleep = sleep or self._closed.wait  # a backoff ends early when the run stops
         self.tries = 0  # requests sent, retries included
         self.reached = False  # the server has answered (anything) once
         self.waits: list[float] = []  # every backoff slept
@@ -418,14 +419,15 @@ class Endpoint:
         )
 
     def close(self) -> None:
-        """Close the connection pool (requests in flight fail at once)."""
+        """Stop: no more retries, backoffs end, the connection pool is closed."""
+        self._closed.set()
         self._client.close()
 
-    def _error(self, exc: Exception, tries: int) -> GradLensError:
+    def _error(self, exc: Exception, count: int) -> GradLensError:
         import openai
 
         where = _redact(self.url)
-        tries = f"{tries} {'try' if tries == 1 else 'tries'}"
+        tries = f"{count} {'try' if count == 1 else 'tries'}"
         if isinstance(exc, openai.APITimeoutError):
             return GradLensError(
                 f"{where} did not answer within {self.timeout:g} s ({tries}); raise "
@@ -491,6 +493,8 @@ class Endpoint:
             except openai.OpenAIError as exc:
                 if isinstance(exc, openai.APIStatusError):
                     self.reached = True
+                if self._closed.is_set():
+                    raise GradLensError("stopped") from None
                 if not self._retryable(exc) or attempt >= self.retries:
                     raise self._error(exc, attempt + 1) from None
                 delay = _retry_after(exc)
@@ -514,9 +518,10 @@ def messages_for(field: str, text: str) -> list[dict]:
 
 
 def token_limit(text: str, max_tokens: int) -> int:
-    """``max_tokens``, or (0) twice the text's length in tokens, estimated as characters / 4,
-    plus 32."""
-    return max_tokens if max_tokens > 0 else 2 * (len(text) // 4 + 1) + 32
+    """``max_tokens``, or (0) one and a half times the text's length in tokens, estimated as
+    characters / 4, plus 16: room for a rewording, not for an essay (a small model that
+    answers instead of rephrasing goes on until the limit)."""
+    return max_tokens if max_tokens > 0 else 3 * (len(text) // 4 + 1) // 2 + 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,9 +619,9 @@ def paraphrase(
     seed: int | None = None,
     max_tokens: int = 0,
     retries: int = 6,
-    timeout: float = 120.0,
+    timeout: float = 600.0,
     progress: bool = True,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] | None = None,
 ) -> ParaphraseSummary:
     """Write ``out_path``: one paraphrase per example of ``train_path`` (JSONL, original ids and
     order; flagged ones carry ``flag``); empty answers go to ``<out stem>.rejects.jsonl``.
@@ -658,47 +663,70 @@ def paraphrase(
     bar = tqdm(
         total=len(examples), initial=resumed, desc="paraphrase", unit="ex", disable=not progress
     )
-    stop = threading.Event()
-
-    def work(ex: Example) -> dict | None:
-        if stop.is_set():
-            return None
-        return paraphrase_example(client, ex, fields, max_tokens)
-
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="paraphrase")
     error: BaseException | None = None
     try:
         with handle:
-            pending: set[Future] = {pool.submit(work, ex) for ex in todo}
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    try:
-                        rec = fut.result()
-                    except BaseException as exc:  # noqa: BLE001 - kept, raised after the drain
-                        if error is None:
-                            error = exc
-                            stop.set()  # no new requests; those in flight may still finish
-                        continue
-                    if rec is None:
-                        continue
-                    handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                    handle.flush()
-                    done[rec["id"]] = rec
-                    bar.update(1)
-    except KeyboardInterrupt:
-        stop.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        client.close()  # requests in flight fail now, so the process can exit
-        bar.close()
-        raise
+            for rec in _run_pool(client, todo, fields, max_tokens, concurrency):
+                if isinstance(rec, BaseException):
+                    error = error or rec  # the first; the requests in flight still finish
+                    continue
+                handle.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                handle.flush()
+                done[rec["id"]] = rec
+                bar.update(1)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-    client.close()
+        client.close()
     if error is not None:
         raise error
     return _finish(examples, done, out, partial, resumed, client.tries, started)
+
+
+def _run_pool(
+    client: Endpoint,
+    todo: list[Example],
+    fields: tuple[str, ...],
+    max_tokens: int,
+    concurrency: int,
+) -> Iterator[dict | BaseException]:
+    """Each example's record (or the exception it raised) as it finishes, from ``concurrency``
+    worker threads. After an exception no new example is started; those in flight finish.
+    The workers are daemon threads: on Ctrl-C the caller's KeyboardInterrupt ends the process
+    at once instead of waiting for answers nobody will write (their examples are redone by
+    the rerun)."""
+    work: queue.SimpleQueue[Example] = queue.SimpleQueue()
+    for ex in todo:
+        work.put(ex)
+    results: queue.SimpleQueue[dict | BaseException] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                ex = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results.put(paraphrase_example(client, ex, fields, max_tokens))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                stop.set()
+                results.put(exc)
+
+    threads = [
+        threading.Thread(target=worker, name=f"paraphrase-{i}", daemon=True)
+        for i in range(min(concurrency, len(todo)))
+    ]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            try:
+                yield results.get(timeout=0.2)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads) and results.empty():
+                    return
+    finally:
+        stop.set()
 
 
 def _finish(

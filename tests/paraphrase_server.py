@@ -223,6 +223,7 @@ class FaultProxy:
             self.fail, self.status, self.retry_after = fail, status, retry_after
 
     def close(self) -> None:
+        self.gate.set()  # release what is held
         self.server.shutdown()
         self.server.server_close()
 

@@ -170,3 +170,28 @@ def test_a_flaky_server_is_retried_and_the_key_only_travels_in_its_header(
     assert set(proxy.authorization) == {f"Bearer {key}"}
     for text in (captured.out, captured.err, out.read_text(), rejects.read_text()):
         assert key not in text
+
+
+def test_ctrl_c_stops_at_once_with_the_resume_hint(server, proxy, train, tmp_path):
+    """Ctrl-C (or Cancel on the Compute page: SIGINT to the job) does not wait for the answers
+    in flight: exit 130 at once, rerun to resume."""
+    proxy.gate_after = 0  # every request is held: answers in flight when the signal comes
+    out = tmp_path / "para.jsonl"
+    cmd = [sys.executable, "-m", "gradlens", *argv(train, out, proxy.url, server[1])]
+    proc = subprocess.Popen(cmd + ["--concurrency", "2"], cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while proxy.seen < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and time.monotonic() - t0 < 15
+    assert err.strip().splitlines()[-1] == (
+        "gradlens: interrupted; run the same command again to resume"
+    )
+    assert not out.exists()
