@@ -7,6 +7,7 @@ The steps before the compute report their progress bar in the job's log, read ba
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -183,8 +184,10 @@ if submitted:
     try:
         train = materialise(*train_src, inputs, "train")
         steps: list[list[str]] = []
+        # query sets built by the job are its outputs: beside inputs/ (uploads, removed once the
+        # job succeeds), kept with the job until Dismiss, downloadable from its card
         if paraphrase_first and train:
-            queries = str(inputs / "paraphrased.jsonl")
+            queries = str(inputs.parent / "paraphrased.jsonl")
             steps.append(paraphrase_step(train, queries, pp_inputs))
         else:
             queries = materialise(*query_src, inputs, "queries")
@@ -192,7 +195,7 @@ if submitted:
             raise GradLensError("choose a training set and a query set (a path or an upload)")
         name = run_name.strip() or f"{Path(queries).stem}-{Path(model).name}"
         if generate_first:
-            generated = str(inputs / "generated.jsonl")
+            generated = str(inputs.parent / "generated.jsonl")
             gen = GenerateOptions(queries=queries, out=generated, model=model, device=device)
             steps.append(["generate", *to_argv(gen)])
         opts = ComputeOptions(
@@ -225,6 +228,35 @@ if submitted:
     except GradLensError as exc:
         shutil.rmtree(inputs.parent, ignore_errors=True)  # nothing half-made is left
         st.error(str(exc))
+
+
+BUILT = {"paraphrase": "paraphrased", "generate": "model-generated"}
+
+
+def built_query_sets(job: jobs.Job) -> list[tuple[str, Path]]:
+    """(step, file) of the query sets the job's steps have finished writing."""
+    found = []
+    for step in job.spec.steps:
+        if step[0] in BUILT and "--out" in step:
+            path = Path(step[list(step).index("--out") + 1])
+            if path.is_file():
+                found.append((step[0], path))
+    return found
+
+
+def download_query_sets(job: jobs.Job) -> None:
+    for step, path in built_query_sets(job):
+        data = path.read_bytes()
+        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        flagged = sum(1 for r in rows if r.get("flag"))
+        note = f", {flagged} flagged" if step == "paraphrase" else ""
+        st.download_button(
+            f"Download the {BUILT[step]} query set ({len(rows)} examples{note})",
+            data,
+            file_name=path.name,
+            mime="application/jsonl",
+            key=f"download_{job.spec.job_id}_{step}",
+        )
 
 
 def show_job(job: jobs.Job) -> None:
@@ -275,6 +307,7 @@ def show_job(job: jobs.Job) -> None:
         if cols[2].button("Dismiss", key=f"dismiss_{job.spec.job_id}", disabled=running):
             jobs.dismiss(job)
             st.rerun()
+        download_query_sets(job)
         with st.expander("Log"):
             st.code(job.log_tail() or "(no output yet)", language=None)
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -118,7 +120,9 @@ def test_the_paraphrased_set_is_built_first_and_the_key_stays_in_the_environment
     assert arg(para, "--train") == "data/demo/small/train.jsonl"
     assert arg(para, "--api-key-env") == "GRADLENS_TEST_PP_KEY"
     assert arg(para, "--model") == "some-served-model"
-    # paraphrase -> generate (the paraphrases' prompts) -> compute (the generated set)
+    # paraphrase -> generate (the paraphrases' prompts) -> compute (the generated set), the
+    # built sets kept in the job's folder, not in inputs/ (removed once the job succeeds)
+    assert Path(arg(para, "--out")).parent == Path(arg(gen, "--out")).parent == job.folder
     assert arg(gen, "--queries") == arg(para, "--out")
     assert arg(comp, "--queries") == arg(gen, "--out")
     from gradlens.cli import build_parser
@@ -166,3 +170,20 @@ def test_a_running_paraphrase_step_shows_its_progress(tmp_path, monkeypatch):
     assert not at.exception
     texts = [p.proto.text for p in at.get("progress")]
     assert any("paraphrase: 8 / 16 examples" in t and "ETA 00:10" in t for t in texts), texts
+
+
+def test_a_built_query_set_can_be_downloaded_with_its_flag_count(tmp_path, monkeypatch):
+    db = synthetic_selected_db(tmp_path)
+    job = jobs.create_job(db, "r", [["paraphrase", "--out", "X"], ["select"]], "r: a label")
+    out = job.folder / "paraphrased.jsonl"
+    rows = [{"id": "a", "prompt": "p", "response": "r", "flag": "prompt: identical"}]
+    rows += [{"id": "b", "prompt": "p2", "response": "r2"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steps = [["paraphrase", "--out", str(out)], ["select"]]
+    spec = json.loads((job.folder / "job.json").read_text()) | {"steps": steps}
+    (job.folder / "job.json").write_text(json.dumps(spec))
+    jobs._set_status(job.folder, state="complete", step=2, pid=None, returncode=0)
+    at = compute_page(db, monkeypatch)
+    assert not at.exception
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Download the paraphrased query set (2 examples, 1 flagged)"]
