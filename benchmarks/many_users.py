@@ -302,7 +302,9 @@ async def phase(browser, base: str, kinds: list[str], args, count: int | None) -
     log = Log()
     users = []
     for i, kind in enumerate(kinds):
-        ctx = await browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+        ctx = await browser.new_context(
+            viewport={"width": args.width, "height": args.height}, reduced_motion=args.motion
+        )
         users.append(User(f"user{i}-{kind}", kind, ctx, base, args.action_timeout))
     await asyncio.gather(*(u.open() for u in users))
     for u in users:  # one untimed action each: the first step or query fills the caches
@@ -342,7 +344,9 @@ async def bench(base: str, args) -> int:
 
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=list(CHROMIUM_ARGS)
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=list(CHROMIUM_ARGS) + args.chromium_arg,
         )
         single = Log()
         for kind in KINDS:  # one user alone, one kind after the other
@@ -388,6 +392,10 @@ async def bench(base: str, args) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=8)
+    ap.add_argument("--width", type=int, default=WIDTH)
+    ap.add_argument("--height", type=int, default=HEIGHT)
+    ap.add_argument("--motion", default="no-preference", choices=["no-preference", "reduce"])
+    ap.add_argument("--chromium-arg", action="append", default=[], help="extra Chromium flag")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the many-user phase")
     ap.add_argument("--single", type=int, default=20, help="single-user actions of each kind")
     ap.add_argument("--pace", type=float, default=1.0, help="seconds between a user's actions")
