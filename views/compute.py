@@ -148,9 +148,9 @@ with st.container(border=True):
         trust = st.checkbox("trust_remote_code (runs model code from disk)", key="compute_trust")
         train_src = data_source("Training set", TRAIN_SETS, "compute_train")
         paraphrase_first = st.checkbox(
-            "Build the paraphrased query set first (`gradlens paraphrase`: each training "
-            "example's prompt and response reworded by an LLM behind an OpenAI-compatible "
-            "endpoint)",
+            "Paraphrase the training set first",
+            help="`gradlens paraphrase`: each training example's prompt and response reworded "
+            "by an LLM behind an OpenAI-compatible endpoint; the result is the query set",
             key="compute_paraphrase",
         )
         if paraphrase_first:
@@ -159,8 +159,9 @@ with st.container(border=True):
         else:
             query_src = data_source("Query set", QUERY_SETS, "compute_queries")
         generate_first = st.checkbox(
-            "Build the model-generated query set first (`gradlens generate`: the query set's "
-            "prompts with this model's greedy completions)",
+            "Build the model-generated query set first",
+            help="`gradlens generate`: the query set's prompts with this model's greedy "
+            "completions",
             key="compute_generate",
         )
         run_name = st.text_input(
