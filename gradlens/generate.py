@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ from tqdm.auto import tqdm
 from gradlens.data import chat_prefix, load_examples
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
+from gradlens.jsonl_files import read_partial, write_atomically
 from gradlens.models import load_model
 
 
@@ -32,7 +32,7 @@ def generate(
     partial = out.with_name(out.name + ".partial")
     try:
         partial.parent.mkdir(parents=True, exist_ok=True)
-        done = _read_partial(partial)
+        done = read_partial(partial)
         handle = partial.open("a", encoding="utf-8")
     except OSError as exc:
         raise GradLensError(f"cannot write {partial}: {exc.strerror}") from None
@@ -61,36 +61,7 @@ def generate(
             handle.flush()
             done[q.id] = rec
             fault_point("generate.line")
-    tmp = out.with_name(f".{out.name}.tmp")  # a rerun after a kill here overwrites it
-    with tmp.open("w", encoding="utf-8") as f:
-        for q in queries:
-            f.write(json.dumps(done[q.id], ensure_ascii=False) + "\n")
-    fault_point("generate.out")
-    os.replace(tmp, out)
+    records = (done[q.id] for q in queries)
+    write_atomically(out, records, before_rename=lambda: fault_point("generate.out"))
     partial.unlink()
     return len(queries)
-
-
-def _read_partial(partial: Path) -> dict[str, dict]:
-    """The completions a stopped run left in ``partial`` by id. A last line cut short (no
-    newline: the process died while writing it) is dropped from the file, to be generated
-    again; any other unreadable line is a GradLensError naming it."""
-    if not partial.exists():
-        return {}
-    data = partial.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-        with partial.open("r+b") as f:
-            f.truncate(len(complete))
-    done = {}
-    for n, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            done[rec["id"]] = rec
-        except (ValueError, TypeError, KeyError):
-            raise GradLensError(
-                f"{partial}:{n}: not a line this command wrote; delete {partial} to start over"
-            ) from None
-    return done

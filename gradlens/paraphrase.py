@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from gradlens.data import Example, load_examples
 from gradlens.errors import GradLensError
+from gradlens.jsonl_files import read_partial, write_atomically
 
 FIELDS = ("prompt", "prompt+response")
 
@@ -558,31 +559,6 @@ def rejects_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.rejects.jsonl")
 
 
-def _read_partial(partial: Path) -> dict[str, dict]:
-    """The examples a stopped run left in ``partial`` by id. A last line cut short (the process
-    died while writing it) is dropped from the file; any other unreadable line is a
-    GradLensError naming it."""
-    if not partial.exists():
-        return {}
-    data = partial.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-        with partial.open("r+b") as f:
-            f.truncate(len(complete))
-    done = {}
-    for n, line in enumerate(complete.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            done[rec["id"]] = rec
-        except (ValueError, TypeError, KeyError):
-            raise GradLensError(
-                f"{partial}:{n}: not a line this command wrote; delete {partial} to start over"
-            ) from None
-    return done
-
-
 def paraphrase_example(
     endpoint: Endpoint, example: Example, fields: tuple[str, ...], max_tokens: int = 0
 ) -> dict:
@@ -651,7 +627,7 @@ def paraphrase(
     )
     try:
         partial.parent.mkdir(parents=True, exist_ok=True)
-        done = _read_partial(partial)
+        done = read_partial(partial)
         handle = partial.open("a", encoding="utf-8")
     except OSError as exc:
         client.close()
@@ -744,10 +720,10 @@ def _finish(
     rejects = rejects_path(out)
     try:
         if rejected:
-            _write_lines(rejects, rejected)
+            write_atomically(rejects, rejected)
         elif rejects.exists():
             rejects.unlink()  # from an earlier run of the same command
-        _write_lines(out, kept)
+        write_atomically(out, kept)
         partial.unlink()
     except OSError as exc:
         raise GradLensError(f"cannot write {out}: {exc.strerror}") from None
@@ -762,11 +738,3 @@ def _finish(
         requests=requests,
         seconds=time.monotonic() - started,
     )
-
-
-def _write_lines(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
