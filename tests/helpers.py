@@ -79,3 +79,21 @@ def synthetic_selected_db(tmp_path, name: str = "app.duckdb"):
     assert main(synthetic_import_args(tmp_path, db)) == 0
     assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
     return db
+
+
+def export_with_one_curve_value_changed(folder, dest):
+    """A copy of the export ``folder`` at ``dest`` whose first selection-curve accuracy is
+    0.123: the same run, different files (a restore must replace the run)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    shutil.copytree(folder, dest)
+    path = dest / "selection_curves.parquet"
+    curves = pq.read_table(path)
+    acc = curves.column("accuracy").to_numpy().copy()
+    acc[0] = 0.123
+    idx = curves.schema.get_field_index("accuracy")
+    pq.write_table(curves.set_column(idx, "accuracy", pa.array(acc)), path)
+    return dest

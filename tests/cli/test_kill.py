@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from gradlens import faults
@@ -34,7 +32,7 @@ from gradlens.faults import ENV, fault_point
 from gradlens.store import DATA_TABLES, Store
 from gradlens.workfile import running_jobs, work_file
 from tests.conftest import REPO
-from tests.helpers import synthetic_import_args
+from tests.helpers import export_with_one_curve_value_changed, synthetic_import_args
 
 KILLED = -9
 INTERRUPTED = 130
@@ -448,16 +446,7 @@ def exported(import_reference, tmp_path_factory):
     assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
     folder = tmp / "export"
     assert main(["export", "--db", str(db), "--run", "syn", "--out", str(folder)]) == 0
-    changed = tmp / "changed"
-    shutil.copytree(folder, changed)
-    curves = pq.read_table(changed / "selection_curves.parquet")
-    acc = curves.column("accuracy").to_numpy().copy()
-    acc[0] = 0.123
-    idx = curves.schema.get_field_index("accuracy")
-    pq.write_table(
-        curves.set_column(idx, "accuracy", pa.array(acc)), changed / "selection_curves.parquet"
-    )
-    return folder, changed
+    return folder, export_with_one_curve_value_changed(folder, tmp / "changed")
 
 
 def _restored(db: Path, folder: Path) -> dict[str, pd.DataFrame]:

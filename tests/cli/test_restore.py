@@ -15,7 +15,11 @@ import pytest
 from gradlens import queries, restore
 from gradlens.cli import main
 from gradlens.store import EXPORT_TABLES, Store
-from tests.helpers import synthetic_import_args, synthetic_selected_db
+from tests.helpers import (
+    export_with_one_curve_value_changed,
+    synthetic_import_args,
+    synthetic_selected_db,
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,20 +105,13 @@ def test_a_changed_file_replaces_the_run(exported, tmp_path, capsys):
     db = tmp_path / "x.duckdb"
     assert _restore(db, folder) == 0
     digest = _restored_rows(db)[0][1]
-    changed = tmp_path / "changed"
-    shutil.copytree(folder, changed)
-    curves = pq.read_table(changed / "selection_curves.parquet")
-    acc = curves.column("accuracy").to_numpy().copy()
-    acc[0] = 0.123
-    idx = curves.schema.get_field_index("accuracy")
-    pq.write_table(
-        curves.set_column(idx, "accuracy", pa.array(acc)), changed / "selection_curves.parquet"
-    )
+    changed = export_with_one_curve_value_changed(folder, tmp_path / "changed")
     capsys.readouterr()
     assert _restore(db, changed) == 0
     assert "run=syn replaced" in capsys.readouterr().out
     got = _tables(db)
-    assert len(got["selection_curves"]) == curves.num_rows  # replaced, not appended
+    shipped = pq.read_metadata(changed / "selection_curves.parquet").num_rows
+    assert len(got["selection_curves"]) == shipped  # replaced, not appended
     assert 0.123 in set(got["selection_curves"]["accuracy"])
     assert len(got["dots"]) == 90 and len(got["runs"]) == 1
     rows = _restored_rows(db)
