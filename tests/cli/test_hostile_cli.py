@@ -305,9 +305,13 @@ def test_foreign_database_is_refused_and_left_as_it_was(
     (tmp_path / "src").mkdir()
     before = digest(db)
     args = COMMANDS[command](db, tmp_path, exported, tiny_model_dir)
-    fails(capsys, *args, parts=(str(db), expected))
+    line = fails(capsys, *args, parts=(str(db), expected))
+    assert "another process" not in line, line  # said as what it is, not as a lock
     assert digest(db) == before
     assert not (tmp_path / "x.duckdb.wal").exists()
+    # refused before anything starts: compute (and the dashboard's Compute page, which runs the
+    # same validate_inputs) creates no work folder beside the database
+    assert not (tmp_path / "x.duckdb.work").exists()
 
 
 def test_database_of_this_version_without_a_recorded_version_keeps_working(
