@@ -1,5 +1,5 @@
 """GradLens dashboard: explore runs of per-component gradient dot products. Reads cached scalars
-only (``gradlens.queries``); never loads a model or recomputes a gradient to draw a page.
+only (``gradlens.runs.read``); never loads a model or recomputes a gradient to draw a page.
 
 ``streamlit run app.py`` with ``GRADLENS_DB`` naming the database (default data/demo.duckdb).
 """

@@ -28,8 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gradlens import queries  # noqa: E402
 from gradlens.cli import main as cli  # noqa: E402
+from gradlens.runs import read as queries  # noqa: E402
 from gradlens.selection import accuracy  # noqa: E402
 
 SETTINGS = ("paraphrased", "model_generated")

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradlens.candidates import bm25_candidates
-from gradlens.compute import compute
-from gradlens.data import IGNORE_INDEX, load_examples, tokenize_all
-from gradlens.models import discover_components, load_model
-from gradlens.reference import naive_pair_dots
-from gradlens.store import Store
+from gradlens.data.candidates import bm25_candidates
+from gradlens.data.examples import IGNORE_INDEX, load_examples, tokenize_all
+from gradlens.engine.job import compute
+from gradlens.engine.reference import naive_pair_dots
+from gradlens.models.loading import discover_components, load_model
+from gradlens.store.database import Store
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {
@@ -108,7 +108,7 @@ def run_engine(model_spec, train_path, queries_path, b, device, project=None):
 
 def batching_seconds(model_spec, examples, n=8, batch=4):
     """Engine time for n examples one at a time vs in right-padded batches of ``batch``."""
-    from gradlens.engine import GradientEngine
+    from gradlens.engine.capture import GradientEngine
 
     model, tok = load_model(model_spec)
     toks = tokenize_all(tok, examples[:n])
@@ -170,7 +170,7 @@ class FloorProbe:
         self.seconds += time.perf_counter() - t0
 
     def __enter__(self) -> FloorProbe:
-        from gradlens.engine import GradientEngine
+        from gradlens.engine.capture import GradientEngine
 
         self._orig = orig = GradientEngine.compute
         probe, every = self, self.every
@@ -188,7 +188,7 @@ class FloorProbe:
         return self
 
     def __exit__(self, *exc) -> None:
-        from gradlens.engine import GradientEngine
+        from gradlens.engine.capture import GradientEngine
 
         GradientEngine.compute = self._orig
 

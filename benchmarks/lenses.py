@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from gradlens.embedding_lens import input_gradients, optimize_inputs
-from gradlens.lens import backward_lens
-from gradlens.models import load_model
+from gradlens.lenses.backward import backward_lens
+from gradlens.lenses.embedding import input_gradients, optimize_inputs
+from gradlens.models.loading import load_model
 
 LENS = ("Lionel Messi plays for", " Paris")
 TEXT = "The animal that says neigh is a"

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gradlens.projection import Projector  # noqa: E402
+from gradlens.engine.projection import Projector  # noqa: E402
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:

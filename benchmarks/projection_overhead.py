@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlens.compute import build_projections, compute
-from gradlens.data import load_examples, tokenize_all
-from gradlens.engine import GradientEngine
-from gradlens.models import discover_components, load_model
-from gradlens.projection import parse_project_spec
+from gradlens.data.examples import load_examples, tokenize_all
+from gradlens.engine.capture import GradientEngine
+from gradlens.engine.job import build_projections, compute
+from gradlens.engine.projection import parse_project_spec
+from gradlens.models.loading import discover_components, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradlens import selection as sel  # noqa: E402
-from gradlens.importer import read_long_tables  # noqa: E402
+from gradlens.store.importer import read_long_tables  # noqa: E402
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

@@ -15,13 +15,13 @@ import pandas as pd
 import streamlit as st
 from streamlit import config as st_config
 
-from gradlens import queries
-from gradlens.arrays import RunArrays
 from gradlens.errors import GradLensError
-from gradlens.runs import run_headline
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.runs import read as queries
+from gradlens.runs.services import run_headline
+from gradlens.runs.viewstate import ViewState
 from gradlens.selection import GreedyStepper, greedy_select, per_component_accuracy
-from gradlens.textdiff import escape_markdown
-from gradlens.view import ViewState
+from gradlens.store.arrays import RunArrays
 
 # Streamlit runs a full gc.collect() after every script run (runner.postScriptGC, meant for
 # apps short of memory). With the dashboard's heap (~140k tracked objects: pandas, plotly,

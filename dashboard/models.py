@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-from gradlens.models import load_model
-from gradlens.textdiff import escape_markdown
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.models.loading import load_model
 
 
 @dataclass(eq=False)

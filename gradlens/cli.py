@@ -80,7 +80,7 @@ def _quiet_libraries() -> None:
 
 
 def _compute(opts: ComputeOptions) -> int:
-    from gradlens.compute import run_compute
+    from gradlens.engine.job import run_compute
 
     summary = run_compute(opts)
     if summary is not None:  # None on torchrun ranks other than 0
@@ -89,7 +89,7 @@ def _compute(opts: ComputeOptions) -> int:
 
 
 def _generate(opts: GenerateOptions) -> int:
-    from gradlens.generate import generate
+    from gradlens.data.generate import generate
 
     n = generate(
         opts.model,
@@ -104,7 +104,7 @@ def _generate(opts: GenerateOptions) -> int:
 
 
 def _paraphrase(opts: ParaphraseOptions) -> int:
-    from gradlens.paraphrase import paraphrase
+    from gradlens.data.paraphrase import paraphrase
 
     summary = paraphrase(
         opts.train,
@@ -126,8 +126,8 @@ def _paraphrase(opts: ParaphraseOptions) -> int:
 
 
 def _runs(opts: RunsOptions) -> int:
-    from gradlens.queries import list_runs
-    from gradlens.workfile import running_jobs
+    from gradlens.runs.read import list_runs
+    from gradlens.store.workfile import running_jobs
 
     jobs = running_jobs(opts.db)
     if not Path(opts.db).exists() and jobs:
@@ -145,7 +145,7 @@ def _runs(opts: RunsOptions) -> int:
 
 
 def _export(opts: ExportOptions) -> int:
-    from gradlens.store import Store
+    from gradlens.store.database import Store
 
     with Store(opts.db, read_only=True) as store:
         run = store.resolve(opts.run)
@@ -156,11 +156,11 @@ def _export(opts: ExportOptions) -> int:
 
 def _import(opts: ImportOptions) -> int:
     if opts.folder is not None:
-        from gradlens.restore import restore_run
+        from gradlens.store.restore import restore_run
 
         print(restore_run(opts.db, opts.folder).line())
         return 0
-    from gradlens.runs import import_run
+    from gradlens.runs.services import import_run
 
     summary = import_run(opts.db, opts.run, opts.dots, opts.norms, opts.n_params, opts.filter)
     print(summary.line())
@@ -168,8 +168,8 @@ def _import(opts: ImportOptions) -> int:
 
 
 def _select(opts: SelectOptions) -> int:
-    from gradlens.report import select_text
-    from gradlens.runs import select_run
+    from gradlens.runs.report import select_text
+    from gradlens.runs.services import select_run
 
     print(select_text(select_run(opts.db, opts.run, folds=opts.folds, seed=opts.seed)))
     return 0

@@ -6,7 +6,7 @@ A job for database ``X`` lives in ``X.jobs/<job_id>/``: ``job.json`` (the steps 
 arguments), ``status.json`` (replaced atomically by the runner), ``log.txt`` (the commands'
 output) and ``inputs/`` (uploaded files, private to the job (0700), removed once every step has
 succeeded or when the job is dismissed). Progress comes
-from the compute's own progress file (``gradlens.workfile``). Cancel sends SIGINT to the job's
+from the compute's own progress file (``gradlens.store.workfile``). Cancel sends SIGINT to the job's
 process group: the compute stops between queries and stays resumable; Resume starts the runner
 again at the step that did not finish.
 
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gradlens.errors import GradLensError
-from gradlens.workfile import Progress, running_jobs
+from gradlens.store.workfile import Progress, running_jobs
 
 __all__ = ["Job", "cancel", "create_job", "dismiss", "jobs_dir", "list_jobs", "resume", "start"]
 

@@ -51,7 +51,7 @@ def tiny_config(family: str, vocab_size: int):
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The bundled SmolLM2 converted to safetensors (cached under the user cache folder)."""
-    from gradlens.models import resolve_model_dir
+    from gradlens.models.loading import resolve_model_dir
 
     return Path(resolve_model_dir("smollm2"))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gradlens.reference import flat_component_grads
+from gradlens.engine.reference import flat_component_grads
 
 
 def brute_force_tables(model, components, toks_by_split):

@@ -13,8 +13,8 @@ import streamlit as st
 from dashboard import common
 from dashboard.models import chosen_model, run_on_model
 from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, show_whitespace
-from gradlens.lens import BackwardLens, backward_lens
-from gradlens.textdiff import escape_markdown
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.lenses.backward import BackwardLens, backward_lens
 
 EXAMPLE_PROMPT = "Lionel Messi plays for"
 EXAMPLE_TARGET = " Paris"

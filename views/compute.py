@@ -17,7 +17,7 @@ import streamlit as st
 
 from dashboard import common
 from gradlens import jobs
-from gradlens.compute import validate_inputs
+from gradlens.engine.job import validate_inputs
 from gradlens.errors import GradLensError
 from gradlens.options import ComputeOptions, GenerateOptions, ParaphraseOptions, to_argv
 

@@ -10,8 +10,8 @@ import streamlit as st
 
 from dashboard import common
 from gradlens.figures import candidate_bars, share_bars
+from gradlens.figures.textdiff import diff_markdown, escape_markdown
 from gradlens.selection import component_shares, cosines, failures, steals
-from gradlens.textdiff import diff_markdown, escape_markdown
 
 ctx = common.context()
 db, ver, run = ctx.db, ctx.ver, ctx.info.name

@@ -11,8 +11,8 @@ import streamlit as st
 
 from dashboard import common
 from gradlens.figures import greedy_curve
+from gradlens.runs.viewstate import OBJECTIVES
 from gradlens.selection import correct, cosines
-from gradlens.view import OBJECTIVES
 
 FIGURE_KEY = "greedy_figure"
 

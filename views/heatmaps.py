@@ -12,8 +12,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from gradlens import queries
-from gradlens.arrays import RunArrays
 from gradlens.figures import (
     depth_lines,
     kind_means,
@@ -21,7 +19,9 @@ from gradlens.figures import (
     layer_kind_grid,
     params_scatter,
 )
+from gradlens.runs import read as queries
 from gradlens.selection import accuracy
+from gradlens.store.arrays import RunArrays
 
 #: Session-state key through which a pick can be routed (AppTest cannot click a chart).
 PICK_KEY = "heatmap_pick"

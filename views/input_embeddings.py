@@ -13,7 +13,6 @@ import streamlit as st
 
 from dashboard import common
 from dashboard.models import chosen_model, run_on_model
-from gradlens.embedding_lens import InputGradients, Optimization, input_gradients, optimize_inputs
 from gradlens.figures import (
     distance_lines,
     grad_norm_bars,
@@ -21,7 +20,8 @@ from gradlens.figures import (
     optimization_animation,
     show_whitespace,
 )
-from gradlens.textdiff import escape_markdown
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.lenses.embedding import InputGradients, Optimization, input_gradients, optimize_inputs
 
 EXAMPLE_TEXT = "The animal that says neigh is a"
 EXAMPLE_PROMPT = "The animal that says bark is a"

@@ -18,9 +18,9 @@ import streamlit as st
 
 from dashboard import common
 from dashboard.models import LoadedModel, loaded_model
-from gradlens.data import LOSS_ON, Example, load_examples, tokenize_example
+from gradlens.data.examples import LOSS_ON, Example, load_examples, tokenize_example
 from gradlens.errors import GradLensError
-from gradlens.model_info import (
+from gradlens.models.info import (
     SOURCES,
     architecture_summary,
     components_frame,
@@ -31,7 +31,7 @@ from gradlens.model_info import (
     token_preview,
     visible,
 )
-from gradlens.models import discover_components
+from gradlens.models.loading import discover_components
 
 #: Session-state keys other pages read (not widget keys: they outlive this page's widgets).
 SPEC_KEY = "model_spec"

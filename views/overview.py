@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import common
-from gradlens import queries
-from gradlens.report import cost_rows
+from gradlens.runs import read as queries
+from gradlens.runs.report import cost_rows
 
 ctx = common.context()
 db, ver, info = ctx.db, ctx.ver, ctx.info

@@ -1,6 +1,6 @@
 """Pair inspector: the loss gradients of two examples compared, per component (a layer × kind
 grid of cosines) and per target token (each token's share of its example's gradient and the
-cosine of its gradient with the other example's gradient). ``gradlens.pairs`` computes it.
+cosine of its gradient with the other example's gradient). ``gradlens.lenses.pairs`` computes it.
 
 The model is the one chosen on the Model page (``st.session_state["model_spec"]``, default the
 bundled SmolLM2), shared by every session: the computation holds its lock. The failure page
@@ -15,10 +15,10 @@ import streamlit as st
 
 from dashboard import common
 from dashboard.models import chosen_model, run_on_model
-from gradlens.data import LOSS_ON, Example
+from gradlens.data.examples import LOSS_ON, Example
 from gradlens.figures import pair_cosine_grid, token_bars
-from gradlens.pairs import REDUCTIONS, PairComparison, compare_pair, explain
-from gradlens.textdiff import escape_markdown
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.lenses.pairs import REDUCTIONS, PairComparison, compare_pair, explain
 
 # The worked example: on SmolLM2 " pizza" and " pizza." differ by exactly one token ("."),
 # with or without the chat template (a leading space keeps " pizza" one token).

@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard import common
 from gradlens.figures import select_vs_project
-from gradlens.report import cost_rows
+from gradlens.runs.report import cost_rows
 from gradlens.selection import projection_table
 
 ctx = common.context()

@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard import common
 from gradlens.errors import GradLensError
-from gradlens.workfile import write_store
+from gradlens.store.workfile import write_store
 
 FLASH_KEY = "runs_flash"
 PICK_KEY = "runs_delete_pick"

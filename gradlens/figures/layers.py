@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from gradlens.figures.style import COLORS, finish, note_below
-from gradlens.naming import KINDS
+from gradlens.models.naming import KINDS
 
 MODEL_ROW = "model"
 #: Colour scale of the grid (perceptually uniform; light = high).

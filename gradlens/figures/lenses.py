@@ -18,8 +18,8 @@ from plotly.colors import qualitative
 from gradlens.figures.style import COLORS, finish
 
 if TYPE_CHECKING:
-    from gradlens.embedding_lens import InputGradients, Optimization
-    from gradlens.lens import BackwardLens
+    from gradlens.lenses.backward import BackwardLens
+    from gradlens.lenses.embedding import InputGradients, Optimization
 
 #: Colour scale of the backward-lens heatmap (light = large gradient).
 LENS_SCALE = "Viridis"

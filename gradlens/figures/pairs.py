@@ -1,6 +1,6 @@
-"""Figures of the pair inspector (``gradlens.pairs``): the per-component cosine of two examples'
-gradients as a layer × kind grid read on a diverging scale, and per-token bars (each target
-token's share of its example's gradient and the cosine of its gradient with the other
+"""Figures of the pair inspector (``gradlens.lenses.pairs``): the per-component cosine of two
+examples' gradients as a layer × kind grid read on a diverging scale, and per-token bars (each
+target token's share of its example's gradient and the cosine of its gradient with the other
 example's gradient).
 
 Decoded tokens are user text: every label goes through ``token_text`` (HTML-escaped, since

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from gradlens.arrays import RunArrays
-from gradlens.naming import KINDS
+from gradlens.models.naming import KINDS
 from gradlens.selection.core import (
     EPS,
     check_shapes,
@@ -19,6 +18,7 @@ from gradlens.selection.core import (
 )
 from gradlens.selection.greedy import Step, greedy_select, param_fractions
 from gradlens.selection.stats import bootstrap_ci, heldout_estimate
+from gradlens.store.arrays import RunArrays
 
 HEADLINE_COLUMNS = ("metric", "detail", "accuracy", "ci_lo", "ci_hi", "k", "param_fraction")
 

@@ -82,7 +82,7 @@ def test_a_valid_job_is_registered_and_runs(tmp_path, monkeypatch, tiny_model_di
         time.sleep(1)
     done = jobs.load_job(job.folder)
     assert done.state == "complete", done.log_tail()
-    from gradlens import queries
+    from gradlens.runs import read as queries
 
     assert "small-tiny" in set(queries.list_runs(db)["name"])
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlens import queries
 from gradlens.cli import main
+from gradlens.runs import read as queries
 from gradlens.selection import per_component_accuracy
 from tests.conftest import REPO
 from tests.helpers import synthetic_import_args
@@ -211,7 +211,7 @@ def test_runs_page_reports_a_locked_database(tmp_path, monkeypatch):
 
 
 def test_runs_page_without_a_complete_run(tmp_path, monkeypatch):
-    from gradlens.store import Store
+    from gradlens.store.database import Store
 
     db = tmp_path / "half.duckdb"
     with Store(db) as store:

@@ -11,10 +11,10 @@ import json
 import pytest
 from markdown_it import MarkdownIt
 
-from gradlens import queries
 from gradlens.cli import main
+from gradlens.runs import read as queries
+from gradlens.runs.viewstate import ViewState
 from gradlens.selection import failures
-from gradlens.view import ViewState
 from tests.conftest import REPO
 
 pytest.importorskip("streamlit")

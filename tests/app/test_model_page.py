@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from gradlens.data import IGNORE_INDEX, load_examples, tokenize_example
-from gradlens.models import discover_components, load_model
+from gradlens.data.examples import IGNORE_INDEX, load_examples, tokenize_example
+from gradlens.models.loading import discover_components, load_model
 from tests.conftest import DEMO, REPO
 from tests.helpers import synthetic_selected_db
 
@@ -129,7 +129,7 @@ def test_empty_hub_id_and_a_typed_example(page, tiny_model_dir):
     at.run()
     assert not at.exception
     _, tokenizer = load_model(str(tiny_model_dir))
-    from gradlens.data import Example
+    from gradlens.data.examples import Example
 
     ex = Example("typed", "What is 2 + 2?", "<b>4</b> ²")
     ids, labels = tokenize_example(tokenizer, ex, loss_on="response", max_length=16)

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlens import queries
 from gradlens.cli import main
+from gradlens.runs import read as queries
+from gradlens.runs.viewstate import ViewState
 from gradlens.selection import EPS, greedy_select
-from gradlens.view import ViewState
 from tests.conftest import REPO
 from tests.helpers import synthetic_selected_db
 

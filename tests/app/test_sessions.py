@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from dashboard import common
-from gradlens import queries
+from gradlens.runs import read as queries
 from gradlens.selection import GreedyStepper, failures, greedy_select
 from tests.conftest import REPO
 from tests.helpers import synthetic_selected_db

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlens import compute as compute_module
 from gradlens.cli import main
-from gradlens.compute import compute
-from gradlens.data import load_examples, tokenize_all
-from gradlens.models import discover_components, load_model
-from gradlens.store import Store
-from gradlens.workfile import running_jobs, work_dir
+from gradlens.data.examples import load_examples, tokenize_all
+from gradlens.engine import job as compute_module
+from gradlens.engine.job import compute
+from gradlens.models.loading import discover_components, load_model
+from gradlens.store.database import Store
+from gradlens.store.workfile import running_jobs, work_dir
 from tests.conftest import DEMO
 from tests.helpers import assert_db_matches_brute_force, brute_force_tables
 
@@ -199,7 +199,7 @@ def test_device_auto_resolves_without_gpu():
     import torch
 
     from gradlens.errors import GradLensError
-    from gradlens.models import resolve_device
+    from gradlens.models.loading import resolve_device
 
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
@@ -214,8 +214,8 @@ def test_the_database_is_readable_while_a_job_runs_and_a_second_job_refuses(
 ):
     """While a job computes, readers open the database (and the job never holds it); a second
     job on the same run stops with a clear message; the first one then publishes its run."""
-    from gradlens import queries
     from gradlens.errors import GradLensError
+    from gradlens.runs import read as queries
     from tests.helpers import synthetic_selected_db
 
     db = synthetic_selected_db(tmp_path, "shared.duckdb")  # a database with another run in it

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gradlens.compute import compute
-from gradlens.store import Store
+from gradlens.engine.job import compute
+from gradlens.store.database import Store
 from tests.conftest import DEMO
 
 SHIPPED = DEMO / "runs" / "paraphrased"

@@ -16,7 +16,7 @@ import pytest
 from torch.distributed.run import get_args_parser
 
 from gradlens.cli import build_parser
-from gradlens.store import Store
+from gradlens.store.database import Store
 from tests.conftest import DEMO, REPO
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gradlens.cli import main
-from gradlens.data import load_examples
+from gradlens.data.examples import load_examples
 
 
 def test_generate_writes_every_query_and_resumes(tmp_path, tiny_model_dir, capsys):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from gradlens.cli import main
-from gradlens.store import SCHEMA_VERSION, Store
+from gradlens.store.database import SCHEMA_VERSION, Store
 from tests.conftest import REPO
 from tests.helpers import synthetic_import_args
 from tests.unit.test_hostile import long_tables

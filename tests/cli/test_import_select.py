@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gradlens.cli import main
-from gradlens.queries import load_arrays
+from gradlens.runs.read import load_arrays
 from gradlens.selection import accuracy, per_component_accuracy
-from gradlens.store import Store
+from gradlens.store.database import Store
 from tests.helpers import synthetic_import_args
 from tests.unit.test_paper_reference import PARAMS, PUBLISHED, paper_dir, synthetic, write
 

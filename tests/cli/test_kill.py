@@ -29,8 +29,8 @@ import pytest
 from gradlens import faults
 from gradlens.cli import main
 from gradlens.faults import ENV, fault_point
-from gradlens.store import DATA_TABLES, Store
-from gradlens.workfile import running_jobs, work_file
+from gradlens.store.database import DATA_TABLES, Store
+from gradlens.store.workfile import running_jobs, work_file
 from tests.conftest import REPO
 from tests.helpers import export_with_one_curve_value_changed, synthetic_import_args
 
@@ -80,8 +80,9 @@ SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_T
 _SERVER = r"""
 import importlib, json, os, sys, traceback
 import gradlens.cli
-for m in ("gradlens.compute", "gradlens.generate", "gradlens.runs", "gradlens.restore",
-          "gradlens.report", "transformers.models.llama.modeling_llama",
+for m in ("gradlens.engine.job", "gradlens.data.generate", "gradlens.runs.services",
+          "gradlens.store.restore", "gradlens.runs.report",
+          "transformers.models.llama.modeling_llama",
           "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
           "transformers.generation.utils", "transformers.integrations.hub_kernels",
           "transformers.core_model_loading", "transformers.conversion_mapping",
@@ -538,7 +539,7 @@ def test_fault_point_counts_and_rejects_unknown_points(monkeypatch):
 def test_every_point_is_placed_and_documented():
     """Each name in POINTS is reached by a ``fault_point`` call in gradlens and listed in the
     module docstring (the documentation of the hook)."""
-    source = "".join(p.read_text() for p in (REPO / "gradlens").glob("*.py"))
+    source = "".join(p.read_text() for p in (REPO / "gradlens").rglob("*.py"))
     for point in faults.POINTS:
         assert f'fault_point("{point}")' in source, point
         assert f"``{point}``" in faults.__doc__, point

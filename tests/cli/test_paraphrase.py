@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from gradlens import paraphrase as pp
 from gradlens.cli import main
-from gradlens.data import check_queries, load_examples
+from gradlens.data import paraphrase as pp
+from gradlens.data.examples import check_queries, load_examples
 from tests.conftest import DEMO, REPO
 from tests.paraphrase_server import FaultProxy, shared_server
 

@@ -14,8 +14,8 @@ import shutil
 
 import numpy as np
 
-from gradlens.compute import compute
-from gradlens.store import Store
+from gradlens.engine.job import compute
+from gradlens.store.database import Store
 from tests.conftest import DEMO
 
 PINNED_RUN_ID = "2e3eaf25925e28e3"

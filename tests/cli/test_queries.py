@@ -1,4 +1,4 @@
-"""The read side (gradlens.queries) on a real DuckDB file: what select wrote comes back, the
+"""The read side (gradlens.runs.read) on a real DuckDB file: what select wrote comes back, the
 arrays equal the imported tables', and export handles any path."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from gradlens import queries
 from gradlens.cli import main
-from gradlens.importer import read_long_tables
-from gradlens.store import EXPORT_TABLES
+from gradlens.runs import read as queries
+from gradlens.store.database import EXPORT_TABLES
+from gradlens.store.importer import read_long_tables
 from tests.helpers import synthetic_import_args
 
 

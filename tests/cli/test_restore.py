@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gradlens import queries, restore
 from gradlens.cli import main
-from gradlens.store import EXPORT_TABLES, Store
+from gradlens.runs import read as queries
+from gradlens.store.database import EXPORT_TABLES, Store, restore
 from tests.helpers import (
     export_with_one_curve_value_changed,
     synthetic_import_args,

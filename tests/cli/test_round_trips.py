@@ -9,10 +9,10 @@ import re
 import pandas as pd
 import pytest
 
-from gradlens import queries
 from gradlens.cli import main
-from gradlens.runs import run_headline
-from gradlens.store import Store
+from gradlens.runs import read as queries
+from gradlens.runs.services import run_headline
+from gradlens.store.database import Store
 from tests.conftest import DEMO
 
 PROJECT = "sjlt:0.5,kron:0.5"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gradlens import jobs
-from gradlens.compute import compute
-from gradlens.store import Store
+from gradlens.engine.job import compute
+from gradlens.store.database import Store
 from tests.conftest import DEMO
 from tests.e2e.conftest import assert_no_exception, page_text, shot, visit, wait_idle
 from tests.helpers import synthetic_selected_db

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from gradlens.candidates import bm25_candidates
-from gradlens.data import Example
+from gradlens.data.candidates import bm25_candidates
+from gradlens.data.examples import Example
 from gradlens.errors import GradLensError
-from gradlens.models import discover_components
+from gradlens.models.loading import discover_components
 from tests.conftest import build_tiny
 
 TRAIN = [
@@ -103,13 +103,13 @@ def test_unmappable_architecture_names_the_class():
     ],
 )
 def test_parse_memory(text, expected):
-    from gradlens.compute import parse_memory
+    from gradlens.engine.job import parse_memory
 
     assert parse_memory(text) == expected
 
 
 def test_parse_memory_rejects_garbage():
-    from gradlens.compute import parse_memory
+    from gradlens.engine.job import parse_memory
 
     with pytest.raises(GradLensError, match="--max-memory"):
         parse_memory("lots")

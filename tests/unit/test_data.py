@@ -8,7 +8,7 @@ import logging
 import pandas as pd
 import pytest
 
-from gradlens.data import (
+from gradlens.data.examples import (
     IGNORE_INDEX,
     Example,
     content_hash,

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradlens.embedding_lens import input_gradients, optimize_inputs, typical_distance
 from gradlens.errors import GradLensError
 from gradlens.figures import distance_lines, grad_norm_bars, loss_line, optimization_animation
+from gradlens.lenses.embedding import input_gradients, optimize_inputs, typical_distance
 from tests.conftest import build_tiny
 
 TEXT = "The animal that says neigh is a"

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradlens.data import Example, tokenize_all
-from gradlens.engine import GradientEngine
-from gradlens.grads import (
+from gradlens.data.examples import Example, tokenize_all
+from gradlens.engine.capture import GradientEngine
+from gradlens.engine.reference import flat_component_grads
+from gradlens.engine.terms import (
     Dense,
     ExampleGrads,
     Factored,
@@ -20,8 +21,7 @@ from gradlens.grads import (
     query_dots,
     term_dot,
 )
-from gradlens.models import discover_components
-from gradlens.reference import flat_component_grads
+from gradlens.models.loading import discover_components
 from tests.conftest import build_tiny
 from tests.helpers import dot64
 
@@ -77,7 +77,7 @@ def test_positions_after_the_last_loss_token_are_dropped_exactly(family, tokeniz
     enters the loss; a tail without labels (here 5 tokens) must then carry zero gradient."""
     from dataclasses import replace
 
-    from gradlens.data import IGNORE_INDEX
+    from gradlens.data.examples import IGNORE_INDEX
 
     model = build_tiny(family, tokenizer)
     components = discover_components(model)
@@ -151,7 +151,7 @@ def test_densify_mixed_terms_matches_brute_force_and_leaves_terms_untouched():
 
 def test_smollm2_three_examples(smollm2_dir):
     """The real bundled model: 211 components, exact against autograd on 3 examples."""
-    from gradlens.models import load_model
+    from gradlens.models.loading import load_model
 
     model, tok = load_model(str(smollm2_dir))
     components = discover_components(model)
@@ -167,7 +167,7 @@ def _projected_by_engine(model, tokenizer, method: str, fraction: float):
     """Two examples through an engine projecting with (method, fraction), one call each, checked
     against the projection of the dense autograd gradient oriented [out, in] (GPT-2's Conv1D
     weights are stored [in, out]). Returns the engine (closed) and the examples' grads."""
-    from gradlens.compute import build_projections
+    from gradlens.engine.job import build_projections
 
     components = discover_components(model)
     toks = tokenize_all(tokenizer, EXAMPLES[:2])

@@ -13,7 +13,7 @@ from gradlens.figures import (
     layer_kind_grid,
     params_scatter,
 )
-from gradlens.naming import KINDS
+from gradlens.models.naming import KINDS
 
 # two blocks of q / down, an embedding and a head; the kinds are listed out of KINDS order
 NAMES = ["L1.down", "embed", "L0.q", "L0.down", "lm_head", "L1.q"]

@@ -19,8 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradlens import queries
-from gradlens.data import Example, load_examples, tokenize_all
+from gradlens.data.examples import Example, load_examples, tokenize_all
 from gradlens.errors import (
     DatabaseError,
     DataError,
@@ -28,8 +27,9 @@ from gradlens.errors import (
     TableError,
     one_line,
 )
-from gradlens.importer import read_long_tables
-from gradlens.store import SCHEMA_VERSION, Store, check_database
+from gradlens.runs import read as queries
+from gradlens.store.database import SCHEMA_VERSION, Store, check_database
+from gradlens.store.importer import read_long_tables
 from tests.unit.test_paper_reference import synthetic
 
 ROW = {"id": "a", "prompt": "What is water?", "response": "Water is H2O."}

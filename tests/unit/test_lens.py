@@ -13,7 +13,7 @@ from torch import nn
 
 from gradlens.errors import GradLensError
 from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, token_label
-from gradlens.lens import backward_lens, final_norm, logit_lens
+from gradlens.lenses.backward import backward_lens, final_norm, logit_lens
 from tests.conftest import build_tiny
 
 PROMPT = "The quick brown fox jumps over the"
@@ -171,7 +171,7 @@ def test_figures(tokenizer):
 
 def test_smollm2_ff1_rank():
     """The lemma on the real model: rank n before the last layer, 1 in the last (measured)."""
-    from gradlens.models import load_model
+    from gradlens.models.loading import load_model
 
     model, tok = load_model("smollm2")
     lens = backward_lens(model, tok, "Lionel Messi plays for", " Paris")

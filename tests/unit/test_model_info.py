@@ -1,4 +1,4 @@
-"""gradlens.model_info on the tiny Llama (SmolLM2 tokenizer): the architecture summary against
+"""gradlens.models.info on the tiny Llama (SmolLM2 tokenizer): the architecture summary against
 the config, the components table against discover_components, and the token preview against
 tokenize_example's labels and the tokenizer's own decoding."""
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from gradlens.data import IGNORE_INDEX, Example, load_examples, tokenize_example
+from gradlens.data.examples import IGNORE_INDEX, Example, load_examples, tokenize_example
 from gradlens.errors import GradLensError
-from gradlens.model_info import (
+from gradlens.models.info import (
     COMPONENT_COLUMNS,
     PREVIEW_COLUMNS,
     SOURCES,
@@ -25,7 +25,7 @@ from gradlens.model_info import (
     token_preview,
     visible,
 )
-from gradlens.models import discover_components
+from gradlens.models.loading import discover_components
 from tests.conftest import DEMO, build_tiny
 
 

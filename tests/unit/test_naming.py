@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gradlens.importer import parse_component_name as imported_parse
-from gradlens.models import discover_components
-from gradlens.naming import KINDS, parse_component_name
+from gradlens.models.loading import discover_components
+from gradlens.models.naming import KINDS, parse_component_name
+from gradlens.store.importer import parse_component_name as imported_parse
 from tests.conftest import build_tiny
 
 

@@ -1,6 +1,6 @@
-"""The pair inspector (``gradlens.pairs``) against independent autograd: full and per-component
-cosines of a tiny Llama, GPT-2 and T5; the per-token decomposition (shares sum to 1, the
-per-token gradients add up to the example's gradient, for mean and sum); an identical pair;
+"""The pair inspector (``gradlens.lenses.pairs``) against independent autograd: full and
+per-component cosines of a tiny Llama, GPT-2 and T5; the per-token decomposition (shares sum to
+1, the per-token gradients add up to the example's gradient, for mean and sum); an identical pair;
 the figures; and one SmolLM2 pair of the shipped demo against the cosine the demo stores."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from gradlens.data import IGNORE_INDEX, Example, Tokenized, tokenize_example
+from gradlens.data.examples import IGNORE_INDEX, Example, Tokenized, tokenize_example
+from gradlens.engine.reference import flat_component_grads
 from gradlens.figures import pair_cosine_grid, token_bars
 from gradlens.figures.pairs import COSINE_SCALE, UNDEFINED_COLOR
-from gradlens.models import discover_components
-from gradlens.pairs import (
+from gradlens.lenses.pairs import (
     PairComparison,
     TokenDecomposition,
     compare_pair,
@@ -24,7 +24,7 @@ from gradlens.pairs import (
     encode_example,
     explain,
 )
-from gradlens.reference import flat_component_grads
+from gradlens.models.loading import discover_components
 from tests.conftest import DEMO, build_tiny
 from tests.unit.test_t5_bert_discovery import tiny_t5, word_tokenizer
 
@@ -325,8 +325,8 @@ def test_token_bars_escape_token_text() -> None:
 def test_smollm2_demo_pair_matches_the_stored_cosine() -> None:
     """compare_pair on the shipped demo's shortest (query, original) pair reproduces the full
     cosine the demo run stores (method exact; the compute defaults)."""
-    from gradlens.data import load_examples
-    from gradlens.models import load_model
+    from gradlens.data.examples import load_examples
+    from gradlens.models.loading import load_model
 
     run = DEMO / "runs" / "paraphrased"
     sizes = pd.read_parquet(run / "examples.parquet")

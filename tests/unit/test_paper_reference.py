@@ -1,4 +1,4 @@
-"""Long-table import (gradlens.importer) and the paper's published figures.
+"""Long-table import (gradlens.store.importer) and the paper's published figures.
 
 The paper tests read ../shared/paper (or $GRADLENS_PAPER_DIR) and skip when it is absent; the
 importer tests before them use small synthetic tables and always run."""
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from gradlens import selection as sel
-from gradlens.importer import (
+from gradlens.store.importer import (
     ImportedTables,
     RunArrays,
     arrays_from_frames,

@@ -1,4 +1,4 @@
-"""`gradlens.paraphrase`: the detector of bad paraphrases (on the demo's hand-written ones: the
+"""`gradlens.data.paraphrase`: the detector of bad paraphrases (on the demo's hand-written ones: the
 six rows marked ``"hard": true`` answer the instruction instead of rephrasing it), the options'
 validation, and the retry/backoff logic against a real OpenAI-compatible server
 (``transformers serve`` on the bundled SmolLM2) behind a fault-injecting proxy."""
@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
-from gradlens import paraphrase as pp
 from gradlens.cli import main
-from gradlens.data import Example, load_examples
+from gradlens.data import paraphrase as pp
+from gradlens.data.examples import Example, load_examples
 from gradlens.errors import GradLensError
 from gradlens.options import ParaphraseOptions, to_argv
 from tests.conftest import DEMO

@@ -1,4 +1,5 @@
-"""gradlens.projection: determinism across processes, norm preservation, accuracy, reference."""
+"""gradlens.engine.projection: determinism across processes, norm preservation, accuracy,
+reference."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradlens import projection as proj
-from gradlens.projection import GAUSSIAN_TAG, Projector, derive_seed
+from gradlens.engine import projection as proj
+from gradlens.engine.projection import GAUSSIAN_TAG, Projector, derive_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 
 _SCRIPT = """
 import hashlib, torch
-from gradlens.projection import Projector
+from gradlens.engine.projection import Projector
 x = torch.randn(3, 5000, generator=torch.Generator().manual_seed(7))
 h = hashlib.sha256()
 for method, s, block in (("gaussian", 1, 700), ("sjlt", 1, 1200), ("sjlt", 3, None)):
@@ -165,7 +166,7 @@ def test_sjlt_variance_is_the_block_formula_and_below_a_random_hash() -> None:
 def test_sjlt_cpu_kernel_equals_index_add_with_the_same_table(s: int) -> None:
     """The numba kernel (one int64 entry per group) against index_add_ in float64 over the
     table expanded per coordinate."""
-    from gradlens import sketch_kernel
+    from gradlens.engine import sketch_kernel
 
     assert sketch_kernel.available()
     n_in, n_out, block = 5000, 97, 1200
@@ -183,7 +184,7 @@ def test_sjlt_cpu_kernel_equals_index_add_with_the_same_table(s: int) -> None:
 
 def test_sjlt_without_numba_falls_back_to_index_add(monkeypatch) -> None:
     """Where numba is missing (and on CUDA) the same table is applied with index_add_."""
-    from gradlens import sketch_kernel
+    from gradlens.engine import sketch_kernel
 
     x = torch.randn(2, 3000, generator=torch.Generator().manual_seed(5))
     with_kernel = Projector(3000, 50, "sjlt", seed=6, s=2, block=700).project(x)
@@ -313,7 +314,7 @@ def test_sketch_kernel_rejects_tables_and_accumulators_out_of_range() -> None:
     """The vector path writes without bounds checks, so bad input must never reach it."""
     import numpy as np
 
-    from gradlens import sketch_kernel
+    from gradlens.engine import sketch_kernel
 
     x = np.ones(32, dtype=np.float32)
     ok = np.array([3 << 16, 20 << 16 | 1], dtype=np.int64)  # lane 0 of group 1 negated

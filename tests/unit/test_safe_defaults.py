@@ -14,10 +14,11 @@ import sys
 
 import pytest
 
-from gradlens import jobs, models
+from gradlens import jobs
 from gradlens.errors import GradLensError
+from gradlens.models import loading as models
 from gradlens.options import ComputeOptions
-from gradlens.store import Store
+from gradlens.store.database import Store
 from tests.conftest import REPO
 
 _READ_CONFIG = """

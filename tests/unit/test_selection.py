@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gradlens import selection as sel
-from gradlens.queries import CURVE_COLUMNS
+from gradlens.runs.read import CURVE_COLUMNS
 from gradlens.selection import EPS
 
 
@@ -386,7 +386,7 @@ def test_heldout_stays_near_chance_on_random_dots_where_in_sample_overfits(seed)
 
 
 def test_failure_table_and_component_shares_against_numpy() -> None:
-    from gradlens.arrays import RunArrays
+    from gradlens.store.arrays import RunArrays
 
     dots, qsq, csq, target, valid = make_instance(seed=5, pad=True)
     n, b, k = dots.shape

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gradlens.models import discover_components
-from gradlens.naming import KINDS, MODEL_WIDE, encoder_blocks_in, parse_component_name
+from gradlens.models.loading import discover_components
+from gradlens.models.naming import KINDS, MODEL_WIDE, encoder_blocks_in, parse_component_name
 
 SPECIALS = ["<pad>", "</s>", "<unk>", "<extra_id_0>", "<extra_id_1>"]
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from gradlens.figures import candidate_bars, greedy_curve, select_vs_project, share_bars
-from gradlens.textdiff import diff_markdown, escape_markdown, word_diff
-from gradlens.view import ViewState
+from gradlens.figures.textdiff import diff_markdown, escape_markdown, word_diff
+from gradlens.runs.viewstate import ViewState
 
 
 def test_view_state_round_trips_through_query_params() -> None:

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from gradlens.data import IGNORE_INDEX, Example, tokenize_example
+from gradlens.data.examples import IGNORE_INDEX, Example, tokenize_example
 from gradlens.errors import GradLensError
 from gradlens.figures.layers import layer_kind_grid
 from gradlens.figures.style import note_below
-from gradlens.models import BUNDLED_MODEL, Component
+from gradlens.models.loading import BUNDLED_MODEL, Component
 
 #: Where a model comes from, as the Model page offers it.
 SOURCES = ("bundled SmolLM2", "local folder", "hub id in the local cache")
@@ -167,9 +167,9 @@ def decode(tokenizer, ids: Sequence[int]) -> str:
 def token_preview(
     tokenizer, example: Example, loss_on: str = "response", max_length: int | None = None
 ) -> pd.DataFrame:
-    """``example`` as the model sees it (``gradlens.data.tokenize_example``): one row per token
-    with ``position``, ``token`` (the decoded text it adds; see ``token_pieces``), ``token_id``
-    and ``loss`` (its label is not -100, i.e. the loss is taken on predicting it)."""
+    """``example`` as the model sees it (``gradlens.data.examples.tokenize_example``): one
+    row per token with ``position``, ``token`` (the decoded text it adds; see ``token_pieces``),
+    ``token_id`` and ``loss`` (its label is not -100, i.e. the loss is taken on predicting it)."""
     input_ids, labels = tokenize_example(tokenizer, example, loss_on=loss_on, max_length=max_length)
     ids = input_ids.tolist()
     return pd.DataFrame(

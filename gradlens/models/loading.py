@@ -1,7 +1,7 @@
 """Model loading (offline only) and component discovery.
 
-A *component* is one 2-D weight matrix of the model, named by layer and kind (``gradlens.naming``;
-docs/design.md, "Components").
+A *component* is one 2-D weight matrix of the model, named by layer and kind
+(``gradlens.models.naming``; docs/design.md, "Components").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.naming import MODEL_WIDE, block_of, kind_of_module, make_name
+from gradlens.models.naming import MODEL_WIDE, block_of, kind_of_module, make_name
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Component:
     """One 2-D weight matrix.
 
     name: user-facing name (``L3.gate``, ``embed``); layer: block index or None (model-wide);
-    kind: one of ``gradlens.naming.KINDS``;
+    kind: one of ``gradlens.models.naming.KINDS``;
     params: parameter names (one: the weight); module: the owning module's name;
     n_params: number of scalars; shape: the weight's shape.
     """
@@ -251,7 +251,7 @@ def discover_components(model: nn.Module) -> list[Component]:
 
     The input embedding is ``embed`` (when tied to the output projection it carries both
     gradients and is counted once); an untied output projection is ``lm_head``; GPT-2's learned
-    positions are ``pos_embed``. Names come from ``gradlens.naming`` (the table ``gradlens
+    positions are ``pos_embed``. Names come from ``gradlens.models.naming`` (the table ``gradlens
     import`` uses too). Raises GradLensError naming the parameter and model class for a 2-D weight
     it cannot map.
     """

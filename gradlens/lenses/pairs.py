@@ -3,10 +3,10 @@ by token.
 
 The question behind it: why do "I like to eat <extra_id_0>" with targets "pizza" and "pizza."
 have gradient cosine 0.46 in T5? For examples a and b with gradients g_a, g_b (the loss of
-``gradlens.data``: mean or sum over the loss-bearing tokens) ``compare_pair`` gives
+``gradlens.data.examples``: mean or sum over the loss-bearing tokens) ``compare_pair`` gives
 
 - the full cosine ``<g_a, g_b> / (|g_a||g_b| + eps)`` and one cosine per component (2-D weight,
-  ``gradlens.models.discover_components``), with the per-component dots and squared norms;
+  ``gradlens.models.loading.discover_components``), with the per-component dots and squared norms;
 - per loss-bearing token t of each example: its gradient g_t (the gradient of its term of the
   loss, the 1/n factor of the mean included, so ``sum_t g_t = g`` exactly), its *share*
   ``<g_t, g>/|g|^2`` of its example's gradient (shares sum to 1), the cosine of g_t with the
@@ -34,9 +34,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradlens.data import IGNORE_INDEX, LOSS_ON, Example, tokenize_example
+from gradlens.data.examples import IGNORE_INDEX, LOSS_ON, Example, tokenize_example
 from gradlens.errors import DataError
-from gradlens.models import Component, discover_components
+from gradlens.models.loading import Component, discover_components
 
 #: Added to every cosine's denominator (as for the stored runs, docs/design.md).
 EPS = 1e-12

@@ -3,7 +3,7 @@ whole job (docs/design.md, "Readers and writers").
 
 DuckDB allows one read-write process or many readers per file, never both. A compute job for
 ``--db X`` therefore writes every row into its own file ``X.work/<run_id>.duckdb`` (the schema of
-``gradlens.store``; resumable: a rerun continues from it), writes its progress to
+``gradlens.store.database``; resumable: a rerun continues from it), writes its progress to
 ``X.work/<run_id>.progress.json`` (replaced atomically), and only when the run is complete
 publishes it into X: one short read-write connection, retried while readers hold the file, that
 copies the run's rows in one transaction. The dashboard reads X with short read-only connections
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gradlens.errors import DatabaseLockedError, GradLensError
 from gradlens.faults import fault_point
-from gradlens.store import DATA_TABLES, Store
+from gradlens.store.database import DATA_TABLES, Store
 
 #: How long a writer waits for readers (or another short writer) to let go of the database.
 WRITE_RETRY_SECONDS = 60.0

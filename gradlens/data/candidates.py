@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from rank_bm25 import BM25Okapi
 
-from gradlens.data import Example
+from gradlens.data.examples import Example
 from gradlens.errors import GradLensError
 
 log = logging.getLogger(__name__)

@@ -37,9 +37,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
-from gradlens.data import Example, load_examples
+from gradlens.data.examples import Example, load_examples
 from gradlens.errors import GradLensError
-from gradlens.jsonl_files import read_partial, write_atomically
+from gradlens.data.files import read_partial, write_atomically
 
 FIELDS = ("prompt", "prompt+response")
 

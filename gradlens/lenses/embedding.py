@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.lens import decode_each, last_logits_kwargs, model_device
+from gradlens.lenses.backward import decode_each, last_logits_kwargs, model_device
 
 TARGET_KINDS = ("token", "prompt")
 

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.models import discover_components
-from gradlens.naming import FIRST_MLP_KINDS
+from gradlens.models.loading import discover_components
+from gradlens.models.naming import FIRST_MLP_KINDS
 
 #: Kinds of the MLP's last matrix (the output whose gradient is δ_t).
 LAST_MLP_KINDS: tuple[str, ...] = ("down", "fc_out")

@@ -25,7 +25,7 @@ E|p|² = |x|² for every method:
   (0.5 byte per coordinate), drawn from seeded CPU ``torch.Generator`` blocks
   (``derive_seed(seed, SJLT_TAG, i)``), never Python's salted ``hash()``, so tables are identical
   across processes and devices (on CUDA ``index_add_`` may add in a different order, so outputs
-  can differ in the last bits). Applied on CPU by a numba kernel (``gradlens.sketch_kernel``),
+  can differ in the last bits). Applied on CPU by a numba kernel (``engine.sketch_kernel``),
   elsewhere with ``index_add_``: O(n_in · s) per vector. The table is cached on the Projector
   when n_in · s <= ``cache_limit`` (default 2^25, which covers every SmolLM2 component); larger
   ones are redrawn on each call.
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gradlens import sketch_kernel
+from gradlens.engine import sketch_kernel
 
 __all__ = [
     "KroneckerSketch",

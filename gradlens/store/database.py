@@ -1,5 +1,5 @@
 """DuckDB store, the write side: the schema (a contract, see the README's "DuckDB schema"), runs,
-bulk inserts in one transaction, export. Pages and reports read through ``gradlens.queries``.
+bulk inserts in one transaction, export. Pages and reports read through ``gradlens.runs.read``.
 
 Every database records its schema version (``meta``: ``schema_version``), written when the
 file is created. Opening a file checks it before anything is written: a file that is not

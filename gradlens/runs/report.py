@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradlens.runs import SelectResult
+from gradlens.runs.services import SelectResult
 
 
 def format_headline(table: pd.DataFrame) -> str:

@@ -1,4 +1,4 @@
-"""CPU kernel for the block-hashed CountSketch of ``gradlens.projection`` (numba).
+"""CPU kernel for the block-hashed CountSketch of ``gradlens.engine.projection`` (numba).
 
 Written by hand because no library call does this in one pass: ``index_add_``/``np.bincount``
 need the table expanded to one int64 row and one float32 sign per coordinate plus a signed copy

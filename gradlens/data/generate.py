@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gradlens.data import chat_prefix, load_examples
+from gradlens.data.examples import chat_prefix, load_examples
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
-from gradlens.jsonl_files import read_partial, write_atomically
-from gradlens.models import load_model
+from gradlens.data.files import read_partial, write_atomically
+from gradlens.models.loading import load_model
 
 
 def generate(

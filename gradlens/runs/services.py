@@ -1,5 +1,5 @@
 """Services that write runs (besides ``compute``): import long tables, ``select`` (headline and
-greedy curves stored with the run). Reading goes through ``gradlens.queries``."""
+greedy curves stored with the run). Reading goes through ``gradlens.runs.read``."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradlens.arrays import RunArrays
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
-from gradlens.importer import read_long_tables
-from gradlens.queries import arrays_of
+from gradlens.runs.read import arrays_of
 from gradlens.selection import curve_frame, greedy_select, headline, kfold_greedy
-from gradlens.store import Store
-from gradlens.workfile import write_store
+from gradlens.store.arrays import RunArrays
+from gradlens.store.database import Store
+from gradlens.store.importer import read_long_tables
+from gradlens.store.workfile import write_store
 
 __all__ = ["ImportSummary", "SelectResult", "import_run", "run_headline", "select_run"]
 
@@ -77,7 +77,7 @@ def import_run(
     n_params_path: str | None = None,
     filters: Sequence[str] = (),
 ) -> ImportSummary:
-    """Import long tables (``gradlens.importer``) as a complete run named ``name``, in one
+    """Import long tables (``gradlens.store.importer``) as a complete run named ``name``, in one
     transaction: the database shows the whole run, complete, or nothing of it."""
     parsed = parse_filters(filters)
     for p in (dots_path, norms_path, n_params_path):

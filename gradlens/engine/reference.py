@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradlens.data import Tokenized, example_losses
-from gradlens.models import Component
+from gradlens.data.examples import Tokenized, example_losses
+from gradlens.models.loading import Component
 
 
 def flat_component_grads(

@@ -9,7 +9,7 @@ Input (Parquet or CSV, by extension):
   order (component index), otherwise components are numbered by first appearance.
 
 ``read_long_tables`` returns the frames in the DuckDB schema shapes (without ``run_id``);
-``gradlens.arrays.arrays_from_frames`` turns such frames into ``RunArrays``.
+``gradlens.store.arrays.arrays_from_frames`` turns such frames into ``RunArrays``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradlens.arrays import RunArrays, arrays_from_frames, id_codes
 from gradlens.errors import TableError, show
-from gradlens.naming import encoder_blocks_in, parse_component_name
+from gradlens.models.naming import encoder_blocks_in, parse_component_name
+from gradlens.store.arrays import RunArrays, arrays_from_frames, id_codes
 
 __all__ = [
     "ImportedTables",

@@ -2,7 +2,7 @@
 
 With every weight frozen, the backward pass computes only activation gradients; forward hooks
 record each linear layer's inputs ``X`` and a tensor hook its output gradients ``D``, so the
-weight gradient ``D^T X`` is known exactly without being formed (see ``gradlens.grads``).
+weight gradient ``D^T X`` is known exactly without being formed (see ``gradlens.engine.terms``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gradlens.data import IGNORE_INDEX, Tokenized, example_losses
-from gradlens.grads import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
-from gradlens.models import Component
+from gradlens.data.examples import IGNORE_INDEX, Tokenized, example_losses
+from gradlens.engine.terms import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
+from gradlens.models.loading import Component
 
 ProjectorFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from gradlens.candidates import bm25_candidates
 from gradlens.config import ComputeConfig
-from gradlens.data import (
+from gradlens.data.candidates import bm25_candidates
+from gradlens.data.examples import (
     Example,
     Tokenized,
     check_queries,
@@ -33,12 +33,13 @@ from gradlens.data import (
     load_examples,
     tokenize_all,
 )
-from gradlens.distributed import DistContext, init_distributed
-from gradlens.engine import GradientEngine, ProjectionSet
+from gradlens.engine.capture import GradientEngine, ProjectionSet
+from gradlens.engine.distributed import DistContext, init_distributed
+from gradlens.engine.projection import method_label
+from gradlens.engine.terms import ExampleGrads, projected_dots, projected_sqnorms, query_dots
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
-from gradlens.grads import ExampleGrads, projected_dots, projected_sqnorms, query_dots
-from gradlens.models import (
+from gradlens.models.loading import (
     Component,
     discover_components,
     load_model,
@@ -46,10 +47,9 @@ from gradlens.models import (
     resolve_device,
 )
 from gradlens.options import ComputeOptions
-from gradlens.projection import method_label
-from gradlens.queries import read_store
-from gradlens.store import Store, check_database
-from gradlens.workfile import (
+from gradlens.runs.read import read_store
+from gradlens.store.database import Store, check_database
+from gradlens.store.workfile import (
     Progress,
     RunLock,
     job_files,
@@ -661,7 +661,7 @@ def _write_setup(store: Store, setup: _Setup) -> None:
 def _parse_projections(project: str | None) -> list[tuple[str, float]]:
     if not project:
         return []
-    from gradlens.projection import parse_project_spec
+    from gradlens.engine.projection import parse_project_spec
 
     try:
         return list(parse_project_spec(project))
@@ -678,7 +678,12 @@ def build_projections(
     factors."""
     if not specs:
         return []
-    from gradlens.projection import KroneckerSketch, Projector, component_dims, component_seed
+    from gradlens.engine.projection import (
+        KroneckerSketch,
+        Projector,
+        component_dims,
+        component_seed,
+    )
 
     device = str(next(net.parameters()).device)
     modules = dict(net.named_modules())

@@ -1,0 +1,12 @@
+"""Stage 2, data: examples in, query sets out.
+
+- ``examples``: reading datasets (JSONL / CSV / Parquet), chat formatting, loss masking.
+- ``candidates``: BM25 candidates per query.
+- ``files``: JSONL files written by resumable jobs (the ``.partial`` reader).
+- ``generate``: the model-generated query set (the model completes the paraphrased prompts).
+- ``paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint.
+"""
+
+from gradlens.data.examples import Example, load_examples, tokenize_example
+
+__all__ = ["Example", "load_examples", "tokenize_example"]

@@ -1,0 +1,13 @@
+"""Stage 1, models: everything that touches a model's architecture.
+
+- ``naming``: the one table of component kinds and their user-facing names (``L3.gate``).
+- ``loading``: offline loading (bundled SmolLM2, local folders, the hub cache; safetensors only)
+  and component discovery.
+- ``surgery``: final norm, unembedding, MLP lookup, device, and the frozen-parameters context.
+- ``tokens``: the one token formatter (decoding one piece per id, visible whitespace).
+- ``info``: what the Model page shows of a model (architecture summary, components table).
+"""
+
+from gradlens.models.loading import Component, discover_components, load_model, resolve_model_dir
+
+__all__ = ["Component", "discover_components", "load_model", "resolve_model_dir"]

@@ -1,0 +1,220 @@
+"""The read side: everything a page or report needs from a GradLens database, by path.
+
+Each call opens a short-lived read-only connection and closes it before returning, so readers
+never hold the file between calls (DuckDB allows many readers or one writer per file). A reader
+that meets a writer's lock retries for ``LOCK_RETRY_SECONDS`` before giving up with a clear
+error."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from gradlens.errors import DatabaseError, DatabaseLockedError, GradLensError
+from gradlens.store.arrays import RunArrays, arrays_from_frames
+from gradlens.store.database import Store
+
+CURVE_COLUMNS = (
+    "method",
+    "objective",
+    "step",
+    "component_idx",
+    "component",
+    "accuracy",
+    "fidelity",
+    "param_fraction",
+    "heldout_accuracy",
+)
+#: How long a reader waits for a writer's lock before reporting it.
+LOCK_RETRY_SECONDS = 10.0
+
+__all__ = [
+    "RunInfo",
+    "components",
+    "curves",
+    "db_version",
+    "examples",
+    "list_runs",
+    "load_arrays",
+    "methods",
+    "read_store",
+    "run_info",
+    "same_data",
+]
+
+
+@contextmanager
+def read_store(db: str | Path) -> Iterator[Store]:
+    """A read-only Store on ``db``, retried while another process holds the write lock."""
+    deadline = time.monotonic() + LOCK_RETRY_SECONDS
+    while True:
+        try:
+            store = Store(db, read_only=True)
+            break
+        except DatabaseLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def db_version(db: str | Path) -> tuple[float, int]:
+    """(mtime, size) of the database file: a cache key that changes whenever it is written."""
+    try:
+        st = Path(db).stat()
+    except OSError as exc:
+        raise DatabaseError(f"database {db}: {exc.strerror or exc}") from None
+    return st.st_mtime, st.st_size
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run's identity and summary: ``config`` and ``stats`` as dicts; ``shape`` (N, b, K)
+    from its candidates and components; ``methods`` exact first."""
+
+    run_id: str
+    name: str
+    status: str
+    created_at: object
+    config: dict
+    stats: dict
+    n_queries: int
+    n_candidates: int
+    n_components: int
+    methods: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model", self.config.get("source", "?")))
+
+
+def same_data(a: RunInfo, b: RunInfo) -> bool:
+    """Two runs of the same model on the same training data (two query settings, say): equal
+    model weights and training set for computed runs, the same source tables for imports."""
+    ca, cb = a.config, b.config
+    if ca.get("source") == "import" or cb.get("source") == "import":
+        keys = ("dots", "norms", "n_params")
+    else:
+        keys = ("model_hash", "train_hash", "candidates", "loss_on", "reduction")
+    return a.run_id != b.run_id and all(ca.get(k) == cb.get(k) for k in keys)
+
+
+def list_runs(db: str | Path) -> pd.DataFrame:
+    """Every run: name, run_id, status, created_at, queries, components, methods."""
+    with read_store(db) as store:
+        return store.list_runs()
+
+
+def _complete(store: Store, run: str) -> dict:
+    row = store.resolve(run)
+    if row["status"] != "complete":
+        raise GradLensError(
+            f"run '{row['name']}' is {row['status']}: rerun its compute command to finish it"
+        )
+    return row
+
+
+def _json(value: object) -> dict:
+    if value is None or (isinstance(value, float) and value != value):
+        return {}
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def run_info(db: str | Path, run: str) -> RunInfo:
+    """The RunInfo of the run named (or with id) ``run``."""
+    with read_store(db) as store:
+        row = store.resolve(run)
+        run_id = row["run_id"]
+        n, b = store.con.execute(
+            "SELECT count(DISTINCT query_id), coalesce(max(n), 0) FROM (SELECT query_id, "
+            "count(*) OVER (PARTITION BY query_id) AS n FROM candidates WHERE run_id = ?)",
+            [run_id],
+        ).fetchone()
+        k = store.con.execute(
+            "SELECT count(*) FROM components WHERE run_id = ?", [run_id]
+        ).fetchone()[0]
+        return RunInfo(
+            run_id=run_id,
+            name=row["name"],
+            status=row["status"],
+            created_at=row["created_at"],
+            config=_json(row.get("config")),
+            stats=_json(row.get("stats")),
+            n_queries=int(n),
+            n_candidates=int(b),
+            n_components=int(k),
+            methods=tuple(store.methods(run_id)),
+        )
+
+
+def methods(db: str | Path, run: str) -> list[str]:
+    """The similarity methods stored for the run (``exact`` first, then projections)."""
+    with read_store(db) as store:
+        return store.methods(store.resolve(run)["run_id"])
+
+
+def arrays_of(store: Store, run_id: str, method: str = "exact") -> RunArrays:
+    """RunArrays of one method of a run, on an open store (queries in candidates' row order)."""
+    candidates = store.con.execute(
+        "SELECT query_id, candidate_id, rank, bm25 FROM candidates WHERE run_id = ? ORDER BY rowid",
+        [run_id],
+    ).df()
+    try:
+        return arrays_from_frames(
+            store.frame("components", run_id),
+            candidates,
+            store.frame("dots", run_id, method),
+            store.frame("norms", run_id, method),
+            method=method,
+        )
+    except ValueError as exc:
+        raise GradLensError(f"run {run_id}: {exc}") from None
+
+
+def load_arrays(db: str | Path, run: str, method: str = "exact") -> RunArrays:
+    """RunArrays of one method of a complete run (GradLensError if it is not complete)."""
+    with read_store(db) as store:
+        return arrays_of(store, _complete(store, run)["run_id"], method)
+
+
+def components(db: str | Path, run: str) -> pd.DataFrame:
+    """component_idx, component, layer, kind, n_params, param_name (index order)."""
+    with read_store(db) as store:
+        run_id = store.resolve(run)["run_id"]
+        return store.frame("components", run_id).sort_values("component_idx", ignore_index=True)
+
+
+def examples(db: str | Path, run: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """split, example_id, prompt, response, n_tokens of the run's examples (all, or ``ids``)."""
+    with read_store(db) as store:
+        run_id = store.resolve(run)["run_id"]
+        frame = store.frame("examples", run_id)
+    if ids is not None:
+        frame = frame[frame["example_id"].isin(list(ids))]
+    return frame.reset_index(drop=True)
+
+
+def curves(db: str | Path, run: str, method: str = "exact") -> pd.DataFrame:
+    """The stored greedy curves of the run (objective, step, component_idx, component,
+    accuracy, fidelity, param_fraction, heldout_accuracy); empty until ``select`` ran."""
+    with read_store(db) as store:
+        run_id = store.resolve(run)["run_id"]
+        try:
+            frame = store.frame("selection_curves", run_id, method)
+        except duckdb.CatalogException:  # a database written before curves were stored
+            return pd.DataFrame(columns=CURVE_COLUMNS)
+    return frame.sort_values(["objective", "step"], ignore_index=True)
