@@ -14,7 +14,8 @@ import pytest
 
 from gradlens.cli import main
 from gradlens.runs import read as queries
-from gradlens.store.database import EXPORT_TABLES, Store, restore
+from gradlens.store import restore
+from gradlens.store.database import EXPORT_TABLES, Store
 from tests.helpers import (
     export_with_one_curve_value_changed,
     synthetic_import_args,
