@@ -47,7 +47,7 @@ from gradlens.models.loading import (
     resolve_device,
 )
 from gradlens.options import ComputeOptions
-from gradlens.runs.read import read_store
+from gradlens.store.connect import read_store
 from gradlens.store.database import Store, check_database
 from gradlens.store.workfile import (
     Progress,

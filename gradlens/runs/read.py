@@ -2,23 +2,22 @@
 
 Each call opens a short-lived read-only connection and closes it before returning, so readers
 never hold the file between calls (DuckDB allows many readers or one writer per file). A reader
-that meets a writer's lock retries for ``LOCK_RETRY_SECONDS`` before giving up with a clear
+that meets a writer's lock retries for ``gradlens.store.connect.READ_RETRY_SECONDS`` before giving up with a clear
 error."""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from gradlens.errors import DatabaseError, DatabaseLockedError, GradLensError
+from gradlens.errors import DatabaseError, GradLensError
 from gradlens.store.arrays import RunArrays, arrays_from_frames
+from gradlens.store.connect import read_store
 from gradlens.store.database import Store
 
 CURVE_COLUMNS = (
@@ -32,8 +31,6 @@ CURVE_COLUMNS = (
     "param_fraction",
     "heldout_accuracy",
 )
-#: How long a reader waits for a writer's lock before reporting it.
-LOCK_RETRY_SECONDS = 10.0
 
 __all__ = [
     "RunInfo",
@@ -44,28 +41,9 @@ __all__ = [
     "list_runs",
     "load_arrays",
     "methods",
-    "read_store",
     "run_info",
     "same_data",
 ]
-
-
-@contextmanager
-def read_store(db: str | Path) -> Iterator[Store]:
-    """A read-only Store on ``db``, retried while another process holds the write lock."""
-    deadline = time.monotonic() + LOCK_RETRY_SECONDS
-    while True:
-        try:
-            store = Store(db, read_only=True)
-            break
-        except DatabaseLockedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def db_version(db: str | Path) -> tuple[float, int]:

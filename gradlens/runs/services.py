@@ -15,25 +15,15 @@ import pandas as pd
 
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
+from gradlens.files import file_digest
 from gradlens.runs.read import arrays_of
 from gradlens.selection import curve_frame, greedy_select, headline, kfold_greedy
 from gradlens.store.arrays import RunArrays
+from gradlens.store.connect import write_store
 from gradlens.store.database import Store
 from gradlens.store.importer import read_long_tables
-from gradlens.store.workfile import write_store
 
 __all__ = ["ImportSummary", "SelectResult", "import_run", "run_headline", "select_run"]
-
-
-def file_digest(path: str | Path | None) -> str:
-    """blake2b-128 of a file's bytes ("" for None)."""
-    if path is None:
-        return ""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_filters(filters: Sequence[str]) -> dict[str, str]:

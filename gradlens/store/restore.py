@@ -21,9 +21,9 @@ import duckdb
 
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
-from gradlens.runs.services import file_digest
+from gradlens.files import file_digest
+from gradlens.store.connect import write_store
 from gradlens.store.database import EXPORT_TABLES
-from gradlens.store.workfile import write_store
 
 __all__ = ["RestoreSummary", "folder_digest", "restore_run"]
 

@@ -15,18 +15,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gradlens.errors import DatabaseLockedError, GradLensError
 from gradlens.faults import fault_point
+from gradlens.store.connect import write_store
 from gradlens.store.database import DATA_TABLES, Store
-
-#: How long a writer waits for readers (or another short writer) to let go of the database.
-WRITE_RETRY_SECONDS = 60.0
 
 __all__ = [
     "Progress",
@@ -38,7 +33,6 @@ __all__ = [
     "work_dir",
     "work_file",
     "write_progress",
-    "write_store",
 ]
 
 
@@ -50,27 +44,6 @@ def work_dir(db: str | Path) -> Path:
 
 def work_file(db: str | Path, run_id: str) -> Path:
     return work_dir(db) / f"{run_id}.duckdb"
-
-
-@contextmanager
-def write_store(db: str | Path, retry_seconds: float = WRITE_RETRY_SECONDS) -> Iterator[Store]:
-    """A read-write Store on ``db`` for a short write, retried while another process holds it."""
-    deadline = time.monotonic() + retry_seconds
-    while True:
-        try:
-            store = Store(db)
-            break
-        except DatabaseLockedError as exc:  # any other refusal is the store's own message
-            if time.monotonic() > deadline:
-                raise GradLensError(
-                    f"cannot write {db}: another process keeps it open ({exc}); "
-                    "try again when it has finished"
-                ) from None
-            time.sleep(0.2)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 class RunLock:
