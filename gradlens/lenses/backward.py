@@ -24,7 +24,6 @@ swamp it. For an RMSNorm model the ranking is the same with or without the scali
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,18 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.models.loading import discover_components
-from gradlens.models.naming import FIRST_MLP_KINDS
-
-#: Kinds of the MLP's last matrix (the output whose gradient is δ_t).
-LAST_MLP_KINDS: tuple[str, ...] = ("down", "fc_out")
-#: Where known families keep their final norm (the first match wins).
-FINAL_NORM_PATHS: tuple[str, ...] = (
-    "model.norm",  # Llama / Mistral / Qwen / OLMo
-    "transformer.ln_f",  # GPT-2
-    "gpt_neox.final_layer_norm",  # GPT-NeoX / Pythia
-    "model.decoder.final_layer_norm",  # OPT
-    "model.final_layernorm",  # Phi
+from gradlens.models.surgery import (
+    frozen,
+    last_logits_kwargs,
+    logit_lens,
+    mlp_modules,
+    model_device,
 )
 
 
@@ -117,67 +110,6 @@ class BackwardLens:
         )
 
 
-# -- model parts ---------------------------------------------------------------------------------
-def final_norm(model: nn.Module) -> nn.Module:
-    """The model's final norm (``model.norm``, ``transformer.ln_f``,
-    ``gpt_neox.final_layer_norm``, …); GradLensError for a model that has none of them."""
-    for path in FINAL_NORM_PATHS:
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.Module):
-            return obj
-    raise GradLensError(
-        f"cannot find the final norm of {type(model).__name__} (looked for "
-        f"{', '.join(FINAL_NORM_PATHS)}): the logit lens supports Llama, GPT-2 and GPT-NeoX "
-        "families"
-    )
-
-
-def unembedding(model: nn.Module) -> nn.Module:
-    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if out is None:
-        raise GradLensError(f"{type(model).__name__} has no output embedding (unembedding)")
-    return out
-
-
-def logit_lens(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Logits ``unembed(final_norm(h'))`` for vectors ``h`` [..., d], each scaled to unit RMS
-    first (``h' = h / rms(h)``; a zero vector stays zero). Float32, no gradient."""
-    with torch.no_grad():
-        h = h.float()
-        rms = h.pow(2).mean(-1, keepdim=True).sqrt()
-        h = h / torch.where(rms > 0, rms, torch.ones_like(rms))
-        norm = final_norm(model)
-        dtype = next(norm.parameters(), h).dtype
-        return unembedding(model)(norm(h.to(dtype))).float()
-
-
-def mlp_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """Per layer, the MLP's first matrix (``up``/``fc_in``) and last (``down``/``fc_out``)."""
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        raise GradLensError("the backward lens supports decoder-only models only")
-    modules = dict(model.named_modules())
-    first: dict[int, nn.Module] = {}
-    last: dict[int, nn.Module] = {}
-    for comp in discover_components(model):
-        if comp.layer is None:
-            continue
-        if comp.kind in FIRST_MLP_KINDS:
-            first[comp.layer] = modules[comp.module]
-        elif comp.kind in LAST_MLP_KINDS:
-            last[comp.layer] = modules[comp.module]
-    layers = sorted(first)
-    if not layers or layers != sorted(last) or layers != list(range(len(layers))):
-        raise GradLensError(
-            f"cannot find one first ({'/'.join(FIRST_MLP_KINDS)}) and one last "
-            f"({'/'.join(LAST_MLP_KINDS)}) MLP matrix in every layer of {type(model).__name__}"
-        )
-    return [first[i] for i in layers], [last[i] for i in layers]
-
-
 def decode_each(tokenizer, ids: Sequence[int]) -> list[str]:
     """Each id decoded alone (leading spaces kept, no clean-up)."""
     cache: dict[int, str] = {}
@@ -201,20 +133,6 @@ def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> tuple:
         )
         for a in range(L)
     )
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def last_logits_kwargs(model: nn.Module) -> dict:
-    """``{"logits_to_keep": 1}`` when the model's forward takes it (the unembedding then runs on
-    the last position only), else ``{}``."""
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
 # -- the lens ------------------------------------------------------------------------------------
@@ -274,39 +192,30 @@ def backward_lens(
 
         return hook
 
-    was_training = model.training
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+    weights = [m.weight for m in firsts]
     handles = []
     try:
-        model.eval()
-        for p, _ in saved:
-            p.requires_grad_(False)
-        weights = [m.weight for m in firsts]
-        for w in weights:
-            w.requires_grad_(True)
-        for i, (f, last) in enumerate(zip(firsts, lasts)):
-            handles.append(f.register_forward_hook(first_hook(i)))
-            handles.append(last.register_forward_hook(last_hook(i)))
-        with torch.enable_grad():
-            p = len(prompt_ids)
-            if whole_target:
-                logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
-                loss = F.cross_entropy(
-                    logits[p - 1 : p - 1 + len(target_ids)],
-                    torch.tensor(target_ids, device=device),
-                )
-            else:
-                out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
-                loss = F.cross_entropy(
-                    out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device)
-                )
-            grads = torch.autograd.grad(loss, weights)
+        with frozen(model, keep=weights):
+            for i, (f, last) in enumerate(zip(firsts, lasts)):
+                handles.append(f.register_forward_hook(first_hook(i)))
+                handles.append(last.register_forward_hook(last_hook(i)))
+            with torch.enable_grad():
+                p = len(prompt_ids)
+                if whole_target:
+                    logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
+                    loss = F.cross_entropy(
+                        logits[p - 1 : p - 1 + len(target_ids)],
+                        torch.tensor(target_ids, device=device),
+                    )
+                else:
+                    out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
+                    loss = F.cross_entropy(
+                        out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device)
+                    )
+                grads = torch.autograd.grad(loss, weights)
     finally:
         for h in handles:
             h.remove()
-        for p_, flag in saved:
-            p_.requires_grad_(flag)
-        model.train(was_training)
 
     hidden = xs[0].shape[-1]
     zero = torch.zeros(n, hidden, device=device)

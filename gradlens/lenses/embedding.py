@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.lenses.backward import decode_each, last_logits_kwargs, model_device
+from gradlens.lenses.backward import decode_each
+from gradlens.models.surgery import frozen, last_logits_kwargs, model_device
 
 TARGET_KINDS = ("token", "prompt")
 
@@ -183,26 +184,6 @@ def _one_target(target_token: str | None, target_prompt: str | None) -> tuple[st
     return ("token", target_token) if target_token is not None else ("prompt", target_prompt)
 
 
-class _Eval:
-    """Eval mode and frozen weights for the block; both restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self):
-        self.training = self.model.training
-        self.saved = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
-        for p, _ in self.saved:
-            p.requires_grad_(False)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for p, flag in self.saved:
-            p.requires_grad_(flag)
-        self.model.train(self.training)
-
-
 def _topk_cosine(vectors: torch.Tensor, vocab_unit: torch.Tensor, k: int) -> torch.Tensor:
     """Indices [n, k] of the vocabulary rows with the highest cosine to each vector."""
     unit = F.normalize(vectors, dim=-1)
@@ -230,7 +211,7 @@ def input_gradients(
     ids = _ids(tokenizer, text)
     position = _position(model, tokenizer, ids, "text")
     device = model_device(model)
-    with _Eval(model):
+    with frozen(model):
         goal = _Target(model, tokenizer, kind, target)
         emb = model.get_input_embeddings()
         with torch.no_grad():
@@ -302,19 +283,19 @@ def optimize_inputs(
     position = _position(model, tokenizer, ids, "text")
     device = model_device(model)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
-    frozen = torch.tensor([i in special for i in ids], device=device)
+    is_special = torch.tensor([i in special for i in ids], device=device)
     vocab = _vocab(model, tokenizer)
     vocab_unit = F.normalize(vocab, dim=-1)
     losses: list[float] = []
     distances: list[torch.Tensor] = []
     nearest_ids: list[list[int]] = []
-    with _Eval(model):
+    with frozen(model):
         goal = _Target(model, tokenizer, target_kind, target)
         with torch.no_grad():
             start = model.get_input_embeddings()(torch.tensor([ids], device=device))
         e = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([e], lr=lr)
-        keep = frozen[None, :, None]
+        keep = is_special[None, :, None]
         for step in range(steps + 1):
             with torch.no_grad():
                 cur = e[0].float()
@@ -339,6 +320,6 @@ def optimize_inputs(
         loss=np.array(losses, dtype=np.float64),
         distance=torch.stack(distances).cpu().numpy().astype(np.float64),
         nearest=tuple(tuple(decode_each(tokenizer, row)) for row in nearest_ids),
-        frozen=frozen.cpu().numpy(),
+        frozen=is_special.cpu().numpy(),
         typical_distance=typical_distance(model, tokenizer, seed=seed),
     )

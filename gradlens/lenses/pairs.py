@@ -37,6 +37,7 @@ from torch import nn
 from gradlens.data.examples import IGNORE_INDEX, LOSS_ON, Example, tokenize_example
 from gradlens.errors import DataError
 from gradlens.models.loading import Component, discover_components
+from gradlens.models.surgery import frozen
 
 #: Added to every cosine's denominator (as for the stored runs, docs/design.md).
 EPS = 1e-12
@@ -318,12 +319,7 @@ def compare_pair(
     ea, eb = (
         encode_example(tokenizer, ex, loss_on, chat_template, encoder_decoder) for ex in (a, b)
     )
-    saved = {name: p.requires_grad for name, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for w in weights:
-        w.requires_grad_(True)
-    try:
+    with frozen(model, keep=weights, eval_mode=False):
         with torch.enable_grad():
             la = token_losses(model, ea, reduction)
             ga = _flat_grads(la.sum(), weights, retain=per_token)
@@ -340,9 +336,6 @@ def compare_pair(
                 del la
                 tok_b = _decompose(lb, eb, weights, gb, ga, (nb, na), tokenizer)
                 tokens = (tok_a, tok_b)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(saved[name])
     with np.errstate(divide="ignore", invalid="ignore"):
         comp_cos = np.where((sq_a > 0) & (sq_b > 0), dots / (np.sqrt(sq_a * sq_b) + EPS), np.nan)
     return PairComparison(

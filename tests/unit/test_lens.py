@@ -13,7 +13,8 @@ from torch import nn
 
 from gradlens.errors import GradLensError
 from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, token_label
-from gradlens.lenses.backward import backward_lens, final_norm, logit_lens
+from gradlens.lenses.backward import backward_lens
+from gradlens.models.surgery import final_norm, logit_lens
 from tests.conftest import build_tiny
 
 PROMPT = "The quick brown fox jumps over the"
