@@ -2,8 +2,8 @@
 
 Each call opens a short-lived read-only connection and closes it before returning, so readers
 never hold the file between calls (DuckDB allows many readers or one writer per file). A reader
-that meets a writer's lock retries for ``gradlens.store.connect.READ_RETRY_SECONDS`` before giving up with a clear
-error."""
+that meets a writer's lock retries for ``gradlens.store.connect.READ_RETRY_SECONDS`` before
+giving up with a clear error."""
 
 from __future__ import annotations
 
@@ -34,13 +34,11 @@ CURVE_COLUMNS = (
 
 __all__ = [
     "RunInfo",
-    "components",
     "curves",
     "db_version",
     "examples",
     "list_runs",
     "load_arrays",
-    "methods",
     "run_info",
     "same_data",
 ]
@@ -74,10 +72,6 @@ class RunInfo:
     @property
     def complete(self) -> bool:
         return self.status == "complete"
-
-    @property
-    def model(self) -> str:
-        return str(self.config.get("model", self.config.get("source", "?")))
 
 
 def same_data(a: RunInfo, b: RunInfo) -> bool:
@@ -139,12 +133,6 @@ def run_info(db: str | Path, run: str) -> RunInfo:
         )
 
 
-def methods(db: str | Path, run: str) -> list[str]:
-    """The similarity methods stored for the run (``exact`` first, then projections)."""
-    with read_store(db) as store:
-        return store.methods(store.resolve(run)["run_id"])
-
-
 def arrays_of(store: Store, run_id: str, method: str = "exact") -> RunArrays:
     """RunArrays of one method of a run, on an open store (queries in candidates' row order)."""
     candidates = store.con.execute(
@@ -169,13 +157,6 @@ def load_arrays(db: str | Path, run: str, method: str = "exact") -> RunArrays:
         return arrays_of(store, _complete(store, run)["run_id"], method)
 
 
-def components(db: str | Path, run: str) -> pd.DataFrame:
-    """component_idx, component, layer, kind, n_params, param_name (index order)."""
-    with read_store(db) as store:
-        run_id = store.resolve(run)["run_id"]
-        return store.frame("components", run_id).sort_values("component_idx", ignore_index=True)
-
-
 def examples(db: str | Path, run: str, ids: Sequence[str] | None = None) -> pd.DataFrame:
     """split, example_id, prompt, response, n_tokens of the run's examples (all, or ``ids``)."""
     with read_store(db) as store:
@@ -193,6 +174,6 @@ def curves(db: str | Path, run: str, method: str = "exact") -> pd.DataFrame:
         run_id = store.resolve(run)["run_id"]
         try:
             frame = store.frame("selection_curves", run_id, method)
-        except duckdb.CatalogException:  # a database written before curves were stored
+        except duckdb.CatalogException:  # a file without the table (one of LATER_TABLES)
             return pd.DataFrame(columns=CURVE_COLUMNS)
     return frame.sort_values(["objective", "step"], ignore_index=True)

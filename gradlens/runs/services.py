@@ -17,7 +17,7 @@ from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import file_digest
 from gradlens.runs.read import arrays_of
-from gradlens.selection import curve_frame, greedy_select, headline, kfold_greedy
+from gradlens.selection import greedy_curve_table, greedy_select, headline, kfold_greedy
 from gradlens.store.arrays import RunArrays
 from gradlens.store.connect import write_store
 from gradlens.store.database import Store
@@ -100,7 +100,7 @@ def import_run(
         row = store.run(run_id)
         if row is not None and row["status"] == "complete":
             return ImportSummary(row["name"], run_id, db, shape, 0, 0.0, already=True)
-        store.delete_run(run_id)  # a half import left by an older version
+        store.delete_run(run_id)  # an incomplete run under this id starts over
         store.begin_run(run_id, name, config)
         store.insert("components", run_id, tables.components)
         store.insert("examples", run_id, examples)
@@ -149,7 +149,7 @@ def greedy_curves(arrays: RunArrays, folds: int, seed: int) -> tuple[pd.DataFram
                 *arrays.core, folds=folds, seed=seed, objective=objective, valid=arrays.valid
             )
             held[: len(h.accuracy)] = h.accuracy
-        frame = curve_frame(steps, arrays.names)
+        frame = greedy_curve_table(steps, arrays.names)
         frame.insert(0, "objective", objective)
         frame.insert(0, "method", arrays.method)
         frames.append(frame.assign(heldout_accuracy=held))

@@ -1,24 +1,45 @@
-"""Component selection over cached per-component gradient dot products.
+"""Stage 5, selection: component selection over cached per-component gradient dot products.
 
-Arrays in, results out (shapes in ``gradlens.selection.core``). Split by concern:
+Arrays in, results out (shapes in ``gradlens.selection.subsets``). Split by concern:
 
-- ``core``: cosine of a subset, accuracy, fidelity, single-component accuracy, BM25 top-1.
+- ``subsets``: cosine of a subset, accuracy, fidelity, single-component accuracy, BM25 top-1.
 - ``greedy``: greedy forward selection and ``GreedyStepper`` (one step at a time).
 - ``stats``: bootstrap CIs, k-fold held-out greedy and the honest held-out estimate.
-- ``tables``: pandas tables for reports and pages (headline, layer × kind, failures, shares).
+- ``headline``: the headline table, its row ids and types, typed access to its rows.
+- ``outcomes``: what a subset does to each query (failures, steals, candidate roles, margin
+  contributions, queries fixed and broken, parameter share, chance).
+- ``tables``: layer × kind tables, the greedy curve, projections against the exact gradient.
 """
 
-from gradlens.selection.core import (
-    EPS,
-    Objective,
-    accuracy,
-    bm25_top1_accuracy,
-    correct,
-    cosines,
-    fidelity,
-    per_component_accuracy,
-)
 from gradlens.selection.greedy import GreedyStepper, Step, greedy_select
+from gradlens.selection.headline import (
+    BEST_SINGLE,
+    BM25,
+    FULL,
+    GREEDY_HELDOUT,
+    GREEDY_PEAK,
+    HELD_OUT,
+    NOT_SELECTED,
+    SELECTED_IN_SAMPLE,
+    HeadlineRow,
+    headline,
+    headline_row,
+    headline_rows,
+    projection_id,
+)
+from gradlens.selection.outcomes import (
+    SubsetChange,
+    candidate_roles,
+    chance,
+    component_shares,
+    failures,
+    margin_contributions,
+    param_fraction,
+    query_table,
+    retrieved,
+    steals,
+    subset_change,
+)
 from gradlens.selection.stats import (
     HeldOut,
     HeldOutEstimate,
@@ -26,40 +47,62 @@ from gradlens.selection.stats import (
     heldout_estimate,
     kfold_greedy,
 )
-from gradlens.selection.tables import (
-    component_shares,
-    curve_frame,
-    failures,
-    headline,
-    layer_kind_table,
-    projection_table,
-    query_table,
-    steals,
+from gradlens.selection.subsets import (
+    EPS,
+    Objective,
+    Subset,
+    accuracy,
+    bm25_top1_accuracy,
+    correct,
+    cosines,
+    fidelity,
+    per_component_accuracy,
 )
+from gradlens.selection.tables import greedy_curve_table, layer_kind_table, projection_table
 
 __all__ = [
+    "BEST_SINGLE",
+    "BM25",
     "EPS",
+    "FULL",
+    "GREEDY_HELDOUT",
+    "GREEDY_PEAK",
+    "HELD_OUT",
+    "NOT_SELECTED",
+    "SELECTED_IN_SAMPLE",
     "GreedyStepper",
+    "HeadlineRow",
     "HeldOut",
     "HeldOutEstimate",
     "Objective",
     "Step",
+    "Subset",
+    "SubsetChange",
     "accuracy",
     "bm25_top1_accuracy",
     "bootstrap_ci",
+    "candidate_roles",
+    "chance",
     "component_shares",
     "correct",
     "cosines",
-    "curve_frame",
     "failures",
     "fidelity",
+    "greedy_curve_table",
     "greedy_select",
     "headline",
+    "headline_row",
+    "headline_rows",
     "heldout_estimate",
     "kfold_greedy",
     "layer_kind_table",
+    "margin_contributions",
+    "param_fraction",
     "per_component_accuracy",
+    "projection_id",
     "projection_table",
     "query_table",
+    "retrieved",
     "steals",
+    "subset_change",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradlens.selection.core import (
+from gradlens.selection.subsets import (
     EPS,
     Objective,
     Prepared,
@@ -29,12 +29,14 @@ CHUNK_ELEMENTS: int = 1 << 16
 
 @dataclass(frozen=True)
 class Step:
-    """One greedy step: the component added and the scores of the subset after adding it."""
+    """One greedy step: the component added, the scores of the subset after adding it, and that
+    subset (component indices in the order greedy added them, this one last)."""
 
     component_idx: int
     accuracy: float
     fidelity: float
     param_fraction: float
+    subset: tuple[int, ...]
 
 
 @dataclass
@@ -112,7 +114,7 @@ class StepScorer:
         return acc, fid
 
 
-def greedy_order(
+def greedy_component_order(
     p: Prepared, objective: Objective, max_steps: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy order int[k], accuracy float[k], fidelity float[k] on prepared arrays."""
@@ -174,11 +176,12 @@ def greedy_select(
         raise ValueError("greedy_select needs at least one query")
     if objective not in ("accuracy", "fidelity"):
         raise ValueError(f"objective must be 'accuracy' or 'fidelity', got {objective!r}")
-    order, accs, fids = greedy_order(p, objective, max_steps)
+    order, accs, fids = greedy_component_order(p, objective, max_steps)
     fracs = param_fractions(order, n_params, p.dots.shape[0])
+    chosen = [int(c) for c in order]
     return [
-        Step(int(c), float(a), float(f), float(pf))
-        for c, a, f, pf in zip(order, accs, fids, fracs, strict=True)
+        Step(c, float(a), float(f), float(pf), tuple(chosen[: i + 1]))
+        for i, (c, a, f, pf) in enumerate(zip(chosen, accs, fids, fracs, strict=True))
     ]
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradlens.selection.core import Objective, prepare
-from gradlens.selection.greedy import greedy_order, prefix_correct
+from gradlens.selection.greedy import greedy_component_order, prefix_correct
+from gradlens.selection.subsets import Objective, prepare
 
 #: Resample indices drawn at once by ``bootstrap_ci`` (bounds its memory at ~32 MB).
 BOOTSTRAP_BLOCK_ELEMENTS: int = 1 << 22
@@ -35,15 +35,6 @@ class HeldOut:
     orders: tuple[tuple[int, ...], ...]
     fold_accuracy: np.ndarray
     train_accuracy: np.ndarray
-
-    @property
-    def peak_k(self) -> int:
-        """Prefix length (1-based) with the highest pooled held-out accuracy (lowest on ties)."""
-        return int(np.argmax(self.accuracy)) + 1
-
-    @property
-    def peak_accuracy(self) -> float:
-        return float(self.accuracy[self.peak_k - 1])
 
     @property
     def fold_k(self) -> np.ndarray:
@@ -88,7 +79,7 @@ def kfold_greedy(
     for f in range(folds):
         test = np.flatnonzero(fold == f)
         train = np.flatnonzero(fold != f)
-        order, train_acc[f], _ = greedy_order(p.take(train), objective, steps)
+        order, train_acc[f], _ = greedy_component_order(p.take(train), objective, steps)
         held = prefix_correct(p.take(test), order)
         correct_mat[:, test] = held
         fold_acc[f] = held.mean(axis=1)

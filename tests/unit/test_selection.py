@@ -277,7 +277,7 @@ def test_tables_and_headline() -> None:
 
     dots, qsq, csq, target, valid = make_instance(seed=10)
     steps = sel.greedy_select(dots, qsq, csq, target, max_steps=4)
-    curve = sel.curve_frame(steps, names=[f"c{i}" for i in range(12)])
+    curve = sel.greedy_curve_table(steps, names=[f"c{i}" for i in range(12)])
     # the stored curves' columns, less the ones the store adds around a curve
     stored = [c for c in CURVE_COLUMNS if c not in ("method", "objective", "heldout_accuracy")]
     assert list(curve.columns) == stored
