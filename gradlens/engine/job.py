@@ -1,9 +1,10 @@
 """The compute job: datasets -> candidates -> gradients -> dot products in DuckDB (resumable).
 
-Scheduling: each unique example gets ONE forward+backward. Queries are processed in a greedy
-order (next = the query with most candidates already cached); a training example's gradient
-stays cached while later queries still need it and the cache fits ``max_memory`` bytes;
-otherwise the example with the fewest remaining uses is evicted (and recomputed if needed).
+The job validates its inputs, loads the model, picks BM25 candidates, then holds the run's lock
+while it computes the queries in the order ``gradlens.engine.schedule`` gives (each unique
+example gets ONE forward+backward within the memory budget) into its own work file
+(``gradlens.store.workfile``), reporting progress after every query; finally it publishes the
+run into the database. ``compute`` is the Python API, ``run_compute`` the CLI's entry point.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 from gradlens.config import ComputeConfig
 from gradlens.data.candidates import bm25_candidates
@@ -33,12 +31,21 @@ from gradlens.data.examples import (
     load_examples,
     tokenize_all,
 )
-from gradlens.engine.capture import GradientEngine, ProjectionSet
+from gradlens.engine.capture import GradientEngine
 from gradlens.engine.distributed import DistContext, init_distributed
-from gradlens.engine.projection import method_label
-from gradlens.engine.terms import ExampleGrads, projected_dots, projected_sqnorms, query_dots
+from gradlens.engine.projection import build_projections, method_label, parse_projections
+from gradlens.engine.schedule import (
+    QueryResult,
+    ScheduleStats,
+    default_max_memory,
+    drop_written_norms,
+    iter_schedule,
+    parse_memory,
+    query_schedule,
+)
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
+from gradlens.files import ProgressReporter
 from gradlens.models.loading import (
     Component,
     discover_components,
@@ -50,7 +57,6 @@ from gradlens.options import ComputeOptions
 from gradlens.store.connect import read_store
 from gradlens.store.database import Store, check_database
 from gradlens.store.workfile import (
-    Progress,
     RunLock,
     job_files,
     open_work_store,
@@ -58,7 +64,6 @@ from gradlens.store.workfile import (
     publish,
     work_dir,
     work_file,
-    write_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -67,159 +72,9 @@ log = logging.getLogger(__name__)
 #: What Ctrl-C (SIGINT) raises: Python's KeyboardInterrupt, or DuckDB's own exception when the
 #: signal arrives during a write.
 INTERRUPTS = (KeyboardInterrupt, duckdb.InterruptException)
-#: Share of the memory available at start that the gradient cache may use by default.
-CACHE_SHARE_OF_AVAILABLE = 0.7
-#: Memory kept back from the cache for the model and the working set (and the budget's floor).
-CACHE_RESERVE_BYTES = 1 << 30
 #: Examples per forward/backward on a GPU when --batch-size is not given (CPU: 1; batching
 #: measured no faster there, see benchmarks/RESULTS.md).
 DEFAULT_CUDA_BATCH = 8
-
-
-def default_max_memory() -> int:
-    """The gradient cache budget in bytes: ``CACHE_SHARE_OF_AVAILABLE`` of the memory available
-    now, less ``CACHE_RESERVE_BYTES`` (at least ``CACHE_RESERVE_BYTES``)."""
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        avail = 8 << 30
-    return max(CACHE_RESERVE_BYTES, int(avail * CACHE_SHARE_OF_AVAILABLE) - CACHE_RESERVE_BYTES)
-
-
-def parse_memory(text: str) -> int:
-    """``'8G'``, ``'512M'``, ``'1.5GB'`` or bytes -> bytes."""
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(float(t))
-    except ValueError:
-        raise GradLensError(f"--max-memory: cannot read '{text}' (e.g. 8G, 512M)") from None
-
-
-@dataclass
-class QueryResult:
-    """Rows for one finished query: dots and the norms of examples first computed for it."""
-
-    query_id: str
-    dots: pd.DataFrame
-    norms: pd.DataFrame
-
-
-@dataclass
-class ScheduleStats:
-    passes: int = 0
-    evictions: int = 0
-    peak_cache_bytes: int = 0
-    order: list[str] = field(default_factory=list)
-
-
-def greedy_order(query_cands: dict[str, list[str]]) -> list[str]:
-    """Static query order: next = most candidates shared with what is cached (ties: input order),
-    assuming an unbounded cache that drops examples once no later query needs them."""
-    uses = Counter(c for cands in query_cands.values() for c in cands)
-    cached: set[str] = set()
-    remaining = list(query_cands)
-    order = []
-    while remaining:
-        best = max(remaining, key=lambda q: sum(c in cached for c in query_cands[q]))
-        remaining.remove(best)
-        order.append(best)
-        for c in query_cands[best]:
-            uses[c] -= 1
-            if uses[c]:
-                cached.add(c)
-            else:
-                cached.discard(c)
-    return order
-
-
-def iter_schedule(
-    engine: GradientEngine,
-    queries: dict[str, Tokenized],
-    train: dict[str, Tokenized],
-    query_cands: dict[str, list[str]],
-    max_memory: int,
-    batch_size: int,
-    stats: ScheduleStats,
-    order: Sequence[str] | None = None,
-    progress: bool = True,
-) -> Iterator[QueryResult]:
-    """Yield one QueryResult per query (in ``order``, default ``greedy_order``), computing each
-    example once where the budget allows. Query norms come with their query; a training
-    example's norms come with the first query that computed it (see ``drop_written_norms``)."""
-    order = list(greedy_order(query_cands) if order is None else order)
-    stats.order = order
-    uses = Counter(c for q in order for c in query_cands[q])
-    cache: dict[str, ExampleGrads] = {}
-    methods = [p.method for p in engine.projections]
-    bar = tqdm(total=len(order), desc="queries", unit="q", disable=not progress, leave=False)
-    for qid in order:
-        cands = query_cands[qid]
-        missing = [c for c in cands if c not in cache]
-        todo = [queries[qid]] + [train[c] for c in missing]
-        computed: list[ExampleGrads] = []
-        for start in range(0, len(todo), batch_size):
-            computed.extend(engine.compute(todo[start : start + batch_size]))
-        stats.passes = engine.passes
-        fault_point("compute.query")
-        q_grads, new_train = computed[0], computed[1:]
-        for g in new_train:
-            cache[g.example_id] = g
-        norm_rows = [_norm_rows(q_grads, "query", methods)]
-        norm_rows += [_norm_rows(g, "train", methods) for g in new_train]
-        exact = query_dots(q_grads, [cache[cid] for cid in cands])
-        dot_rows = []
-        for j, cid in enumerate(cands):
-            dot_rows.append(_dot_frame(qid, cid, "exact", exact[j]))
-            for m in methods:
-                dot_rows.append(_dot_frame(qid, cid, m, projected_dots(q_grads, cache[cid], m)))
-        result = QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows))
-        for cid in cands:
-            uses[cid] -= 1
-        for cid in [c for c in cache if uses[c] == 0]:
-            del cache[cid]
-        cache_bytes = sum(g.nbytes for g in cache.values())
-        stats.peak_cache_bytes = max(stats.peak_cache_bytes, cache_bytes + q_grads.nbytes)
-        while cache_bytes > max_memory and cache:
-            victim = min(cache, key=lambda c: uses[c])
-            cache_bytes -= cache.pop(victim).nbytes
-            stats.evictions += 1
-        bar.update(1)
-        bar.set_postfix(passes=engine.passes, cached=len(cache))
-        yield result
-    bar.close()
-
-
-def drop_written_norms(result: QueryResult, written_train: set[str]) -> QueryResult:
-    """Keep each training example's norms once: drop those already written, remember the rest."""
-    norms = result.norms
-    is_train = norms["split"] == "train"
-    repeat = is_train & norms["example_id"].isin(written_train)
-    written_train.update(norms.loc[is_train, "example_id"])
-    return QueryResult(result.query_id, result.dots, norms[~repeat])
-
-
-def _per_component(values: np.ndarray, column: str, **keys: str) -> pd.DataFrame:
-    """Long rows: the constant ``keys`` columns, component_idx 0..K-1 and ``column`` = values."""
-    index = np.arange(len(values), dtype=np.int32)
-    return pd.DataFrame(keys | {"component_idx": index, column: values})
-
-
-def _dot_frame(qid: str, cid: str, method: str, dots: np.ndarray) -> pd.DataFrame:
-    return _per_component(dots, "dot", method=method, query_id=qid, candidate_id=cid)
-
-
-def _norm_rows(g: ExampleGrads, split: str, methods: Sequence[str]) -> pd.DataFrame:
-    frames = [_norm_frame(g.example_id, split, "exact", g.sqnorms)]
-    for m in methods:
-        frames.append(_norm_frame(g.example_id, split, m, projected_sqnorms(g, m)))
-    return pd.concat(frames)
-
-
-def _norm_frame(example_id: str, split: str, method: str, sq: np.ndarray) -> pd.DataFrame:
-    return _per_component(sq, "sqnorm", method=method, split=split, example_id=example_id)
 
 
 @dataclass(frozen=True)
@@ -250,7 +105,8 @@ class ComputeSummary:
         )
 
 
-def component_frame(components: Sequence[Component]) -> pd.DataFrame:
+def component_rows(components: Sequence[Component]) -> pd.DataFrame:
+    """The run's rows of the ``components`` table, one per component in index order."""
     return pd.DataFrame(
         {
             "component_idx": np.arange(len(components), dtype=np.int32),
@@ -308,7 +164,7 @@ def validate_inputs(
     the training set, ``--project`` and ``--max-memory``. GradLensError with one line otherwise.
     Returns (train, queries, projections, memory budget in bytes or None). The dashboard runs
     this before it starts a job, so a browser user gets the CLI's messages."""
-    proj_specs = _parse_projections(opts.project)
+    proj_specs = parse_projections(opts.project)
     budget = parse_memory(opts.max_memory) if opts.max_memory else None
     train = load_examples(opts.train)
     queries = load_examples(opts.queries)
@@ -438,8 +294,8 @@ def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progre
             progress=progress,
         )
         return
-    # contiguous slices of the greedy order keep each rank's candidates shared
-    order = greedy_order(query_cands)
+    # contiguous slices of the schedule keep each rank's candidates shared
+    order = query_schedule(query_cands)
     lo = len(order) * ctx.rank // ctx.world
     hi = len(order) * (ctx.rank + 1) // ctx.world
     rounds = -(-len(order) // ctx.world)
@@ -513,13 +369,17 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
     bsz = o.batch_size or (DEFAULT_CUDA_BATCH if on_gpu else 1)
     written = store.normed_examples(run_id, "train") if ctx.is_main else set()
     stats = ScheduleStats()
-    reporter = _Reporter(o.db, run_id, name, len(done), n_queries) if ctx.is_main else None
-    with engine, _reporting(reporter):
+    reporting = nullcontext(None)
+    if ctx.is_main:
+        where = progress_file(o.db, run_id)
+        reporter = ProgressReporter(where, name, len(done), n_queries, run_id, str(o.db))
+        reporting = reporter.reporting(INTERRUPTS)
+    with engine, reporting as reporter:
         progress = not o.no_progress
         for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress):
             res = drop_written_norms(res, written)
             _write_query(store, run_id, res)
-            reporter.query_written(engine.passes)
+            reporter.advance(engine.passes)
     run_stats = {
         "passes": ctx.sum(stats.passes),
         "unique_examples": len(setup.query_tok) + len(set(setup.candidates["candidate_id"])),
@@ -535,49 +395,6 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
     if not ctx.is_main:
         return None
     return _finish(store, job, setup, name, run_stats)
-
-
-class _Reporter:
-    """Writes the job's progress file after every stored query (done / total, passes, elapsed,
-    ETA from this session's pace)."""
-
-    def __init__(self, db: str, run_id: str, name: str, done: int, total: int) -> None:
-        self.db, self.run_id, self.name = db, run_id, name
-        self.start_done, self.done, self.total = done, done, total
-        self.t0 = time.time()
-        self.passes = 0
-        self.write("running")
-
-    def query_written(self, passes: int) -> None:
-        self.done += 1
-        self.passes = passes
-        self.write("running")
-
-    def write(self, state: str) -> None:
-        elapsed = time.time() - self.t0
-        pace = elapsed / max(1, self.done - self.start_done)
-        eta = pace * (self.total - self.done) if self.done > self.start_done else None
-        write_progress(
-            Progress(
-                self.run_id, self.name, str(self.db), os.getpid(), state, self.done,
-                self.total, self.passes, elapsed, eta, time.time(),
-            )
-        )  # fmt: skip
-
-
-@contextmanager
-def _reporting(reporter: _Reporter | None):
-    """Record how the job ended in its progress file (interrupted / failed) if it stops early."""
-    try:
-        yield
-    except INTERRUPTS:
-        if reporter is not None:
-            reporter.write("interrupted")
-        raise
-    except BaseException:
-        if reporter is not None:
-            reporter.write("failed")
-        raise
 
 
 def _write_query(store: Store, run_id: str, res: QueryResult) -> None:
@@ -652,65 +469,7 @@ def _write_setup(store: Store, setup: _Setup) -> None:
         ex_rows, columns=["split", "example_id", "prompt", "response", "n_tokens"]
     )
     with store.transaction():
-        store.insert("components", setup.run_id, component_frame(setup.components))
+        store.insert("components", setup.run_id, component_rows(setup.components))
         fault_point("compute.setup")
         store.insert("examples", setup.run_id, examples)
         store.insert("candidates", setup.run_id, setup.candidates)
-
-
-def _parse_projections(project: str | None) -> list[tuple[str, float]]:
-    if not project:
-        return []
-    from gradlens.engine.projection import parse_project_spec
-
-    try:
-        return list(parse_project_spec(project))
-    except ValueError as exc:
-        raise GradLensError(f"--project: {exc}") from None
-
-
-def build_projections(
-    specs: Sequence[tuple[str, float]], components: Sequence[Component], seed: int, net
-) -> list[ProjectionSet]:
-    """The engine's projections for ``--project`` specs [(method, fraction), ...]: component c
-    gets ``Projector(P_c, d_c, method, seed=component_seed(seed, c))`` on the model's device, or
-    for ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the
-    factors."""
-    if not specs:
-        return []
-    from gradlens.engine.projection import (
-        KroneckerSketch,
-        Projector,
-        component_dims,
-        component_seed,
-    )
-
-    device = str(next(net.parameters()).device)
-    modules = dict(net.named_modules())
-    sets = []
-    for method, fraction in specs:
-        dims = component_dims([c.n_params for c in components], fraction)
-        if method == "kron":
-            sketches = [
-                KroneckerSketch(
-                    _term_shape(c, modules[c.module]), d, component_seed(seed, idx), device
-                )
-                for idx, (c, d) in enumerate(zip(components, dims))
-            ]
-            label = method_label(method, fraction)
-            sets.append(ProjectionSet(label, [k.project for k in sketches], factored=sketches))
-            continue
-        projectors = [
-            Projector(c.n_params, d, method, seed=component_seed(seed, idx), device=device).project
-            for idx, (c, d) in enumerate(zip(components, dims))
-        ]
-        sets.append(ProjectionSet(method_label(method, fraction), projectors))
-    return sets
-
-
-def _term_shape(comp: Component, module: torch.nn.Module) -> tuple[int, int]:
-    """The engine's orientation of a component's gradient: [out, in] (nn.Linear and
-    nn.Embedding store their weight that way; GPT-2's Conv1D stores it transposed)."""
-    if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-        return tuple(comp.shape)
-    return (comp.shape[1], comp.shape[0])

@@ -31,6 +31,9 @@ E|p|² = |x|² for every method:
   ones are redrawn on each call.
 - ``trak``: TRAK's own projector (BasicProjector on CPU, CudaProjector on CUDA), scaled by
   1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
+
+``build_projections`` gives a run's projectors, one ``ProjectionSet`` per ``--project`` entry
+(``parse_projections``), for the ``GradientEngine``.
 """
 
 from __future__ import annotations
@@ -44,16 +47,21 @@ import numpy as np
 import torch
 
 from gradlens.engine import sketch_kernel
+from gradlens.engine.capture import ProjectionSet
+from gradlens.errors import GradLensError
+from gradlens.models.loading import Component
 
 __all__ = [
     "KroneckerSketch",
     "Projector",
     "available_methods",
+    "build_projections",
     "component_dims",
     "component_seed",
     "derive_seed",
     "method_label",
     "parse_project_spec",
+    "parse_projections",
 ]
 
 GAUSSIAN_TAG = 0x6761
@@ -405,3 +413,54 @@ def parse_project_spec(spec: str) -> list[tuple[str, float]]:
             raise ValueError(f"projection {method}:{frac} is listed twice in {spec!r}")
         out.append((method, fraction))
     return out
+
+
+def parse_projections(project: str | None) -> list[tuple[str, float]]:
+    """``--project``'s value as [(method, fraction), ...] ([] when not given); GradLensError
+    naming the option otherwise."""
+    if not project:
+        return []
+    try:
+        return list(parse_project_spec(project))
+    except ValueError as exc:
+        raise GradLensError(f"--project: {exc}") from None
+
+
+def build_projections(
+    specs: Sequence[tuple[str, float]], components: Sequence[Component], seed: int, net
+) -> list[ProjectionSet]:
+    """The engine's projections for ``--project`` specs [(method, fraction), ...]: component c
+    gets ``Projector(P_c, d_c, method, seed=component_seed(seed, c))`` on the model's device, or
+    for ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the
+    factors."""
+    if not specs:
+        return []
+    device = str(next(net.parameters()).device)
+    modules = dict(net.named_modules())
+    sets = []
+    for method, fraction in specs:
+        dims = component_dims([c.n_params for c in components], fraction)
+        if method == "kron":
+            sketches = [
+                KroneckerSketch(
+                    _term_shape(c, modules[c.module]), d, component_seed(seed, idx), device
+                )
+                for idx, (c, d) in enumerate(zip(components, dims))
+            ]
+            label = method_label(method, fraction)
+            sets.append(ProjectionSet(label, [k.project for k in sketches], factored=sketches))
+            continue
+        projectors = [
+            Projector(c.n_params, d, method, seed=component_seed(seed, idx), device=device).project
+            for idx, (c, d) in enumerate(zip(components, dims))
+        ]
+        sets.append(ProjectionSet(method_label(method, fraction), projectors))
+    return sets
+
+
+def _term_shape(comp: Component, module: torch.nn.Module) -> tuple[int, int]:
+    """The engine's orientation of a component's gradient: [out, in] (nn.Linear and
+    nn.Embedding store their weight that way; GPT-2's Conv1D stores it transposed)."""
+    if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+        return tuple(comp.shape)
+    return (comp.shape[1], comp.shape[0])

@@ -4,35 +4,32 @@ whole job (docs/design.md, "Readers and writers").
 DuckDB allows one read-write process or many readers per file, never both. A compute job for
 ``--db X`` therefore writes every row into its own file ``X.work/<run_id>.duckdb`` (the schema of
 ``gradlens.store.database``; resumable: a rerun continues from it), writes its progress to
-``X.work/<run_id>.progress.json`` (replaced atomically), and only when the run is complete
-publishes it into X: one short read-write connection, retried while readers hold the file, that
-copies the run's rows in one transaction. The dashboard reads X with short read-only connections
-and never meets a lock held for longer than a publish.
+``X.work/<run_id>.progress.json`` (a ``gradlens.files.Progress``, replaced atomically), and only
+when the run is complete publishes it into X: one short read-write connection, retried while
+readers hold the file, that copies the run's rows in one transaction. The dashboard reads X with
+short read-only connections and never meets a lock held for longer than a publish.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gradlens.errors import DatabaseLockedError, GradLensError
 from gradlens.faults import fault_point
+from gradlens.files import Progress, read_progress
 from gradlens.store.connect import write_store
 from gradlens.store.database import DATA_TABLES, Store
 
 __all__ = [
-    "Progress",
     "RunLock",
     "job_files",
+    "progress_file",
     "publish",
-    "read_progress",
     "running_jobs",
     "work_dir",
     "work_file",
-    "write_progress",
 ]
 
 
@@ -128,56 +125,8 @@ def job_files(db: str | Path, run_id: str) -> list[Path]:
     return [work, _wal(work), progress_file(db, run_id)]
 
 
-@dataclass(frozen=True)
-class Progress:
-    """A compute job's progress, as its progress file holds it."""
-
-    run_id: str
-    name: str
-    db: str
-    pid: int
-    state: str  # running | complete | interrupted | failed
-    done: int
-    total: int
-    passes: int
-    elapsed: float
-    eta: float | None
-    updated: float
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
-
-    @property
-    def alive(self) -> bool:
-        """The job's process still exists (a ``running`` state from a killed job is stale)."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
 def progress_file(db: str | Path, run_id: str) -> Path:
     return work_dir(db) / f"{run_id}.progress.json"
-
-
-def write_progress(progress: Progress) -> None:
-    """Replace the progress file atomically (readers see the old or the new one, never half)."""
-    path = progress_file(progress.db, progress.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(progress)))
-    os.replace(tmp, path)
-
-
-def read_progress(path: str | Path) -> Progress | None:
-    try:
-        return Progress(**json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
 
 
 def running_jobs(db: str | Path) -> list[Progress]:

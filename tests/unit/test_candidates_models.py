@@ -103,13 +103,13 @@ def test_unmappable_architecture_names_the_class():
     ],
 )
 def test_parse_memory(text, expected):
-    from gradlens.engine.job import parse_memory
+    from gradlens.engine.schedule import parse_memory
 
     assert parse_memory(text) == expected
 
 
 def test_parse_memory_rejects_garbage():
-    from gradlens.engine.job import parse_memory
+    from gradlens.engine.schedule import parse_memory
 
     with pytest.raises(GradLensError, match="--max-memory"):
         parse_memory("lots")

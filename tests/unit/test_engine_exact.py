@@ -167,7 +167,7 @@ def _projected_by_engine(model, tokenizer, method: str, fraction: float):
     """Two examples through an engine projecting with (method, fraction), one call each, checked
     against the projection of the dense autograd gradient oriented [out, in] (GPT-2's Conv1D
     weights are stored [in, out]). Returns the engine (closed) and the examples' grads."""
-    from gradlens.engine.job import build_projections
+    from gradlens.engine.projection import build_projections
 
     components = discover_components(model)
     toks = tokenize_all(tokenizer, EXAMPLES[:2])
