@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, state
 
 # The pages live in views/, not pages/: Streamlit treats a folder named pages/ beside the entry
 # point as a v1 multipage app until st.navigation runs, so a deep link such as /greedy would run
@@ -16,15 +16,16 @@ from dashboard import common
 
 st.set_page_config(page_title="GradLens", page_icon="🔎", layout="wide")
 
+#: The pages that show a complete run (the others load a model, start jobs or list the runs).
+RUN_PAGES = [
+    st.Page("views/overview.py", title="Overview", url_path="overview", default=True),
+    st.Page("views/greedy.py", title="Greedy selection", url_path="greedy"),
+    st.Page("views/heatmaps.py", title="Layer heatmaps", url_path="heatmaps"),
+    st.Page("views/failures.py", title="Failure cases", url_path="failures"),
+    st.Page("views/project.py", title="Select vs project", url_path="project"),
+]
 PAGES = {
-    "Explore runs": [
-        st.Page("views/overview.py", title="Overview", url_path="overview", default=True),
-        st.Page("views/greedy.py", title="Greedy selection", url_path="greedy"),
-        st.Page("views/heatmaps.py", title="Layer heatmaps", url_path="heatmaps"),
-        st.Page("views/failures.py", title="Failure cases", url_path="failures"),
-        st.Page("views/project.py", title="Select vs project", url_path="project"),
-        st.Page("views/runs.py", title="Runs", url_path="runs"),
-    ],
+    "Explore runs": [*RUN_PAGES, st.Page("views/runs.py", title="Runs", url_path="runs")],
     "Compute": [
         st.Page("views/model.py", title="Model", url_path="model"),
         st.Page("views/compute.py", title="Compute", url_path="compute"),
@@ -35,15 +36,13 @@ PAGES = {
         st.Page("views/pairs.py", title="Pair inspector", url_path="pairs"),
     ],
 }
-#: Pages that work without a complete run in the database (they load a model or start jobs).
-STANDALONE = {"Runs", "Model", "Compute", "Backward lens", "Input embeddings", "Pair inspector"}
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES)  # one of the page objects above
 st.sidebar.title("GradLens")
 st.sidebar.caption("Which gradient components identify the training example behind a query?")
 ctx = common.sidebar()
-st.session_state["gl_ctx"] = ctx
-if ctx is None and page.title not in STANDALONE:
+state.set_context(ctx)
+if ctx is None and any(page is p for p in RUN_PAGES):
     st.stop()
 page.run()
-common.sync_url()
+state.sync_url()

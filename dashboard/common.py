@@ -1,9 +1,8 @@
-"""What every page shares: the lasting view state (one object in session state, mirrored in the
-URL), cached reads of the database, the sidebar, and small widgets."""
+"""What every run page reads: cached reads of the database (keyed by its version), the greedy
+stepper every session on a run shares, the page's ``Context`` and the sidebar that builds it."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -15,13 +14,23 @@ import pandas as pd
 import streamlit as st
 from streamlit import config as st_config
 
+from dashboard import state
 from gradlens.errors import GradLensError
 from gradlens.figures.textdiff import escape_markdown
 from gradlens.runs import read as queries
+from gradlens.runs.report import run_description
 from gradlens.runs.services import run_headline
 from gradlens.runs.viewstate import ViewState
-from gradlens.selection import GreedyStepper, greedy_select, per_component_accuracy
+from gradlens.selection import (
+    GreedyStepper,
+    accuracy,
+    chance,
+    greedy_curve_table,
+    greedy_select,
+    per_component_accuracy,
+)
 from gradlens.store.arrays import RunArrays
+from gradlens.store.connect import write_store
 
 # Streamlit runs a full gc.collect() after every script run (runner.postScriptGC, meant for
 # apps short of memory). With the dashboard's heap (~140k tracked objects: pandas, plotly,
@@ -30,47 +39,6 @@ from gradlens.store.arrays import RunArrays
 # session waits for it (benchmarks/many_users.py). Python's generational collector still
 # reclaims cycles; the memory is held by numpy arrays, freed by reference counting.
 st_config.set_option("runner.postScriptGC", False)
-
-VIEW_KEY = "gl_view"
-HISTORY_KEY = "gl_history"
-DB_KEY = "gl_db"
-DEFAULT_DB = "data/demo.duckdb"
-
-
-# -- lasting state ------------------------------------------------------------------------------
-def view() -> ViewState:
-    """The session's ViewState; a new session starts from the URL's query parameters."""
-    if VIEW_KEY not in st.session_state:
-        st.session_state[VIEW_KEY] = ViewState.from_params(st.query_params.to_dict())
-        st.session_state[HISTORY_KEY] = []
-    return st.session_state[VIEW_KEY]
-
-
-def set_view(new: ViewState) -> None:
-    """Replace the view; a changed subset is remembered so that "Step back" restores it."""
-    old = view()
-    if new.subset != old.subset:
-        st.session_state[HISTORY_KEY].append(old.subset)
-    st.session_state[VIEW_KEY] = new
-
-
-def step_back() -> None:
-    history = st.session_state.get(HISTORY_KEY, [])
-    if history:
-        st.session_state[VIEW_KEY] = view().with_subset(history.pop())
-
-
-def sync_url() -> None:
-    """Mirror the view into the URL (navigation between pages clears query parameters)."""
-    params = view().to_params()
-    if st.query_params.to_dict() != params:
-        st.query_params.from_dict(params)
-
-
-def db_path() -> str:
-    if DB_KEY not in st.session_state:
-        st.session_state[DB_KEY] = os.environ.get("GRADLENS_DB", DEFAULT_DB)
-    return st.session_state[DB_KEY]
 
 
 # -- cached reads (keyed by the file's (mtime, size), so a rewrite invalidates them) --------------
@@ -122,9 +90,16 @@ class SharedStepper:
         with self._lock:
             return self._stepper.subset_scores(subset)
 
-    def candidate_scores(self, subset: Sequence[int]) -> np.ndarray:
-        with self._lock:
-            return self._stepper.candidate_scores(subset)
+    def extend(self, subset: Sequence[int], steps: int | None = None) -> tuple[int, ...]:
+        """``subset`` followed by greedy's next ``steps`` choices (every remaining one for None;
+        fewer when the components run out)."""
+        out = [int(c) for c in subset]
+        while steps is None or len(out) < len(subset) + steps:
+            nxt = self.next_component(out)
+            if nxt is None:
+                break
+            out.append(nxt)
+        return tuple(out)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -180,12 +155,95 @@ class Context:
         return arrays(self.db, self.info.name, "exact", self.ver)
 
 
-def sidebar() -> Context | None:
-    """Database, run, similarity method and the current subset, on every page. None (with a
-    message drawn) when there is nothing to show."""
-    sb = st.sidebar
-    db = sb.text_input("DuckDB file", db_path(), key="gl_db_input")
-    st.session_state[DB_KEY] = db
+@st.cache_data(show_spinner=False)
+def baselines(db: str, run: str, method: str, ver: tuple) -> tuple[float, float]:
+    """(chance, full-gradient accuracy) of a run under ``method``."""
+    a = arrays(db, run, method, ver)
+    return chance(a), accuracy(*a.core, subset=np.arange(a.shape[2]), valid=a.valid)
+
+
+@dataclass(frozen=True)
+class RunPanel:
+    """One run as a page draws it: its info, method, arrays, single-component accuracy (K,),
+    chance and full-gradient accuracy."""
+
+    info: queries.RunInfo
+    method: str
+    arrays: RunArrays
+    single: np.ndarray
+    chance: float
+    full: float
+
+    @property
+    def short(self) -> str:
+        """Run name (and method when not exact): table columns and legends."""
+        return self.info.name + ("" if self.method == "exact" else f" [{self.method}]")
+
+    @property
+    def label(self) -> str:
+        """``short`` plus the import's filter when the name does not already say it."""
+        filters = self.info.config.get("filters") or {}
+        where = ", ".join(f"{k}={v}" for k, v in filters.items() if str(v) not in self.info.name)
+        return f"{self.short} ({where})" if where else self.short
+
+
+def run_panel(ctx: Context, run: queries.RunInfo) -> RunPanel:
+    """``run`` under the view's method (exact where ``run`` does not store that method)."""
+    method = ctx.view.method if ctx.view.method in run.methods else "exact"
+    single = single_accuracy(ctx.db, run.name, method, ctx.ver)
+    chance, full = baselines(ctx.db, run.name, method, ctx.ver)
+    a = arrays(ctx.db, run.name, method, ctx.ver)
+    return RunPanel(run, method, a, np.asarray(single, dtype=np.float64), chance, full)
+
+
+def runs_table(db: str, ver: tuple) -> pd.DataFrame:
+    """Every run of the database, one row each: its ``list_runs`` columns, then candidates,
+    projections, cost, model and data (left blank for a run whose info cannot be read)."""
+    rows = []
+    for r in run_list(db, ver).itertuples(index=False):
+        row = {c: getattr(r, c) for c in ("name", "status", "created_at", "queries")}
+        row |= {"components": r.components, "methods": r.methods}
+        try:
+            info = run_info(db, str(r.name), ver)
+        except GradLensError:
+            rows.append(row | {"run_id": r.run_id})
+            continue
+        d = run_description(info)
+        row |= {"candidates": d.candidates, "projections": d.projections}
+        row |= {k: info.stats.get(k) for k in ("seconds", "passes")}
+        rows.append(row | {"model": d.model, "data": d.data, "run_id": r.run_id})
+    return pd.DataFrame(rows)
+
+
+def delete_run(db: str, run_id: str) -> None:
+    """Delete a run (a short write, retried for a few seconds while readers or a publish hold
+    the file: GradLensError after that) and forget every cached read, which the deletion made
+    stale (the version key changes only after its ttl)."""
+    with write_store(db, retry_seconds=5) as store:
+        store.delete_run(run_id)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def complete_runs(db: str, ver: tuple) -> list[str]:
+    """Names of the database's complete runs, in the order ``list_runs`` gives."""
+    runs = run_list(db, ver)
+    return [str(n) for n in runs.loc[runs["status"] == "complete", "name"]]
+
+
+def partner_runs(ctx: Context) -> tuple[list[queries.RunInfo], list[str]]:
+    """The other complete runs of the same model and data as ``ctx``'s run (other query
+    settings), and the names of all other complete runs."""
+    others = [n for n in complete_runs(ctx.db, ctx.ver) if n != ctx.info.name]
+    infos = (run_info(ctx.db, n, ctx.ver) for n in others)
+    return [o for o in infos if queries.same_data(ctx.info, o)], others
+
+
+def _database() -> tuple[str, tuple, list[str]] | None:
+    """The sidebar's database input: (path, version, complete runs), or None with a message
+    drawn when there is no database or no complete run in it."""
+    db = st.sidebar.text_input("DuckDB file", state.db_path(), key="gl_db_input")
+    state.set_db_path(db)
     if not Path(db).is_file():
         st.info(
             f"No database at {escape_markdown(db)}. Run `make demo` (or `gradlens compute …`) "
@@ -194,80 +252,89 @@ def sidebar() -> Context | None:
         return None
     try:
         ver = version(db)
-        runs = run_list(db, ver)
+        complete = complete_runs(db, ver)
     except GradLensError as exc:
         st.error(str(exc))
         return None
-    complete = [str(n) for n in runs.loc[runs["status"] == "complete", "name"]]
     if not complete:
         st.info(f"{escape_markdown(db)} holds no complete run yet.")
         return None
-    v = view()
+    return db, ver, complete
+
+
+def _run_and_method(db: str, ver: tuple, complete: list[str]) -> ViewState:
+    """The run and similarity selectboxes; the view with a run and method the database has."""
+    sb = st.sidebar
+    v = state.view()
     if v.run is None:  # a URL without a run: the first run, keeping the rest of the view
-        st.session_state[VIEW_KEY] = v = v.replace(run=complete[0])
+        state.correct_view(v := v.replace(run=complete[0]))
     elif v.run not in complete:  # a run that is gone: start over on the first one
-        v = v.replace(run=complete[0], subset=(), query=None, method="exact")
-        st.session_state[VIEW_KEY] = v
+        state.correct_view(v := v.replace(run=complete[0], subset=(), query=None, method="exact"))
     run = sb.selectbox("Run", complete, index=complete.index(v.run), key="gl_run")
     if run != v.run:
-        set_view(v.replace(run=run, subset=(), query=None, method="exact"))
-        v = view()
-    info = run_info(db, run, ver)
-    methods = list(info.methods)
-    method = v.method if v.method in methods else "exact"
+        state.set_view(v.replace(run=run, subset=(), query=None, method="exact"))
+        v = state.view()
+    methods = list(run_info(db, run, ver).methods)
     method = sb.selectbox(
         "Similarity",
         methods,
-        index=methods.index(method),
+        index=methods.index(v.method if v.method in methods else "exact"),
         key="gl_method",
         help="exact dot products, or a random projection stored with the run",
     )
     if method != v.method:
-        st.session_state[VIEW_KEY] = v.replace(method=method)
-        v = view()
+        state.correct_view(v := v.replace(method=method))
+    return v
+
+
+def sidebar() -> Context | None:
+    """Database, run, similarity method and the current subset, on every page. None (with a
+    message drawn) when there is nothing to show."""
+    found = _database()
+    if found is None:
+        return None
+    db, ver, complete = found
+    v = _run_and_method(db, ver, complete)
+    info = run_info(db, v.run, ver)
     k = info.n_components
     subset = tuple(c for c in v.subset if c < k)
     if subset != v.subset:
-        st.session_state[VIEW_KEY] = v = v.with_subset(subset)
-    names = arrays(db, run, "exact", ver).names
-    sb.markdown(f"**Subset**: {len(subset)} of {k} components")
+        state.correct_view(v := v.with_subset(subset))
+    names = arrays(db, v.run, "exact", ver).names
+    st.sidebar.markdown(f"**Subset**: {len(subset)} of {k} components")
     if subset:
-        sb.caption(", ".join(names[c] for c in subset[:12]) + (" …" if len(subset) > 12 else ""))
-        sb.button("Clear subset", on_click=lambda: set_view(view().with_subset(())))
+        more = " …" if len(subset) > 12 else ""
+        st.sidebar.caption(", ".join(names[c] for c in subset[:12]) + more)
+        st.sidebar.button(
+            "Clear subset", on_click=lambda: state.set_view(state.view().with_subset(()))
+        )
     return Context(db, ver, info, v)
-
-
-def download(frame: pd.DataFrame, name: str, label: str = "Download CSV") -> None:
-    st.download_button(
-        label, frame.to_csv(index=False).encode(), f"{name}.csv", "text/csv", key=f"dl_{name}"
-    )
-
-
-def fmt4(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
-
-
-def context() -> Context | None:
-    """The Context the sidebar built for this run of the script (None without a run)."""
-    return st.session_state.get("gl_ctx")
 
 
 def open_failure(query_id: str) -> None:
     """Open ``query_id`` on the failure page (keeps run, method and subset)."""
-    set_view(view().replace(query=query_id))
-    st.switch_page("views/failures.py", query_params=view().to_params())
+    state.set_view(state.view().replace(query=query_id))
+    st.switch_page("views/failures.py", query_params=state.view().to_params())
 
 
 @st.cache_data(show_spinner="Running greedy selection…")
 def greedy_curve(db: str, run: str, method: str, objective: str, ver: tuple) -> pd.DataFrame:
     """The greedy curve stored by ``gradlens select`` (with its k-fold held-out curve), or,
     for a run that was never selected, computed here (without the held-out curve)."""
-    from gradlens.selection import curve_frame
-
     stored = curves(db, run, method, ver)
     stored = stored[stored["objective"] == objective]
     if not stored.empty:
         return stored.reset_index(drop=True)
     a = arrays(db, run, method, ver)
     steps = greedy_select(*a.core, objective=objective, n_params=a.known_n_params, valid=a.valid)
-    return curve_frame(steps, a.names).assign(heldout_accuracy=np.nan)
+    return greedy_curve_table(steps, a.names).assign(heldout_accuracy=np.nan)
+
+
+# Until the model pages read these from ``dashboard.state`` / ``dashboard.widgets``.
+db_path = state.db_path
+
+
+def download(frame: pd.DataFrame, name: str, label: str = "Download CSV") -> None:
+    from dashboard.widgets import download as shared
+
+    shared(frame, name, label)

@@ -5,75 +5,96 @@ broke."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, state, widgets
 from gradlens.figures import greedy_curve
+from gradlens.runs.report import format_accuracy
 from gradlens.runs.viewstate import OBJECTIVES
-from gradlens.selection import correct, cosines
+from gradlens.selection import BM25, FULL, headline_rows, param_fraction, subset_change
 
 FIGURE_KEY = "greedy_figure"
+NAN = float("nan")
 
-ctx = common.context()
+ctx = state.context()
 db, ver, run, method = ctx.db, ctx.ver, ctx.info.name, ctx.view.method
 arrays = ctx.arrays
 names = arrays.names
-K = len(names)
 
 
-def stepper():
-    return common.stepper(db, run, method, common.view().objective, ver)
+def stepper() -> common.SharedStepper:
+    return common.stepper(db, run, method, state.view().objective, ver)
 
 
-def step_forward() -> None:
-    v = common.view()
-    nxt = stepper().next_component(v.subset)
-    if nxt is not None:
-        common.set_view(v.with_subset(v.subset + (nxt,)))
-
-
-def run_to_end() -> None:
-    v = common.view()
-    subset = list(v.subset)
-    while (nxt := stepper().next_component(subset)) is not None:
-        subset.append(nxt)
-    common.set_view(v.with_subset(subset))
+def step(steps: int | None) -> None:
+    """Add greedy's next ``steps`` components (all the remaining ones for None)."""
+    v = state.view()
+    state.set_view(v.with_subset(stepper().extend(v.subset, steps)))
 
 
 def reset() -> None:
-    common.set_view(common.view().with_subset(()))
+    state.set_view(state.view().with_subset(()))
 
 
 def edit_by_hand() -> None:
     picked = st.session_state["greedy_picker"]
-    v = common.view()
+    v = state.view()
     index = {n: i for i, n in enumerate(names)}
     chosen = {index[n] for n in picked}
     kept = [c for c in v.subset if c in chosen]
     added = [index[n] for n in picked if index[n] not in v.subset]
-    common.set_view(v.with_subset(kept + added))
+    state.set_view(v.with_subset(kept + added))
 
 
 def set_objective() -> None:
-    common.set_view(common.view().replace(objective=st.session_state["greedy_objective"]))
+    state.set_view(state.view().replace(objective=st.session_state["greedy_objective"]))
 
 
-def chart(curve: pd.DataFrame, metric: str, baselines: dict, current: tuple | None):
+def baselines(metric: str) -> dict[str, float]:
+    """The curve's horizontal lines: chance, the full gradient (exact and each projection) and
+    BM25 top-1, for the accuracy objective."""
+    if metric != "accuracy":
+        return {}
+    lines = {"chance": common.baselines(db, run, method, ver)[0]}
+    for row in headline_rows(common.headline(db, run, ver)[0]):
+        if row.id in (FULL, BM25) or row.projection is not None:
+            lines[row.projection or row.metric] = row.accuracy
+    return lines
+
+
+def chart(curve: pd.DataFrame, metric: str, current: tuple[float, float] | None):
     """The curve's figure, built once per session and curve: plotly takes tens of milliseconds
     to build and validate it, and a step only moves the current-subset marker (its last
     trace), so a step updates that trace alone. Kept in the session (a figure is mutable; no
     other session may see it)."""
-    key = (db, run, method, metric, ver, repr(sorted(baselines.items())))
+    key = (db, run, method, metric, ver)
     held = st.session_state.get(FIGURE_KEY)
     if held is None or held[0] != key:
-        fig = greedy_curve(curve, metric=metric, baselines=baselines, current=(np.nan, np.nan))
+        lines = baselines(metric)
+        fig = greedy_curve(curve, metric=metric, baselines=lines, current=(NAN, NAN))
         st.session_state[FIGURE_KEY] = held = (key, fig)
-    fig = held[1]
-    x, y = current if current is not None else (np.nan, np.nan)
-    fig.data[-1].update(x=[x], y=[y], visible=current is not None)
-    return fig
+    x, y = current if current is not None else (NAN, NAN)
+    held[1].data[-1].update(x=[x], y=[y], visible=current is not None)
+    return held[1]
+
+
+def last_change(subset: list[int], before: tuple[int, ...]) -> None:
+    """The queries the last change of subset fixed and broke, and a way to open one."""
+    change = subset_change(arrays, before, subset)
+    st.subheader("What the last change did")
+    st.caption(
+        f"{len(change.fixed)} queries fixed, {len(change.broken)} broken (against the previous "
+        "subset)."
+    )
+    left, right = st.columns(2)
+    left.dataframe(pd.DataFrame({"fixed": change.fixed}), hide_index=True, width="stretch")
+    right.dataframe(pd.DataFrame({"broken": change.broken}), hide_index=True, width="stretch")
+    changed = [str(q) for q in [*change.broken, *change.fixed]]
+    if changed:
+        pick = st.selectbox("Open a query on the failure page", changed, key="greedy_open")
+        if st.button("Open", key="greedy_open_btn"):
+            common.open_failure(pick)
 
 
 st.title("Greedy selection")
@@ -82,22 +103,17 @@ st.caption(
     "subset's cosines closest to the full gradient's: fidelity); ties go to the lowest index. "
     "The curve is in-sample; the held-out figure scores each prefix on queries greedy did not see."
 )
-v = common.view()
-st.session_state["greedy_objective"] = v.objective
+st.session_state["greedy_objective"] = state.view().objective
 st.radio("Objective", OBJECTIVES, key="greedy_objective", horizontal=True, on_change=set_objective)
 cols = st.columns(4)
-full = len(v.subset) >= K
-cols[0].button("Step forward", on_click=step_forward, key="step_forward", disabled=full)
-cols[1].button(
-    "Step back",
-    on_click=common.step_back,
-    key="step_back",
-    disabled=not st.session_state.get(common.HISTORY_KEY),
-)
-cols[2].button("Run to end", on_click=run_to_end, key="run_to_end", disabled=full)
-cols[3].button("Reset", on_click=reset, key="reset", disabled=not v.subset)
+full = len(state.view().subset) >= len(names)
+cols[0].button("Step forward", on_click=step, args=(1,), key="step_forward", disabled=full)
+back = state.previous_subset() is None
+cols[1].button("Step back", on_click=state.step_back, key="step_back", disabled=back)
+cols[2].button("Run to end", on_click=step, args=(None,), key="run_to_end", disabled=full)
+cols[3].button("Reset", on_click=reset, key="reset", disabled=not state.view().subset)
 
-v = common.view()
+v = state.view()
 st.session_state["greedy_picker"] = [names[c] for c in v.subset]
 st.multiselect(
     "Components in the subset (add or remove by hand; order = order added)",
@@ -105,65 +121,28 @@ st.multiselect(
     key="greedy_picker",
     on_change=edit_by_hand,
 )
-
 subset = list(v.subset)
 curve = common.greedy_curve(db, run, method, v.objective, ver)
-sizes = arrays.n_params
-frac = float(sizes[subset].sum() / sizes.sum()) if subset and not np.isnan(sizes).any() else None
-if subset:
-    acc, fid = stepper().subset_scores(subset)
-    order = list(curve["component_idx"])
-    is_prefix = order[: len(subset)] == subset
-    held = curve["heldout_accuracy"].iloc[len(subset) - 1] if is_prefix else np.nan
-else:
-    acc = fid = held = np.nan
-    is_prefix = True
+frac = param_fraction(arrays, subset) if subset else None
+acc, fid = stepper().subset_scores(subset) if subset else (NAN, NAN)
+is_prefix = list(curve["component_idx"].iloc[: len(subset)]) == subset
+held = curve["heldout_accuracy"].iloc[len(subset) - 1] if subset and is_prefix else NAN
 m = st.columns(4)
-m[0].metric("accuracy", common.fmt4(acc), help="fraction of queries whose original wins")
+m[0].metric("accuracy", format_accuracy(acc), help="fraction of queries whose original wins")
 m[1].metric("parameter fraction", "–" if frac is None else f"{frac:.3%}")
-m[2].metric("fidelity", common.fmt4(fid), help="cosine to the full gradient's cosines")
+m[2].metric("fidelity", format_accuracy(fid), help="cosine to the full gradient's cosines")
 m[3].metric(
     "held-out (k-fold)",
-    common.fmt4(held),
+    format_accuracy(held),
     help="the k-fold held-out curve at this k (only while the subset is a greedy prefix "
     "of this objective; computed by `gradlens select`)",
 )
-if subset and not is_prefix:
+if not is_prefix:
     st.caption("The subset is no longer a greedy prefix, so no held-out figure applies.")
-
-table, _ = common.headline(db, run, ver)
-by = table.set_index("metric")["accuracy"]
-metric = v.objective
-baselines = {"chance (1/b)": 1 / arrays.shape[1]} if metric == "accuracy" else {}
-if metric == "accuracy":
-    baselines["full gradient"] = by.get("full gradient", np.nan)
-    baselines["BM25 top-1"] = by.get("BM25 top-1", np.nan)
-    for label in by.index:
-        if label.startswith("full gradient ("):
-            baselines[label.removeprefix("full gradient ").strip("()")] = by[label]
 x = frac if frac is not None else len(subset)
-current = (x, acc if metric == "accuracy" else fid) if subset else None
-st.plotly_chart(chart(curve, metric, baselines, current), width="stretch", key="greedy_chart")
-common.download(curve, f"greedy-{run}-{method}-{metric}")
-
-# what the last change fixed and broke
-history = st.session_state.get(common.HISTORY_KEY, [])
-if subset and history:
-    before = list(history[-1])
-    now_ok = correct(cosines(*arrays.core[:3], subset), arrays.target, arrays.valid)
-    if before:
-        was_ok = correct(cosines(*arrays.core[:3], before), arrays.target, arrays.valid)
-    else:
-        was_ok = np.zeros_like(now_ok)
-    fixed = arrays.query_ids[now_ok & ~was_ok]
-    broke = arrays.query_ids[~now_ok & was_ok]
-    st.subheader("What the last change did")
-    st.caption(f"{len(fixed)} queries fixed, {len(broke)} broken (against the previous subset).")
-    left, right = st.columns(2)
-    left.dataframe(pd.DataFrame({"fixed": fixed}), hide_index=True, width="stretch")
-    right.dataframe(pd.DataFrame({"broken": broke}), hide_index=True, width="stretch")
-    changed = [str(q) for q in list(broke) + list(fixed)]
-    if changed:
-        pick = st.selectbox("Open a query on the failure page", changed, key="greedy_open")
-        if st.button("Open", key="greedy_open_btn"):
-            common.open_failure(pick)
+current = (x, acc if v.objective == "accuracy" else fid) if subset else None
+st.plotly_chart(chart(curve, v.objective, current), width="stretch", key="greedy_chart")
+widgets.download(curve, f"greedy-{run}-{method}-{v.objective}")
+previous = state.previous_subset()
+if subset and previous is not None:
+    last_change(subset, previous)

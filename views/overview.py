@@ -6,70 +6,36 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import common
-from gradlens.runs import read as queries
-from gradlens.runs.report import cost_rows
+from dashboard import common, state, widgets
+from gradlens.runs.read import RunInfo
+from gradlens.runs.report import cost_rows, format_accuracy, headline_strings, run_description
+from gradlens.selection import FULL, GREEDY_HELDOUT, GREEDY_PEAK, headline_row
 
-ctx = common.context()
-db, ver, info = ctx.db, ctx.ver, ctx.info
-
-
-def headline_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """The headline as displayed: accuracy with 4 decimals, CI, k, parameter share."""
-    return pd.DataFrame(
-        {
-            "metric": table["metric"],
-            "accuracy": table["accuracy"].map(common.fmt4),
-            "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(table["ci_lo"], table["ci_hi"])],
-            "k": table["k"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
-            "params": table["param_fraction"].map(lambda v: "" if pd.isna(v) else f"{v:.2%}"),
-            "detail": table["detail"],
-        }
-    )
+#: The headline rows shown as big numbers: (row id, label).
+FIGURES = (
+    (FULL, "full gradient"),
+    (GREEDY_PEAK, "greedy peak (in-sample)"),
+    (GREEDY_HELDOUT, "greedy (held-out)"),
+)
+COLUMNS = ["metric", "accuracy", "95% CI", "k", "params", "detail"]
 
 
-def describe(run: queries.RunInfo) -> dict[str, str]:
-    c = run.config
-    if c.get("source") == "import":
-        data = f"imported from {c.get('dots')}" + (f" ({c['filters']})" if c.get("filters") else "")
-        model = "computed elsewhere"
-    else:
-        data = f"train {c.get('train_path')}, queries {c.get('queries_path')}"
-        model = f"{c.get('model')} ({c.get('dtype', 'float32')})"
-    return {
-        "model": model,
-        "data": data,
-        "queries × candidates × components": (
-            f"{run.n_queries} × {run.n_candidates} × {run.n_components}"
-        ),
-        "methods": ", ".join(run.methods),
-        "loss": f"{c.get('loss_on', '?')} tokens, {c.get('reduction', '?')}"
-        if "loss_on" in c
-        else "as computed elsewhere",
-        "run id": run.run_id,
-    }
-
-
-def show_run(run: queries.RunInfo, container) -> None:
-    table, timings = common.headline(db, run.name, ver)
+def show_run(ctx: common.Context, run: RunInfo, container) -> None:
+    table, timings = common.headline(ctx.db, run.name, ctx.ver)
     with container:
         st.subheader(f"`{run.name}`")
-        by = table.set_index("metric")["accuracy"]
-        cols = st.columns(3)
-        cols[0].metric("full gradient", common.fmt4(by.get("full gradient")))
-        cols[1].metric("greedy peak (in-sample)", common.fmt4(by.get("greedy peak (in-sample)")))
-        held = [m for m in by.index if m.startswith("greedy (held-out")]
-        if held:
-            cols[2].metric("greedy (held-out)", common.fmt4(by[held[0]]))
-        shown = headline_frame(table)
-        st.dataframe(shown, hide_index=True, width="stretch")
-        common.download(shown, f"headline-{run.name}")
+        for col, (row_id, label) in zip(st.columns(len(FIGURES)), FIGURES, strict=True):
+            row = headline_row(table, row_id)
+            if row is not None:
+                col.metric(label, format_accuracy(row.accuracy))
+        widgets.table(headline_strings(table)[COLUMNS], f"headline-{run.name}")
         with st.expander("Run details and cost"):
-            st.table(pd.DataFrame(describe(run).items(), columns=["", "value"]))
+            st.table(pd.DataFrame(run_description(run).table_rows(), columns=["", "value"]))
             costs = pd.DataFrame(cost_rows(run.stats, timings), columns=["step", "measured"])
-            st.dataframe(costs, hide_index=True, width="stretch")
+            widgets.table(costs)
 
 
+ctx = state.context()
 st.title("Overview")
 st.caption(
     "A query retrieves its original when the cosine between their gradients (over the chosen "
@@ -78,26 +44,10 @@ st.caption(
     "procedure (greedy, keeping the peak k chosen on each fold's training part), averaged over "
     "3 fold seeds."
 )
-others = []
-for name in common.run_list(db, ver).query("status == 'complete'")["name"]:
-    if name != info.name:
-        other = common.run_info(db, str(name), ver)
-        if queries.same_data(info, other):
-            others.append(other)
-if others:
-    left, right = st.columns(2)
-    show_run(info, left)
-    show_run(others[0], right)
+partner = widgets.partner_run(ctx, "overview_compare")
+if partner is None:
+    show_run(ctx, ctx.info, st.container())
 else:
-    complete = [str(n) for n in common.run_list(db, ver).query("status == 'complete'")["name"]]
-    choices = ["(none)"] + [n for n in complete if n != info.name]
-    current = ctx.view.compare if ctx.view.compare in choices else "(none)"
-    pick = st.selectbox("Compare with", choices, index=choices.index(current))
-    if (pick if pick != "(none)" else None) != ctx.view.compare:
-        common.set_view(ctx.view.replace(compare=None if pick == "(none)" else pick))
-    if pick != "(none)":
-        left, right = st.columns(2)
-        show_run(info, left)
-        show_run(common.run_info(db, pick, ver), right)
-    else:
-        show_run(info, st.container())
+    left, right = st.columns(2)
+    show_run(ctx, ctx.info, left)
+    show_run(ctx, partner, right)

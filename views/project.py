@@ -7,12 +7,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, state, widgets
 from gradlens.figures import select_vs_project
-from gradlens.runs.report import cost_rows
-from gradlens.selection import projection_table
+from gradlens.runs.report import cost_rows, format_accuracy
+from gradlens.selection import FULL, headline_row, projection_table
 
-ctx = common.context()
+ctx = state.context()
 db, ver, info = ctx.db, ctx.ver, ctx.info
 run = info.name
 exact = ctx.exact
@@ -26,7 +26,7 @@ st.caption(
     "pairs and the exact full gradient's."
 )
 table, timings = common.headline(db, run, ver)
-full = float(table.set_index("metric").loc["full gradient", "accuracy"])
+full = headline_row(table, FULL).accuracy
 proj = projection_table(exact, projected)
 if proj.empty:
     st.info(
@@ -44,11 +44,9 @@ for metric in ("accuracy", "fidelity"):
         key=f"svp_{metric}",
     )
 if not proj.empty:
-    shown = proj.assign(accuracy=proj["accuracy"].map(common.fmt4))
-    shown = shown.assign(fidelity=proj["fidelity"].map(common.fmt4))
+    shown = proj.assign(**{c: proj[c].map(format_accuracy) for c in ("accuracy", "fidelity")})
     st.dataframe(shown, hide_index=True, width="stretch")
-    common.download(proj, f"projections-{run}")
+    widgets.download(proj, f"projections-{run}")
 st.subheader("Cost (measured)")
 costs = pd.DataFrame(cost_rows(info.stats, timings), columns=["step", "measured"])
-st.dataframe(costs, hide_index=True, width="stretch")
-common.download(costs, f"costs-{run}")
+widgets.table(costs, f"costs-{run}")

@@ -1,5 +1,5 @@
 """Runs: every run in the database with its status, size, configuration and cost; two runs'
-headlines side by side; deleting a run. Works without a complete run (``common.context()`` None)
+headlines side by side; deleting a run. Works without a complete run (``state.context()`` None)
 as long as the database file exists."""
 
 from __future__ import annotations
@@ -10,77 +10,30 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import common, state, widgets
 from gradlens.errors import GradLensError
-from gradlens.store.workfile import write_store
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.runs.report import MISSING, headline_strings
 
 FLASH_KEY = "runs_flash"
 PICK_KEY = "runs_delete_pick"
 CONFIRM_KEY = "runs_delete_confirm"
+HELD = (
+    "The database is held by another process (an import or a job publishing its run?), so the "
+    "run was not deleted. Try again in a moment."
+)
 
 
-def _files(*paths: object) -> str:
-    return ", ".join(Path(str(p)).name for p in paths if p)
-
-
-def summary(info) -> dict[str, object]:
-    """Model, data, candidates, projections and cost of one run, from its config and stats."""
-    if info is None:
-        return {}
-    c, s = info.config, info.stats
-    if c.get("source") == "import":
-        filters = c.get("filters") or {}
-        where = " (" + ", ".join(f"{k}={v}" for k, v in filters.items()) + ")" if filters else ""
-        model = "imported"
-        data = f"{_files(c.get('dots'))}{where}"
-        projections = [m for m in info.methods if m != "exact"]
-    else:
-        model = f"{c.get('model', '?')} ({c.get('dtype', 'float32')})"
-        data = f"train {_files(c.get('train_path'))}, queries {_files(c.get('queries_path'))}"
-        projections = list(c.get("projections") or [])
-    return {
-        "candidates": int(c.get("candidates") or info.n_candidates or 0) or None,
-        "projections": ", ".join(projections) or "none",
-        "seconds": s.get("seconds"),
-        "passes": s.get("passes"),
-        "model": model,
-        "data": data,
-    }
-
-
-def run_table(db: str, ver: tuple, runs: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for r in runs.itertuples(index=False):
-        try:
-            info = common.run_info(db, str(r.name), ver)
-        except GradLensError:
-            info = None
-        rows.append(
-            {
-                "name": r.name,
-                "status": r.status,
-                "created_at": r.created_at,
-                "queries": r.queries,
-                "components": r.components,
-                "methods": r.methods,
-                **summary(info),
-                "run_id": r.run_id,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def headline_columns(table: pd.DataFrame, run: str) -> pd.DataFrame:
-    """metric, then ``<run> accuracy`` (4 decimals) and ``<run> 95% CI``."""
-    return pd.DataFrame(
-        {
-            "metric": table["metric"],
-            f"{run} accuracy": table["accuracy"].map(common.fmt4),
-            f"{run} 95% CI": [
-                f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(table["ci_lo"], table["ci_hi"])
-            ],
-        }
-    )
+def headlines(db: str, ver: tuple, names: tuple[str, str]) -> pd.DataFrame:
+    """Two runs' headlines side by side: metric, then each run's accuracy and 95% CI; rows in
+    the first run's order, then those only the second has (a projection, say)."""
+    shown = [headline_strings(common.headline(db, n, ver)[0]).set_index("id") for n in names]
+    order = list(shown[0].index) + [i for i in shown[1].index if i not in shown[0].index]
+    both = pd.DataFrame({"metric": shown[0]["metric"].combine_first(shown[1]["metric"])})
+    for name, h in zip(names, shown, strict=True):
+        both[f"{name} accuracy"] = h["accuracy"]
+        both[f"{name} 95% CI"] = h["95% CI"]
+    return both.reindex(order).fillna(MISSING).reset_index(drop=True)
 
 
 def delete_selected(db: str, runs: pd.DataFrame) -> None:
@@ -92,26 +45,17 @@ def delete_selected(db: str, runs: pd.DataFrame) -> None:
     if match.empty:
         st.session_state[FLASH_KEY] = ("error", f"No run named {name} in the database.", "")
         return
-    try:  # a short write, retried for a few seconds while readers or a publish hold the file
-        with write_store(db, retry_seconds=5) as store:
-            store.delete_run(str(match.iloc[0]))
+    try:
+        common.delete_run(db, str(match.iloc[0]))
     except GradLensError as exc:
-        msg = (
-            "The database is held by another process (an import or a job publishing its run?), "
-            "so the run was not deleted. Try again in a moment."
-        )
-        st.session_state[FLASH_KEY] = ("error", msg, str(exc))
-        return
+        st.session_state[FLASH_KEY] = ("error", HELD, str(exc))
     except duckdb.Error as exc:
         first = str(exc).splitlines()[0]
         st.session_state[FLASH_KEY] = ("error", "Deleting the run failed.", first)
-        return
-    # every cached read of this file is stale (the version key changes only after its ttl)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    st.session_state[FLASH_KEY] = ("success", f"Deleted run {name} and all its rows.", "")
-    st.session_state[CONFIRM_KEY] = False
-    st.session_state[PICK_KEY] = None
+    else:
+        st.session_state[FLASH_KEY] = ("success", f"Deleted run {name} and all its rows.", "")
+        st.session_state[CONFIRM_KEY] = False
+        st.session_state[PICK_KEY] = None
 
 
 st.title("Runs")
@@ -127,14 +71,14 @@ if flash:
     if detail:
         st.text(detail)
 
-db = common.db_path()
+db = state.db_path()
 if not Path(db).is_file():
-    st.info(f"No database at `{db}`.")
+    st.info(f"No database at {escape_markdown(db)}.")
     st.stop()
 try:
     ver = common.version(db)
     runs = common.run_list(db, ver)
-    table = run_table(db, ver, runs)
+    table = common.runs_table(db, ver)
 except GradLensError as exc:
     st.error("Cannot read the database.")
     st.text(str(exc))
@@ -144,10 +88,9 @@ if runs.empty:
     st.info("The database holds no run yet.")
     st.stop()
 
-st.dataframe(
+widgets.table(
     table,
-    hide_index=True,
-    width="stretch",
+    "runs",
     column_config={
         "created_at": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
         "queries": st.column_config.NumberColumn(width="small"),
@@ -158,11 +101,10 @@ st.dataframe(
         "run_id": st.column_config.TextColumn("run id"),
     },
 )
-common.download(table, "runs")
 
 # -- two headlines side by side ------------------------------------------------------------------
 st.subheader("Compare two runs")
-complete = [str(n) for n in runs.loc[runs["status"] == "complete", "name"]]
+complete = common.complete_runs(db, ver)
 if len(complete) < 2:
     st.caption("Needs two complete runs; the Overview page shows this run's headline.")
 else:
@@ -170,7 +112,7 @@ else:
         "The headline of each run (full gradient, best single component, greedy peak in-sample "
         "and held-out, BM25): accuracy and its 95 % bootstrap interval over queries."
     )
-    current = common.view().run
+    current = state.view().run
     first = current if current in complete else complete[0]
     second = next(n for n in complete if n != first)
     left, right = st.columns(2)
@@ -179,19 +121,7 @@ else:
     if a == b:
         st.info("Pick two different runs.")
     else:
-        ha = headline_columns(common.headline(db, a, ver)[0], a)
-        hb = headline_columns(common.headline(db, b, ver)[0], b)
-        # rows in A's order, then any metric only B has (a projection, say)
-        order = list(ha["metric"]) + [m for m in hb["metric"] if m not in set(ha["metric"])]
-        both = (
-            ha.set_index("metric")
-            .join(hb.set_index("metric"), how="outer")
-            .reindex(order)
-            .fillna("–")
-            .reset_index()
-        )
-        st.dataframe(both, hide_index=True, width="stretch")
-        common.download(both, f"headlines-{a}-vs-{b}")
+        widgets.table(headlines(db, ver, (a, b)), f"headlines-{a}-vs-{b}")
 
 # -- delete ----------------------------------------------------------------------------------------
 st.subheader("Delete a run")
