@@ -328,13 +328,3 @@ def greedy_curve(db: str, run: str, method: str, objective: str, ver: tuple) -> 
     a = arrays(db, run, method, ver)
     steps = greedy_select(*a.core, objective=objective, n_params=a.known_n_params, valid=a.valid)
     return greedy_curve_table(steps, a.names).assign(heldout_accuracy=np.nan)
-
-
-# Until the model pages read these from ``dashboard.state`` / ``dashboard.widgets``.
-db_path = state.db_path
-
-
-def download(frame: pd.DataFrame, name: str, label: str = "Download CSV") -> None:
-    from dashboard.widgets import download as shared
-
-    shared(frame, name, label)
