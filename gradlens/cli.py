@@ -91,14 +91,7 @@ def _compute(opts: ComputeOptions) -> int:
 def _generate(opts: GenerateOptions) -> int:
     from gradlens.data.generate import generate
 
-    n = generate(
-        opts.model,
-        opts.queries,
-        opts.out,
-        max_new_tokens=opts.max_new_tokens,
-        device=opts.device,
-        progress=not opts.no_progress,
-    )
+    n = generate(opts)
     print(f"wrote {n} examples to {opts.out}")
     return 0
 
@@ -106,22 +99,7 @@ def _generate(opts: GenerateOptions) -> int:
 def _paraphrase(opts: ParaphraseOptions) -> int:
     from gradlens.data.paraphrase import paraphrase
 
-    summary = paraphrase(
-        opts.train,
-        opts.out,
-        opts.endpoint,
-        opts.model,
-        api_key_env=opts.api_key_env,
-        field=opts.field,
-        concurrency=opts.concurrency,
-        temperature=opts.temperature,
-        seed=opts.seed,
-        max_tokens=opts.max_tokens,
-        retries=opts.retries,
-        timeout=opts.timeout,
-        progress=not opts.no_progress,
-    )
-    print(summary.line())
+    print(paraphrase(opts).line())
     return 0
 
 

@@ -3,8 +3,8 @@ one record at a time, progress files, and the digest that identifies a file's by
 
 - ``write_atomically``: text written beside its destination and renamed into place, so a reader
   sees the old file or the new one, never a half.
-- ``read_partial`` / ``write_jsonl``: the ``<out>.partial`` that ``generate`` and ``paraphrase``
-  resume from, and their final JSONL file.
+- ``open_partial`` / ``append_record`` / ``write_jsonl``: the ``<out>.partial`` that ``generate``
+  and ``paraphrase`` append each finished record to and resume from, and their final JSONL file.
 - ``Progress``: a job's progress as ``compute``, ``generate`` and ``paraphrase`` report it.
 """
 
@@ -18,13 +18,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from gradlens.errors import GradLensError
 
 __all__ = [
     "Progress",
     "ProgressReporter",
+    "append_record",
     "file_digest",
+    "jsonl_line",
+    "open_partial",
     "partial_path",
     "progress_path",
     "read_partial",
@@ -93,6 +97,25 @@ def read_partial(partial: Path) -> dict[str, dict]:
                 f"{partial}:{n}: not a line this command wrote; delete {partial} to start over"
             ) from None
     return done
+
+
+def open_partial(out: Path) -> tuple[dict[str, dict], IO[str]]:
+    """The records finished so far in ``<out>.partial`` (``read_partial``) and that file opened
+    for appending; GradLensError when it cannot be written."""
+    partial = partial_path(out)
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        done = read_partial(partial)
+        return done, partial.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise GradLensError(f"cannot write {partial}: {exc.strerror}") from None
+
+
+def append_record(handle: IO[str], record: dict) -> None:
+    """Append one finished record to an open partial file and flush it (a kill loses at most
+    the line being written, which ``read_partial`` drops)."""
+    handle.write(jsonl_line(record))
+    handle.flush()
 
 
 def jsonl_line(record: dict) -> str:

@@ -19,6 +19,15 @@ from gradlens.errors import GradLensError
 T = TypeVar("T")
 _REQUIRED = dataclasses.MISSING
 
+#: Which tokens carry the loss: the response's, or every token of the example.
+LOSS_ON = ("response", "all")
+#: How an example's token losses make its loss: their mean or their sum.
+REDUCTIONS = ("mean", "sum")
+#: The text BM25 ranks the training examples by, for each query.
+BM25_ON = ("prompt", "prompt+response")
+#: What ``gradlens paraphrase`` rewrites (with "prompt", the response is the original's).
+PARAPHRASE_FIELDS = ("prompt", "prompt+response")
+
 
 def option(
     default: Any = _REQUIRED,
@@ -154,13 +163,9 @@ class ComputeOptions(_Validated):
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id", key=True)
     run: str | None = option(None, help="run name (default: <queries file>-<key>)")
     candidates: int = option(5, help="BM25 candidates b per query", minimum=1, key=True)
-    bm25_on: str = option(
-        "prompt", help="text BM25 ranks", choices=("prompt", "prompt+response"), key=True
-    )
-    loss_on: str = option(
-        "response", help="tokens in the loss", choices=("response", "all"), key=True
-    )
-    reduction: str = option("mean", help="loss over tokens", choices=("mean", "sum"), key=True)
+    bm25_on: str = option("prompt", help="text BM25 ranks", choices=BM25_ON, key=True)
+    loss_on: str = option("response", help="tokens in the loss", choices=LOSS_ON, key=True)
+    reduction: str = option("mean", help="loss over tokens", choices=REDUCTIONS, key=True)
     max_length: int | None = option(
         None, help="cut examples to N tokens (warns; at least 2)", minimum=2, key=True
     )
@@ -216,7 +221,7 @@ class ParaphraseOptions(_Validated):
     field: str = option(
         "prompt+response",
         help="what is paraphrased; with 'prompt' the response is the original's",
-        choices=("prompt", "prompt+response"),
+        choices=PARAPHRASE_FIELDS,
     )
     concurrency: int = option(
         4, help="requests in flight (1 for a local server on a few CPU cores)", minimum=1

@@ -2,9 +2,9 @@
 
 - ``examples``: reading datasets (JSONL / CSV / Parquet), chat formatting, loss masking.
 - ``candidates``: BM25 candidates per query.
-- ``files``: JSONL files written by resumable jobs (the ``.partial`` reader).
 - ``generate``: the model-generated query set (the model completes the paraphrased prompts).
-- ``paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint.
+- ``paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint (package:
+  ``checks``, ``endpoint``, ``job``).
 """
 
 from gradlens.data.examples import Example, load_examples, tokenize_example

@@ -11,10 +11,9 @@ from rank_bm25 import BM25Okapi
 
 from gradlens.data.examples import Example
 from gradlens.errors import GradLensError
+from gradlens.options import BM25_ON
 
 log = logging.getLogger(__name__)
-
-BM25_ON = ("prompt", "prompt+response")
 
 
 def _text(ex: Example, on: str) -> str:

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from gradlens.errors import DataError, one_line, show
+from gradlens.options import LOSS_ON
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-LOSS_ON = ("response", "all")
 #: The fields an example needs (besides ``messages``, which may replace prompt and response).
 FIELDS = ("id", "prompt", "response")
 

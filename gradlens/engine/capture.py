@@ -17,6 +17,7 @@ from torch import nn
 from gradlens.data.examples import IGNORE_INDEX, Tokenized, example_losses
 from gradlens.engine.terms import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
 from gradlens.models.loading import Component
+from gradlens.options import REDUCTIONS
 
 ProjectorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,8 +49,8 @@ class GradientEngine:
         reduction: str = "mean",
         projections: Sequence[ProjectionSet] = (),
     ) -> None:
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be mean or sum, got {reduction!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         self.model = model
         self.components = list(components)
         self.reduction = reduction

@@ -19,6 +19,7 @@ import pytest
 from gradlens.cli import main
 from gradlens.data import paraphrase as pp
 from gradlens.data.examples import check_queries, load_examples
+from gradlens.files import progress_path, read_progress
 from tests.conftest import DEMO, REPO
 from tests.paraphrase_server import FaultProxy, shared_server
 
@@ -150,7 +151,7 @@ def test_a_server_that_is_down_is_one_line_exit_2_and_loses_nothing(
 def test_a_flaky_server_is_retried_and_the_key_only_travels_in_its_header(
     server, proxy, train, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(pp, "BACKOFF_BASE", 0.05)
+    monkeypatch.setattr(pp.endpoint, "BACKOFF_BASE", 0.05)
     key = "sk-test-NEVER-PRINTED-0123"
     monkeypatch.setenv("GRADLENS_TEST_KEY", key)
     proxy.inject(3, status=500)  # the first 3 requests fail, then the server answers
@@ -195,3 +196,23 @@ def test_ctrl_c_stops_at_once_with_the_resume_hint(server, proxy, train, tmp_pat
         "gradlens: interrupted; run the same command again to resume"
     )
     assert not out.exists()
+
+
+def test_progress_is_reported_until_the_set_is_written(server, proxy, train, tmp_path):
+    """``<out>.progress.json`` holds compute's progress fields: a run that fails leaves it
+    saying so (with the examples resumed from the partial file done); the rerun that writes
+    the query set removes it."""
+    out = tmp_path / "para.jsonl"
+    partial = out.with_name(out.name + ".partial")
+    done = {"id": "demo_001", "prompt": "KEPT", "response": "KEPT TOO"}
+    partial.write_text(json.dumps(done) + "\n", encoding="utf-8")
+    proxy.inject(1, status=400)  # refused: not retried, the run stops
+    args = argv(train, out, proxy.url, server[1], "--field", "prompt", "--concurrency", "1")
+    assert main(args) == 2
+    progress = read_progress(progress_path(out))
+    assert (progress.name, progress.run_id, progress.db) == ("paraphrase", "", "")
+    assert (progress.state, progress.done, progress.total, progress.passes) == ("failed", 1, 3, 0)
+    assert progress.pid == os.getpid() and progress.eta is None
+    proxy.reset()
+    assert main(args) == 0
+    assert out.exists() and not progress_path(out).exists()
