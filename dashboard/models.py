@@ -1,17 +1,25 @@
 """One loaded model per server, shared by every session (``st.cache_resource``, one entry), with
 a lock: hooks and autograd state live on the model object, so two sessions must never use it at
-the same moment. Pages call ``loaded_model(spec)`` and work inside ``with lm.lock:``."""
+the same moment. Pages get the model with ``loaded_model`` (or ``run_on_model`` on a lens page)
+and work inside ``with holding(lm):``, the one place that waits for another session."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import streamlit as st
 
+from dashboard import state
+from gradlens.errors import GradLensError
 from gradlens.figures.textdiff import escape_markdown
 from gradlens.models.loading import load_model
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -42,39 +50,55 @@ def _load(spec: str, trust_remote_code: bool) -> LoadedModel:
     return LoadedModel(spec, model, tokenizer, time.perf_counter() - t0)
 
 
-def loaded_model(spec: str, trust_remote_code: bool = False) -> LoadedModel:
-    """The server's model for ``spec`` (loaded on first use, with a status box; the previous
+def loaded_model(choice: state.ModelChoice) -> LoadedModel:
+    """The server's model for ``choice`` (loaded on first use, with a status box; the previous
     model is dropped: one at a time). Raises GradLensError for a spec that cannot be loaded."""
-    with st.status(f"Loading {escape_markdown(spec)}…", expanded=False) as status:
+    spec = escape_markdown(choice.spec)
+    with st.status(f"Loading {spec}…", expanded=False) as status:
         try:
-            lm = _load(spec, trust_remote_code)
+            lm = _load(choice.spec, choice.trust_remote_code)
         except Exception:
-            status.update(label=f"{escape_markdown(spec)} could not be loaded", state="error")
+            status.update(label=f"{spec} could not be loaded", state="error")
             raise
-        label = f"{escape_markdown(spec)} loaded ({lm.seconds:.1f} s)"
-        status.update(label=label, state="complete")
+        status.update(label=f"{spec} loaded ({lm.seconds:.1f} s)", state="complete")
     return lm
 
 
-def chosen_model() -> tuple[str, bool]:
-    """(spec, trust_remote_code) chosen on the Model page; the bundled SmolLM2 by default."""
-    spec = st.session_state.get("model_spec", "smollm2")
-    return spec, bool(st.session_state.get("model_trust_remote_code", False))
+@contextmanager
+def holding(lm: LoadedModel) -> Iterator[None]:
+    """Hold the model's lock; while another session computes with the model, say so and wait."""
+    if not lm.lock.acquire(blocking=False):
+        with st.spinner("Another session is using the model; waiting until it is done…"):
+            lm.lock.acquire()
+    try:
+        yield
+    finally:
+        lm.lock.release()
 
 
-def run_on_model(inputs_key: str, hint: str, spinner: str, compute):
+def current_model() -> state.ModelChoice:
+    """The model loaded on the Model page in this session, else the bundled SmolLM2."""
+    return state.chosen_model() or state.ModelChoice()
+
+
+def lens_model() -> state.ModelChoice:
+    """``current_model()``, said in one caption line (what a lens page computes with)."""
+    choice = current_model()
+    st.caption(f"Model: {escape_markdown(choice.spec)} (change it on the Model page).")
+    return choice
+
+
+def run_on_model(inputs_key: str, hint: str, spinner: str, compute: Callable[..., T]) -> T:
     """What a lens page does after its form: nothing until Run stored inputs for the current
     model under ``inputs_key`` (then ``hint``); else load the model and return
     ``compute(*inputs, _lm=model)`` under a spinner. A GradLensError is shown as one line."""
-    from gradlens.errors import GradLensError
-
-    spec, trust = chosen_model()
+    choice = current_model()
     inputs = st.session_state.get(inputs_key)
-    if inputs is None or inputs[0] != spec:
+    if inputs is None or inputs[0] != choice.spec:
         st.info(hint)
         st.stop()
     try:
-        lm = loaded_model(spec, trust_remote_code=trust)
+        lm = loaded_model(choice)
         with st.spinner(spinner):
             return compute(*inputs, _lm=lm)
     except GradLensError as exc:

@@ -1,14 +1,17 @@
-"""Background jobs started from the dashboard: the same CLI commands (``gradlens generate``,
-``compute``, ``select``) run one after another by a small runner process in its own session, so
-the job survives a browser reload and is found again by any tab. No Streamlit here.
+"""Background jobs started from the dashboard: the same CLI commands (``gradlens paraphrase``,
+``generate``, ``compute``, ``select``) run one after another by a small runner process in its own
+session, so the job survives a browser reload and is found again by any tab. No Streamlit here.
 
-A job for database ``X`` lives in ``X.jobs/<job_id>/``: ``job.json`` (the steps as CLI
-arguments), ``status.json`` (replaced atomically by the runner), ``log.txt`` (the commands'
-output) and ``inputs/`` (uploaded files, private to the job (0700), removed once every step has
-succeeded or when the job is dismissed). Progress comes
-from the compute's own progress file (``gradlens.store.workfile``). Cancel sends SIGINT to the job's
-process group: the compute stops between queries and stays resumable; Resume starts the runner
-again at the step that did not finish.
+``plan_job`` turns the Compute page's choices into the job's steps (paraphrase -> generate ->
+compute -> select, the first two optional), checked as the CLI checks them. A job for database
+``X`` lives in ``X.jobs/<job_id>/``: ``job.json`` (the steps as CLI arguments), ``status.json``
+(replaced atomically by the runner), ``log.txt`` (the commands' output), the query sets its steps
+build, and ``inputs/`` (uploaded files, private to the job (0700), removed once every step has
+succeeded or when the job is dismissed). Each step reports its progress in a structured file:
+the compute in its work folder (``gradlens.store.workfile``), ``paraphrase`` and ``generate`` in
+``OUT.progress.json`` (``gradlens.files``). Cancel sends SIGINT to the job's process group: the
+compute stops between queries and stays resumable; Resume starts the runner again at the step
+that did not finish.
 
     python -m gradlens.jobs X.jobs/<job_id>     # the runner (started by ``start``)
 """
@@ -24,16 +27,44 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from gradlens.errors import GradLensError
-from gradlens.store.workfile import Progress, running_jobs
+from gradlens.files import Progress, progress_path, read_progress, write_atomically
+from gradlens.options import (
+    ComputeOptions,
+    GenerateOptions,
+    ParaphraseOptions,
+    SelectOptions,
+    to_argv,
+)
+from gradlens.store.workfile import running_jobs
 
-__all__ = ["Job", "cancel", "create_job", "dismiss", "jobs_dir", "list_jobs", "resume", "start"]
+__all__ = [
+    "BuiltQuerySet",
+    "Job",
+    "JobPlan",
+    "cancel",
+    "create_job",
+    "dismiss",
+    "jobs_dir",
+    "list_jobs",
+    "new_job_folder",
+    "plan_job",
+    "resume",
+    "start",
+]
 
 #: Exit status of a command stopped by SIGINT (the CLI's "interrupted; rerun to resume").
 INTERRUPTED = 130
+#: The steps that build a query set before the compute: step -> the file it writes in the job's
+#: folder and what the set is called.
+BUILDERS = {
+    "paraphrase": ("paraphrased.jsonl", "paraphrased"),
+    "generate": ("generated.jsonl", "model-generated"),
+}
 
 
 def jobs_dir(db: str | Path) -> Path:
@@ -104,6 +135,20 @@ class Job:
         rows = [row.rsplit("\r", 1)[-1] for row in text.splitlines()]
         return "\n".join(rows[-lines:])
 
+    @property
+    def step_index(self) -> int:
+        """The index of the step running (or where the job stopped; the last when complete)."""
+        return min(self.status.step, len(self.spec.steps) - 1)
+
+    @property
+    def step(self) -> str:
+        """The command of the step at ``step_index``."""
+        return self.spec.steps[self.step_index][0]
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "starting")
+
     def progress(self) -> Progress | None:
         """The compute step's progress file, when it has written one."""
         for p in running_jobs(self.spec.db):
@@ -111,11 +156,116 @@ class Job:
                 return p
         return None
 
+    def step_progress(self) -> Progress | None:
+        """The progress of the step that builds a query set, while it runs: what it reports in
+        ``OUT.progress.json``."""
+        if not self.running or self.step not in BUILDERS:
+            return None
+        out = _out_of(self.spec.steps[self.step_index])
+        return None if out is None else read_progress(progress_path(out))
+
+    def built_query_sets(self) -> list[BuiltQuerySet]:
+        """The query sets the job's steps have finished writing, in step order."""
+        found = []
+        for step in self.spec.steps:
+            out = _out_of(step) if step[0] in BUILDERS else None
+            if out is not None and out.is_file():
+                found.append(BuiltQuerySet.read(step[0], out))
+        return found
+
+
+@dataclass(frozen=True)
+class BuiltQuerySet:
+    """A query set a job built: ``step`` (paraphrase | generate), its file, how many examples it
+    holds and how many of them the paraphrase checks flagged (0 for a generated set)."""
+
+    step: str
+    path: Path
+    examples: int
+    flagged: int
+
+    @property
+    def kind(self) -> str:
+        """What the set is called: "paraphrased" or "model-generated"."""
+        return BUILDERS[self.step][1]
+
+    @classmethod
+    def read(cls, step: str, path: Path) -> BuiltQuerySet:
+        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        return cls(step, path, len(rows), sum(1 for r in rows if r.get("flag")))
+
+
+def _out_of(step: Sequence[str]) -> Path | None:
+    """The ``--out`` file of a step's arguments (None without one)."""
+    args = list(step)
+    return Path(args[args.index("--out") + 1]) if "--out" in args[:-1] else None
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job will run: ``run``, the name the compute writes; ``steps``, CLI argument lists
+    (after ``gradlens``) in order; ``label``, one line for the job's card."""
+
+    run: str
+    steps: tuple[tuple[str, ...], ...]
+    label: str
+
+
+def _paraphrase_step(train: str, out: Path, settings: Mapping[str, object]) -> list[str]:
+    """The paraphrase step's arguments, checked as the CLI checks them, and the key's variable
+    checked in this process's environment (the job inherits it)."""
+    if not settings.get("model"):
+        raise GradLensError("name the endpoint's model (the name it serves) to paraphrase")
+    opts = ParaphraseOptions(train=train, out=str(out), **settings)
+    var = opts.api_key_env
+    if var and not os.environ.get(var, "").strip():
+        raise GradLensError(
+            f"the environment variable {var} is not set where the dashboard runs (the job "
+            f"reads the key from it): start the dashboard with {var} set"
+        )
+    return ["paraphrase", *to_argv(opts)]
+
+
+def plan_job(
+    opts: ComputeOptions,
+    folder: Path,
+    paraphrase: Mapping[str, object] | None = None,
+    generate: bool = False,
+) -> JobPlan:
+    """The steps of a job in ``folder`` that computes ``opts``, checked before anything starts
+    (GradLensError with the CLI's one-line message otherwise).
+
+    ``paraphrase``: the ``ParaphraseOptions`` fields other than ``train`` and ``out``; the query
+    set is then the training set paraphrased into the job's folder (``opts.queries`` is not
+    read). ``generate``: the compute reads the query set's prompts with this model's greedy
+    completions, generated into the job's folder first. The run name defaults to
+    ``<query file>-<model folder>``; the compute reports progress in its file, not on the log."""
+    from gradlens.engine.job import validate_inputs  # loads torch: not in the runner
+
+    steps: list[list[str]] = []
+    queries = opts.queries
+    if paraphrase is not None and opts.train:
+        queries = str(folder / BUILDERS["paraphrase"][0])
+        steps.append(_paraphrase_step(opts.train, Path(queries), paraphrase))
+    if not opts.train or not queries:
+        raise GradLensError("choose a training set and a query set (a path or an upload)")
+    run = opts.run or f"{Path(queries).stem}-{Path(opts.model).name}"
+    # paraphrases carry the training set's ids: checked against the training set itself
+    validate_inputs(replace(opts, queries=opts.train if paraphrase is not None else queries))
+    source = Path(queries).name if paraphrase is None else f"paraphrased by {paraphrase['model']}"
+    if generate:
+        generated = str(folder / BUILDERS["generate"][0])
+        gen = GenerateOptions(queries=queries, out=generated, model=opts.model, device=opts.device)
+        steps.append(["generate", *to_argv(gen)])
+        queries = generated
+    compute = replace(opts, queries=queries, run=run, no_progress=True)
+    steps += [["compute", *to_argv(compute)], ["select", *to_argv(SelectOptions(opts.db, run))]]
+    label = f"{run}: {opts.model} on {Path(opts.train).name} / {source}"
+    return JobPlan(run, tuple(tuple(s) for s in steps), label)
+
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_atomically(path, [json.dumps(data)])
 
 
 def _set_status(folder: Path, **fields) -> None:
@@ -213,7 +363,7 @@ def _run(folder: Path, from_step: int) -> int:
     job = load_job(folder)
     interrupted = {"flag": False}
 
-    def on_sigint(signum, frame):  # the child got the same signal; wait for it to stop
+    def on_sigint(_signum, _frame):  # the child got the same signal; wait for it to stop
         interrupted["flag"] = True
 
     signal.signal(signal.SIGINT, on_sigint)

@@ -2,25 +2,24 @@
 each layer's MLP output, projected into the vocabulary with the logit lens, and the rank of each
 layer's first-MLP-matrix gradient (≤ the number of tokens, by the paper's lemma).
 
-The model is the one chosen on the Model page (``st.session_state["model_spec"]``, default the
-bundled SmolLM2); it is shared by every session, so the computation holds its lock. Decoded
-tokens are user text: they are shown in dataframes and plotly figures only."""
+The model is the one chosen on the Model page (default the bundled SmolLM2); it is shared by
+every session, so the computation holds its lock. Decoded tokens are user text: they are shown in
+dataframes and plotly figures only."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import common
-from dashboard.models import chosen_model, run_on_model
-from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, show_whitespace
-from gradlens.figures.textdiff import escape_markdown
+from dashboard import widgets
+from dashboard.model_widgets import token_table
+from dashboard.models import holding, lens_model, run_on_model
+from dashboard.state import SESSION
+from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check
 from gradlens.lenses.backward import BackwardLens, backward_lens
 
 EXAMPLE_PROMPT = "Lionel Messi plays for"
 EXAMPLE_TARGET = " Paris"
 INPUTS_KEY = "bl_inputs"
-LISTS = ("promoted", "demoted", "imprint")
-SESSION = "session"
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -28,13 +27,11 @@ def compute(
     spec: str, prompt: str, target: str, top_k: int, whole_target: bool, _lm
 ) -> BackwardLens:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
-    with _lm.lock:
+    with holding(_lm):
         return backward_lens(
             _lm.model, _lm.tokenizer, prompt, target, top_k=top_k, whole_target=whole_target
         )
 
-
-spec, trust = chosen_model()
 
 st.title("Backward lens")
 st.caption(
@@ -45,7 +42,7 @@ st.caption(
     "the first MLP matrix: its gradient is Σₜ δ′ₜ xₜᵀ, so its rank is at most the number of "
     "tokens n. After Katz, Belinkov, Geva & Wolf (2024), *Backward Lens*."
 )
-st.caption(f"Model: {escape_markdown(spec)} (change it on the Model page).")
+spec = lens_model().spec
 
 with st.form("bl_form"):
     prompt = st.text_input(
@@ -104,16 +101,10 @@ st.caption(
 st.plotly_chart(ff1_rank_figure(lens), width="stretch", key="bl_rank")
 
 st.subheader("Per layer and position")
-st.caption("Whitespace is shown as ␣ (space) and ↵ (newline) here; the CSV has the raw tokens.")
-frame = lens.frame()
-shown = frame.assign(
-    token=frame["token"].map(show_whitespace),
-    **{c: frame[c].map(lambda ts: [show_whitespace(t) for t in ts]) for c in LISTS},
-)
-st.dataframe(
-    shown,
-    hide_index=True,
-    width="stretch",
+token_table(
+    lens.frame(),
+    "backward-lens",
+    token_lists=("promoted", "demoted", "imprint"),
     height=320,
     column_config={
         "vjp_norm": st.column_config.NumberColumn("‖δ‖", format="%.4g"),
@@ -125,9 +116,6 @@ st.dataframe(
         "imprint": st.column_config.ListColumn("imprint (x)"),
     },
 )
-common.download(frame, "backward-lens")
 
 st.subheader("Rank of the first MLP matrix's gradient")
-ranks = lens.rank_frame()
-st.dataframe(ranks, hide_index=True, width="stretch", height=240)
-common.download(ranks, "backward-lens-ff1-rank")
+widgets.table(lens.rank_frame(), "backward-lens-ff1-rank", height=240)

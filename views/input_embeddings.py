@@ -3,24 +3,18 @@ vocabulary tokens, and Adam run on the input embeddings toward the target (how f
 moves, compared with the typical distance between two vocabulary tokens, and which token it is
 nearest to on the way).
 
-The model is the one chosen on the Model page (``st.session_state["model_spec"]``, default the
-bundled SmolLM2), shared by every session: the computation holds its lock. Decoded tokens are
-user text: they are shown in dataframes and plotly figures only."""
+The model is the one chosen on the Model page (default the bundled SmolLM2), shared by every
+session: the computation holds its lock. Decoded tokens are user text: they are shown in
+dataframes and plotly figures only."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import common
-from dashboard.models import chosen_model, run_on_model
-from gradlens.figures import (
-    distance_lines,
-    grad_norm_bars,
-    loss_line,
-    optimization_animation,
-    show_whitespace,
-)
-from gradlens.figures.textdiff import escape_markdown
+from dashboard.model_widgets import token_table
+from dashboard.models import holding, lens_model, run_on_model
+from dashboard.state import SESSION
+from gradlens.figures import distance_lines, grad_norm_bars, loss_line, optimization_animation
 from gradlens.lenses.embedding import InputGradients, Optimization, input_gradients, optimize_inputs
 
 EXAMPLE_TEXT = "The animal that says neigh is a"
@@ -31,7 +25,6 @@ KINDS = {
     "token": "a target token (cross-entropy)",
 }
 INPUTS_KEY = "ie_inputs"
-SESSION = "session"
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -40,15 +33,13 @@ def compute(
 ) -> tuple[InputGradients, Optimization]:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
     goal = {"target_token": target} if kind == "token" else {"target_prompt": target}
-    with _lm.lock:
+    with holding(_lm):
         grads = input_gradients(_lm.model, _lm.tokenizer, text, top_k=top_k, **goal)
         opt = optimize_inputs(
             _lm.model, _lm.tokenizer, text, target, steps=steps, lr=lr, target_kind=kind
         )
     return grads, opt
 
-
-spec, trust = chosen_model()
 
 st.title("Input-embedding gradients")
 st.caption(
@@ -58,7 +49,7 @@ st.caption(
     "gradient asks for). Then Adam moves the input embeddings toward the target (special tokens "
     "frozen); distances are read against the median distance between two vocabulary embeddings."
 )
-st.caption(f"Model: {escape_markdown(spec)} (change it on the Model page).")
+spec = lens_model().spec
 
 with st.form("ie_form"):
     text = st.text_input("Text", value=EXAMPLE_TEXT, key="ie_text", persist_state=SESSION)
@@ -87,15 +78,8 @@ with st.form("ie_form"):
     steps = c2.number_input(
         "Adam steps", min_value=1, max_value=200, value=20, key="ie_steps", persist_state=SESSION
     )
-    lr = c3.number_input(
-        "Learning rate",
-        min_value=0.0001,
-        max_value=10.0,
-        value=0.05,
-        step=0.01,
-        format="%.4f",
-        key="ie_lr",
-        persist_state=SESSION,
+    lr = c3.number_input(  # from 0.0001 to 10, 0.05 at first, in steps of 0.01
+        "Learning rate", 0.0001, 10.0, 0.05, 0.01, "%.4f", key="ie_lr", persist_state=SESSION
     )
     submitted = st.form_submit_button("Run", type="primary")
 
@@ -133,26 +117,16 @@ cols[3].metric(
 )
 
 st.plotly_chart(grad_norm_bars(grads), width="stretch", key="ie_norms")
-frame = grads.frame()
-shown = frame.assign(
-    token=frame["token"].map(show_whitespace),
-    nearest=frame["nearest"].map(lambda ts: [show_whitespace(t) for t in ts]),
-    nearest_direction=frame["nearest_direction"].map(lambda ts: [show_whitespace(t) for t in ts]),
-)
-st.caption(
-    "Whitespace is shown as ␣ (space) and ↵ (newline) in the tables; the CSVs have the raw tokens."
-)
-st.dataframe(
-    shown,
-    hide_index=True,
-    width="stretch",
+token_table(
+    grads.frame(),
+    "input-gradients",
+    token_lists=("nearest", "nearest_direction"),
     column_config={
         "grad_norm": st.column_config.NumberColumn("‖∂L/∂e‖", format="%.4g"),
         "nearest": st.column_config.ListColumn("nearest to −∂L/∂e"),
         "nearest_direction": st.column_config.ListColumn("best move e_v − eₜ"),
     },
 )
-common.download(frame, "input-gradients")
 
 st.subheader("Optimising the input embeddings")
 st.caption(
@@ -162,14 +136,4 @@ st.caption(
 st.plotly_chart(optimization_animation(opt), width="stretch", key="ie_anim")
 st.plotly_chart(distance_lines(opt), width="stretch", key="ie_dist")
 st.plotly_chart(loss_line(opt), width="stretch", key="ie_loss")
-trajectory = opt.frame()
-st.dataframe(
-    trajectory.assign(
-        token=trajectory["token"].map(show_whitespace),
-        nearest=trajectory["nearest"].map(show_whitespace),
-    ),
-    hide_index=True,
-    width="stretch",
-    height=280,
-)
-common.download(trajectory, "input-optimisation")
+token_table(opt.frame(), "input-optimisation", tokens=("token", "nearest"), note=False, height=280)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gradlens import jobs
+from gradlens.files import Progress, progress_path, write_progress
 from tests.conftest import DEMO, REPO
 from tests.helpers import synthetic_selected_db
 
@@ -72,7 +73,7 @@ def test_a_valid_job_is_registered_and_runs(tmp_path, monkeypatch, tiny_model_di
     at.text_input(key="compute_model").set_value(str(tiny_model_dir))
     use_paths(at, str(DEMO / "small" / "train.jsonl"), str(DEMO / "small" / "paraphrased.jsonl"))
     at.text_input(key="compute_run").set_value("small-tiny")
-    at.number_input(key="compute_b").set_value(3)
+    at.number_input(key="compute_candidates").set_value(3)
     at = submit(at)
     assert not at.exception and not at.error
     (job,) = jobs.list_jobs(db)
@@ -92,7 +93,7 @@ def paraphrase_form(at: AppTest, key_env: str = "", endpoint: str = "http://127.
     at.checkbox(key="compute_paraphrase").check().run()
     at.text_input(key="compute_pp_endpoint").set_value(endpoint)
     at.text_input(key="compute_pp_model").set_value("some-served-model")
-    at.text_input(key="compute_pp_key_env").set_value(key_env)
+    at.text_input(key="compute_pp_api_key_env").set_value(key_env)
 
 
 def arg(step, flag: str) -> str:
@@ -156,20 +157,21 @@ def test_a_paraphrase_step_that_could_not_run_is_refused(
 
 
 def test_a_running_paraphrase_step_shows_its_progress(tmp_path, monkeypatch):
-    """The steps before the compute report through their progress bar in the job's log."""
+    """The steps before the compute report through their OUT.progress.json."""
     db = synthetic_selected_db(tmp_path)
-    steps = [["paraphrase", "--train", "t.jsonl"], ["compute"], ["select"]]
+    out = tmp_path / "paraphrased.jsonl"
+    steps = [["paraphrase", "--train", "t.jsonl", "--out", str(out)], ["compute"], ["select"]]
     job = jobs.create_job(db, "r", steps, "r: a label")
     # running, with this process group standing in for the runner's (alive)
     jobs._set_status(job.folder, state="running", step=0, pid=os.getpgrp(), returncode=None)
-    bar = "paraphrase:  50%|#####     | 8/16 [00:10<00:10,  1.25s/ex]"
-    job.log.write_text(
-        "$ gradlens paraphrase ...\n\rparaphrase:   0%|   | 0/16 [00:00<?, ?ex/s]\r" + bar
-    )
+    at = compute_page(db, monkeypatch)
+    assert "paraphrase: starting" in [p.proto.text for p in at.get("progress")]
+    half = Progress("", "paraphrase", "", os.getpid(), "running", 8, 16, 0, 10.0, 10.0, 0.0)
+    write_progress(half, progress_path(out))
     at = compute_page(db, monkeypatch)
     assert not at.exception
     texts = [p.proto.text for p in at.get("progress")]
-    assert any("paraphrase: 8 / 16 examples" in t and "ETA 00:10" in t for t in texts), texts
+    assert any("paraphrase: 8 / 16 examples" in t and "ETA 10 s" in t for t in texts), texts
 
 
 def test_a_built_query_set_can_be_downloaded_with_its_flag_count(tmp_path, monkeypatch):

@@ -5,9 +5,9 @@ state live on the model object.
 The test runs the three lens pages (backward lens, input embeddings, pair inspector) as
 concurrent sessions (one AppTest per thread, each with its own inputs so that no result comes
 from ``st.cache_data``) on one tiny Llama, through the real code path: ``run_on_model`` → the
-page's ``compute`` → ``with _lm.lock:`` → the gradlens lens function. Forward hooks on the shared
-model record each pass's thread and enter/exit times; no two intervals of different threads may
-overlap.
+page's ``compute`` → ``with holding(_lm):`` → the gradlens lens function. Forward hooks on the
+shared model record each pass's thread and enter/exit times; no two intervals of different threads
+may overlap.
 
 So that a missing lock is caught every time rather than when the scheduler happens to
 interleave, the first forward pass to enter the model waits (at most ``RENDEZVOUS_S``) until
@@ -15,7 +15,7 @@ every session has *arrived*: either it asked for the model's lock (it is then qu
 pass, which proceeds) or it entered the model itself (no lock: the passes now overlap). The lock
 is observed through a thin wrapper that only counts ``acquire`` calls and delegates to the
 model's own lock, so a lock that does not exclude (removed, or replaced by a no-op) still fails.
-Verified by deleting ``with _lm.lock:`` in any one of views/backward_lens.py,
+Verified by deleting ``with holding(_lm):`` in any one of views/backward_lens.py,
 views/input_embeddings.py or views/pairs.py, and by a ``LoadedModel.lock`` that never blocks.
 """
 

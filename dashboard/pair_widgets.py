@@ -1,0 +1,146 @@
+"""Widgets of the Pair inspector: its four editors (filled with the worked example, or with a pair
+the failure page sent), the line that says where a sent pair comes from, and a comparison's
+results (metrics, per component, per target token). Example texts are user text: they are shown
+in text areas, dataframes, plotly figures and escaped Markdown only."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import state, widgets
+from gradlens.data.examples import LOSS_ON
+from gradlens.figures import pair_cosine_grid, token_bars
+from gradlens.figures.textdiff import escape_markdown
+from gradlens.lenses.pairs import REDUCTIONS, PairComparison, explain
+
+SIDES = ("a", "b")
+# The worked example: on SmolLM2 " pizza" and " pizza." differ by exactly one token ("."),
+# with or without the chat template (a leading space keeps " pizza" one token).
+EXAMPLE = {"a": ("I like to eat", " pizza"), "b": ("I like to eat", " pizza.")}
+_SOURCE = "pair_source"
+
+
+def editor(side: str, part: str) -> str:
+    """The widget key of one editor: ``side`` a or b, ``part`` prompt or response."""
+    return f"pair_{side}_{part}"
+
+
+def editor_texts() -> tuple[str, ...]:
+    """The four editors' texts (A's prompt and response, then B's)."""
+    return tuple(
+        str(st.session_state.get(editor(side, part), ""))
+        for side in SIDES
+        for part in ("prompt", "response")
+    )
+
+
+def prepare_editors(inputs_key: str) -> None:
+    """Move a pair sent by the failure page into the editors (once; the last run under
+    ``inputs_key`` is forgotten), else keep what the editors hold, else the worked example."""
+    sent = state.take_sent_pair()
+    if sent is not None:
+        for side, ex in zip(SIDES, (sent.a, sent.b), strict=True):
+            st.session_state[editor(side, "prompt")] = ex.prompt
+            st.session_state[editor(side, "response")] = ex.response
+        if sent.loss_on in LOSS_ON:
+            st.session_state["pair_loss_on"] = sent.loss_on
+        if sent.reduction in REDUCTIONS:
+            st.session_state["pair_reduction"] = sent.reduction
+        st.session_state["pair_chat"] = True
+        # a run's examples have long responses: the per-token split (one backward pass per
+        # response token) is left for the user to ask for
+        st.session_state["pair_per_token"] = False
+        labels = (sent.a.label or "A", sent.b.label or "B")
+        st.session_state[_SOURCE] = (labels, sent.model, editor_texts())
+        st.session_state.pop(inputs_key, None)
+    for side, (prompt, response) in EXAMPLE.items():
+        st.session_state.setdefault(editor(side, "prompt"), prompt)
+        st.session_state.setdefault(editor(side, "response"), response)
+    st.session_state.setdefault("pair_chat", True)
+    st.session_state.setdefault("pair_per_token", True)
+
+
+def sent_pair_note(spec: str) -> None:
+    """Where the editors' pair comes from, while they hold the texts the failure page sent."""
+    source = st.session_state.get(_SOURCE)
+    if not source or source[2] != editor_texts():
+        return
+    (label_a, label_b), run_model, _ = source
+    line = f"Pair sent from the failure page: A = {label_a}, B = {label_b}"
+    if run_model and run_model != spec:
+        line += f" (the run used model {run_model})"
+    st.text(
+        line + ". The per-token split starts off for a sent pair (it costs one backward pass "
+        "per response token): tick it to compute it."
+    )
+
+
+def comparison(cmp: PairComparison) -> None:
+    """The cosine of the two gradients, their norms and losses, and a sentence that reads them."""
+    settings = f"{cmp.reduction} loss on the {cmp.loss_on}" + (
+        ", encoder-decoder: prompt → response"
+        if cmp.encoder_decoder
+        else (", chat template" if cmp.chat_template else ", raw text")
+    )
+    cols = st.columns([2, 1, 1, 1, 1])
+    cols[0].metric("cosine of the full gradients", f"{cmp.cosine:.4f}", help=settings)
+    cols[1].metric("|g_A|", f"{cmp.norms[0]:.4g}")
+    cols[2].metric("|g_B|", f"{cmp.norms[1]:.4g}")
+    cols[3].metric("loss A", f"{cmp.losses[0]:.4f}")
+    cols[4].metric("loss B", f"{cmp.losses[1]:.4f}")
+    st.info(escape_markdown(explain(cmp)))
+    st.caption(f"Settings: {settings}.")
+
+
+def per_component(cmp: PairComparison) -> None:
+    """The layer × kind grid of per-component cosines beside the components, lowest first."""
+    st.subheader("Per component")
+    components = cmp.component_frame()
+    left, right = st.columns([1, 1])
+    left.plotly_chart(
+        pair_cosine_grid(components, full=cmp.cosine), width="stretch", key="pair_grid"
+    )
+    with right:
+        st.caption("Components by cosine, lowest first (the CSV has layer, kind and size too).")
+        st.dataframe(
+            components.sort_values("cosine"),
+            hide_index=True,
+            width="stretch",
+            height=560,
+            column_order=["component", "cosine", "dot", "sq_a", "sq_b"],
+            column_config={
+                "cosine": st.column_config.NumberColumn(format="%.4f"),
+                "dot": st.column_config.NumberColumn("⟨g_A, g_B⟩", format="%.4g"),
+                "sq_a": st.column_config.NumberColumn("|g_A|²", format="%.4g"),
+                "sq_b": st.column_config.NumberColumn("|g_B|²", format="%.4g"),
+            },
+        )
+        widgets.download(components, "pair-components")
+
+
+TOKEN_COLUMNS = {
+    "share": st.column_config.NumberColumn(format="%.4f"),
+    "cosine_other": st.column_config.NumberColumn("cosine with other", format="%+.4f"),
+    "contribution": st.column_config.NumberColumn(format="%+.4f"),
+    "gap": st.column_config.NumberColumn(format="%+.4f"),
+    "grad_norm": st.column_config.NumberColumn("|g_t|", format="%.4g"),
+}
+
+
+def per_token(cmp: PairComparison) -> None:
+    """Each target token's share of its example's gradient and its cosine with the other's."""
+    st.subheader("Per target token")
+    if cmp.tokens is None:
+        st.info("The per-token split was not computed (tick **Per-token split** and Run).")
+        return
+    frames = [tok.frame() for tok in cmp.tokens]
+    st.plotly_chart(token_bars(*frames), width="stretch", key="pair_tokens")
+    st.caption(
+        "share = ⟨g_t, g⟩/|g|² (sums to 1 over each example's tokens); cosine_other = cos(g_t, "
+        "other example's gradient); contribution = ⟨g_t, g_other⟩/(|g||g_other|) (sums to the "
+        "full cosine); gap = share − contribution (sums to 1 − cosine): the token with the "
+        "largest gap most separates the pair."
+    )
+    for label, frame in zip(("A", "B"), frames, strict=True):
+        st.markdown(f"**Tokens of {label}**")
+        widgets.table(frame, f"pair-tokens-{label}", column_config=TOKEN_COLUMNS)
