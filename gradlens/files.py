@@ -27,6 +27,7 @@ __all__ = [
     "ProgressReporter",
     "append_record",
     "file_digest",
+    "finish_jsonl",
     "jsonl_line",
     "open_partial",
     "partial_path",
@@ -130,6 +131,16 @@ def write_jsonl(
     scratch name whatever the process, so a rerun after a kill overwrites the one it left)."""
     scratch = path.with_name(f".{path.name}.tmp")
     write_atomically(path, map(jsonl_line, records), before_rename, scratch)
+
+
+def finish_jsonl(
+    out: Path, records: Iterable[dict], before_rename: Callable[[], None] | None = None
+) -> None:
+    """Write the finished set ``out`` (``write_jsonl``), then remove the partial and progress
+    files that were building it."""
+    write_jsonl(out, records, before_rename)
+    partial_path(out).unlink()
+    progress_path(out).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ from gradlens.faults import fault_point
 from gradlens.files import (
     ProgressReporter,
     append_record,
+    finish_jsonl,
     open_partial,
-    partial_path,
     progress_path,
-    write_jsonl,
 )
 from gradlens.models.loading import load_model
 from gradlens.options import GenerateOptions
@@ -56,7 +55,5 @@ def generate(opts: GenerateOptions) -> int:
             reporter.advance()
             fault_point("generate.line")
     records = (done[q.id] for q in queries)
-    write_jsonl(out, records, before_rename=lambda: fault_point("generate.out"))
-    partial_path(out).unlink()
-    reporter.path.unlink(missing_ok=True)
+    finish_jsonl(out, records, before_rename=lambda: fault_point("generate.out"))
     return len(queries)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 from gradlens.data.examples import IGNORE_INDEX, Tokenized, example_losses
 from gradlens.engine.terms import Dense, ExampleGrads, Factored, Sparse, Term, densify, term_dot
 from gradlens.models.loading import Component
+from gradlens.models.surgery import frozen
 from gradlens.options import REDUCTIONS
 
 ProjectorFn = Callable[[torch.Tensor], torch.Tensor]
@@ -74,9 +76,8 @@ class GradientEngine:
                         self._idx_of_module[name] = embed_idx
         self._captured: dict[int, list] = {}
         self._handles = []
-        self._saved_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
-        for p in model.parameters():
-            p.requires_grad_(False)
+        self._frozen = ExitStack()  # every weight frozen until close()
+        self._frozen.enter_context(frozen(model, eval_mode=False))
         for name, idx in self._idx_of_module.items():
             mod = modules[name]
             if isinstance(mod, nn.Embedding):
@@ -126,8 +127,7 @@ class GradientEngine:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for n, p in self.model.named_parameters():
-            p.requires_grad_(self._saved_requires_grad[n])
+        self._frozen.close()
 
     def __enter__(self) -> GradientEngine:
         return self

@@ -12,6 +12,7 @@ from torch import nn
 
 from gradlens.data.examples import Tokenized, example_losses
 from gradlens.models.loading import Component
+from gradlens.models.surgery import frozen
 
 
 def flat_component_grads(
@@ -26,20 +27,13 @@ def flat_component_grads(
     """
     params = dict(model.named_parameters())
     weights = [params[c.params[0]] for c in components]
-    saved = [w.requires_grad for w in weights]
-    for w in weights:
-        w.requires_grad_(True)
-    try:
-        device = weights[0].device
-        ids = tok.input_ids[None].to(device)
-        labels = tok.labels[None].to(device)
-        with torch.enable_grad():
-            logits = model(input_ids=ids, use_cache=False).logits
-            loss = example_losses(logits, labels, reduction).sum()
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
-    finally:
-        for w, s in zip(weights, saved):
-            w.requires_grad_(s)
+    device = weights[0].device
+    ids = tok.input_ids[None].to(device)
+    labels = tok.labels[None].to(device)
+    with frozen(model, keep=weights, eval_mode=False), torch.enable_grad():
+        logits = model(input_ids=ids, use_cache=False).logits
+        loss = example_losses(logits, labels, reduction).sum()
+        grads = torch.autograd.grad(loss, weights, allow_unused=True)
     return [
         (g if g is not None else torch.zeros_like(w)).reshape(-1).float()
         for g, w in zip(grads, weights)

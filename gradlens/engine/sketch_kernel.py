@@ -37,7 +37,7 @@ if numba is not None:
     from numba.extending import intrinsic
 
     @intrinsic
-    def _add16(typingctx, acc, offset, x, start, code):
+    def _add16(_typingctx, acc, offset, x, start, code):
         """acc[offset:offset + 16] += x[start:start + 16] with lane r negated where bit r of
         ``code`` is set, as one <16 x float> operation. No bounds check: callers ensure both
         slices are in range."""

@@ -4,9 +4,9 @@ bulk inserts in one transaction, export. Pages and reports read through ``gradle
 Every database records its schema version (``meta``: ``schema_version``), written when the
 file is created. Opening a file checks it before anything is written: a file that is not
 DuckDB, a DuckDB database of another schema version, or one without GradLens tables is refused
-with one line (``DatabaseError``) and left byte for byte as it was. A database written before
-the version was recorded is accepted when its tables are this version's (tables added later
-may be missing: a writer creates them and records the version)."""
+with one line (``DatabaseError``) and left byte for byte as it was. A database without a
+recorded version is accepted when its tables are this version's; it may lack the
+``OPTIONAL_TABLES``, which its first writer creates before recording the version."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
 #: The version of ``SCHEMA``, recorded in ``meta``; change it with any change to the tables.
 SCHEMA_VERSION = 1
-#: Tables that databases written before the version was recorded may lack (added later).
-LATER_TABLES = ("selection_curves", "restored", "meta")
+#: Tables a database without a recorded version may lack (its first writer creates them).
+OPTIONAL_TABLES = ("selection_curves", "restored", "meta")
 #: Tables holding a run's rows (besides ``runs``), in the order they are written.
 DATA_TABLES = (
     "components",
@@ -102,8 +102,8 @@ def expected_columns() -> dict[str, list[tuple[str, str]]]:
 
 def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
     """Which GradLens database ``con`` holds, reading only: ``"current"`` (this schema version),
-    ``"unversioned"`` (this version's tables, written before the version was recorded; tables
-    added later may be missing) or ``"empty"`` (no table at all: a file just created).
+    ``"unversioned"`` (this version's tables without a recorded version; the
+    ``OPTIONAL_TABLES`` may be missing) or ``"empty"`` (no table at all: a file just created).
     DatabaseError naming the file for anything else."""
     have = _table_columns(con)
     objects = con.execute(
@@ -143,7 +143,7 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
         )
     else:
         state = "unversioned"
-    optional = set(LATER_TABLES) if state == "unversioned" else set()
+    optional = set(OPTIONAL_TABLES) if state == "unversioned" else set()
     missing = sorted(set(want) - set(have) - optional)
     if missing:
         raise DatabaseError(
@@ -344,19 +344,6 @@ class Store:
                 0
             ]
         )
-
-    def write_query(
-        self,
-        run_id: str,
-        query_id: str,
-        dots: pd.DataFrame,
-        norms: pd.DataFrame,
-    ) -> None:
-        """Atomically store one query's dots and new norms and mark the query done."""
-        with self.transaction():
-            self.insert("dots", run_id, dots)
-            self.insert("norms", run_id, norms)
-            self.insert("progress", run_id, pd.DataFrame({"query_id": [query_id]}))
 
     def done_queries(self, run_id: str) -> set[str]:
         rows = self.con.execute(

@@ -15,6 +15,7 @@ Input (Parquet or CSV, by extension):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,16 +229,22 @@ class _Ids:
 
 
 def _id_space(raw: pd.DataFrame, nraw: pd.DataFrame, dots_path: Path, norms_path: Path) -> _Ids:
-    qc, qu = _codes(raw["query_id"], dots_path)
-    cc, cu = _codes(raw["candidate_id"], dots_path)
-    ec, eu = _codes(nraw["example_id"], norms_path)
-    ids = pd.Index(pd.unique(np.concatenate([qu, cu, eu])))
+    query_codes, query_ids = _codes(raw["query_id"], dots_path)
+    cand_codes, cand_ids = _codes(raw["candidate_id"], dots_path)
+    example_codes, example_ids = _codes(nraw["example_id"], norms_path)
+    ids = pd.Index(pd.unique(np.concatenate([query_ids, cand_ids, example_ids])))
     return _Ids(
-        q=ids.get_indexer(qu)[qc],
-        c=ids.get_indexer(cu)[cc],
-        e=ids.get_indexer(eu)[ec],
+        q=ids.get_indexer(query_ids)[query_codes],
+        c=ids.get_indexer(cand_ids)[cand_codes],
+        e=ids.get_indexer(example_ids)[example_codes],
         names=np.asarray(ids, dtype=object),
     )
+
+
+def _refuse_first(bad: np.ndarray, message: Callable[[int], str]) -> None:
+    """A TableError saying ``message(i)`` for the first row ``i`` where ``bad`` holds."""
+    if bad.any():
+        raise TableError(message(int(np.flatnonzero(bad)[0])))
 
 
 def _cell(value: object) -> str:
@@ -254,23 +261,18 @@ def _finite(raw: pd.DataFrame, col: str, path: Path, where, nonneg: bool = False
     bad = ~np.isfinite(vals)
     if nonneg:
         bad |= vals < 0
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        need = "a finite number >= 0" if nonneg else "a finite number"
-        raise TableError(
+    need = "a finite number >= 0" if nonneg else "a finite number"
+    _refuse_first(
+        bad,
+        lambda i: (
             f"{path}: column {col!r} must be {need}, got {_cell(raw[col].iloc[i])} at {where(i)}"
-        )
+        ),
+    )
     return vals
 
 
 def _dot_values(raw: pd.DataFrame, ids: _Ids, comp: np.ndarray, names, path: Path) -> np.ndarray:
-    def where(i: int) -> str:
-        return (
-            f"query_id={show(ids.names[ids.q[i]])}, candidate_id={show(ids.names[ids.c[i]])}, "
-            f"component={show(names[comp[i]])}"
-        )
-
-    return _finite(raw, "dot", path, where)
+    return _finite(raw, "dot", path, lambda i: f"{_pair(ids, i)}, component={show(names[comp[i]])}")
 
 
 def _component_order(
@@ -278,8 +280,8 @@ def _component_order(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Components frame (index order: the n_params file's keys, else first appearance) and the
     component index of every dots row."""
-    kc, ku = _codes(raw["component"], dots_path)
-    seen_names = [str(x) for x in ku[pd.unique(kc)]]
+    comp_codes, comp_names = _codes(raw["component"], dots_path)
+    seen_names = [str(x) for x in comp_names[pd.unique(comp_codes)]]
     n_params = _read_n_params(n_params_path) if n_params_path is not None else None
     names = seen_names
     if n_params is not None:
@@ -296,7 +298,7 @@ def _component_order(
         components = _components_frame(names, n_params)
     except ValueError as err:
         raise TableError(f"{n_params_path or dots_path}: {err}") from None
-    return components, pd.Index(names).get_indexer(ku)[kc]
+    return components, pd.Index(names).get_indexer(comp_names)[comp_codes]
 
 
 def _check_no_duplicate_dots(raw, ids: _Ids, comp: np.ndarray, names, path: Path) -> None:
@@ -307,36 +309,42 @@ def _check_no_duplicate_dots(raw, ids: _Ids, comp: np.ndarray, names, path: Path
         extra_cols = [x for x in raw.columns if x not in (*DOTS_COLUMNS, "rank", "bm25")]
         hint = f"; filter by one of {extra_cols}?" if extra_cols else ""
         raise TableError(
-            f"{path}: duplicate (query_id, candidate_id, component) row at "
-            f"query_id={show(ids.names[ids.q[i]])}, candidate_id={show(ids.names[ids.c[i]])}, "
+            f"{path}: duplicate (query_id, candidate_id, component) row at {_pair(ids, i)}, "
             f"component={show(names[comp[i]])}{hint}"
         )
 
 
 def _pair(ids: _Ids, i: int) -> str:
-    return f"query_id={show(ids.names[ids.q[i]])}, candidate_id={show(ids.names[ids.c[i]])}"
+    """The (query, candidate) pair of dots row ``i``, as a message names it."""
+    return _pair_of(ids, ids.q[i], ids.c[i])
+
+
+def _pair_of(ids: _Ids, query: int, candidate: int) -> str:
+    """The pair of the id codes ``query`` and ``candidate``, as a message names it."""
+    return f"query_id={show(ids.names[query])}, candidate_id={show(ids.names[candidate])}"
 
 
 def _rank_bm25(raw: pd.DataFrame, col: str, ids: _Ids, path: Path) -> np.ndarray:
     """``rank`` (whole numbers) or ``bm25`` (finite numbers; NaN where unknown) as float64."""
     if col == "rank":
         vals = _finite(raw, col, path, lambda i: _pair(ids, i))
-        frac = vals != np.round(vals)
-        if frac.any():
-            i = int(np.flatnonzero(frac)[0])
-            raise TableError(
+        _refuse_first(
+            vals != np.round(vals),
+            lambda i: (
                 f"{path}: column 'rank' must be a whole number, got {_cell(vals[i])} at "
                 f"{_pair(ids, i)}"
-            )
+            ),
+        )
         return vals
     vals = pd.to_numeric(raw[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isinf(vals) | (np.isnan(vals) & raw[col].notna().to_numpy())  # text, not a number
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise TableError(
-            f"{path}: column 'bm25' must be a finite number (or empty where unknown), got "
-            f"{_cell(raw[col].iloc[i])} at {_pair(ids, i)}"
-        )
+    _refuse_first(
+        bad,
+        lambda i: (
+            f"{path}: column 'bm25' must be a finite number (or empty where unknown), "
+            f"got {_cell(raw[col].iloc[i])} at {_pair(ids, i)}"
+        ),
+    )
     return vals
 
 
@@ -355,16 +363,13 @@ def _candidates_frame(raw: pd.DataFrame, ids: _Ids, comp: np.ndarray, names, pat
         same = (vals == first) | (np.isnan(vals) & np.isnan(first))
         if not same.all():
             i = int(np.flatnonzero(~same)[0])
-            raise TableError(
-                f"{path}: column {show(col)} differs between rows of "
-                f"query_id={show(ids.names[ids.q[i]])}, candidate_id={show(ids.names[ids.c[i]])}"
-            )
+            raise TableError(f"{path}: column {show(col)} differs between rows of {_pair(ids, i)}")
         cand[col] = vals[first_rows]
     _check_ranks(cand, cq, ids, path)
     if "bm25" not in cand.columns:
         cand["bm25"] = np.nan
     per_pair = np.bincount(pair_codes, minlength=len(pair_uniques))
-    _check_pairs(cq, ccand, per_pair, ids, path)
+    _check_pairs(cq, ccand, ids, path)
     _check_components(pair_codes, per_pair, comp, names, cq, ccand, ids, path)
     return cand[["query_id", "candidate_id", "rank", "bm25"]], cq, ccand
 
@@ -386,7 +391,7 @@ def _check_ranks(cand: pd.DataFrame, cq: np.ndarray, ids: _Ids, path: Path) -> N
         )
 
 
-def _check_pairs(cq, ccand, per_pair: np.ndarray, ids: _Ids, path: Path) -> None:
+def _check_pairs(cq, ccand, ids: _Ids, path: Path) -> None:
     """Every query has its original among its candidates."""
     queries = pd.unique(cq)
     has_orig = np.zeros(ids.n, dtype=bool)
@@ -409,8 +414,8 @@ def _check_components(pair_codes, per_pair, comp, names, cq, ccand, ids: _Ids, p
         have = set(comp[pair_codes == j].tolist())
         missing = next(c for c in range(k) if c not in have)
         raise TableError(
-            f"{path}: query_id={show(ids.names[cq[j]])}, candidate_id={show(ids.names[ccand[j]])} "
-            f"has {per_pair[j]} of {k} components: no row for component {show(names[missing])}"
+            f"{path}: {_pair_of(ids, cq[j], ccand[j])} has {per_pair[j]} of {k} components: no "
+            f"row for component {show(names[missing])}"
         )
 
 
@@ -418,17 +423,17 @@ def _norms_frame(nraw, ids: _Ids, names, cq, ccand, norms_path: Path, dots_path:
     """Validated norms rows (method ``exact``): known splits and components, non-negative
     values, no duplicates, and a norm for every query and candidate of every component."""
     k = len(names)
-    sc, su = _codes(nraw["split"], norms_path)
-    bad_split = [x for x in su[np.unique(sc)] if x not in SPLITS]
+    split_codes, split_names = _codes(nraw["split"], norms_path)
+    bad_split = [x for x in split_names[np.unique(split_codes)] if x not in SPLITS]
     if bad_split:
         raise TableError(
             f"{norms_path}: column 'split' has value {show(bad_split[0])} (expected query or train)"
         )
-    split_is_train = (su == "train")[sc]
-    nkc, nku = _codes(nraw["component"], norms_path)
-    ncomp = pd.Index(names).get_indexer(nku)[nkc]
+    split_is_train = (split_names == "train")[split_codes]
+    comp_codes, comp_names = _codes(nraw["component"], norms_path)
+    ncomp = pd.Index(names).get_indexer(comp_names)[comp_codes]
     if (ncomp < 0).any():
-        bad = nku[nkc[ncomp < 0][0]]
+        bad = comp_names[comp_codes[ncomp < 0][0]]
         raise TableError(
             f"{norms_path}: column 'component' has {show(bad)}, which {dots_path} does not have"
         )
@@ -437,7 +442,7 @@ def _norms_frame(nraw, ids: _Ids, names, cq, ccand, norms_path: Path, dots_path:
         "sqnorm",
         norms_path,
         lambda i: (
-            f"split={show(su[sc[i]])}, example_id={show(ids.names[ids.e[i]])}, "
+            f"split={show(split_names[split_codes[i]])}, example_id={show(ids.names[ids.e[i]])}, "
             f"component={show(names[ncomp[i]])}"
         ),
         nonneg=True,
@@ -447,7 +452,7 @@ def _norms_frame(nraw, ids: _Ids, names, cq, ccand, norms_path: Path, dots_path:
         i = int(np.flatnonzero(ndup.to_numpy())[0])
         raise TableError(
             f"{norms_path}: duplicate (split, example_id, component) row at "
-            f"split={show(su[sc[i]])}, example_id={show(ids.names[ids.e[i]])}, "
+            f"split={show(split_names[split_codes[i]])}, example_id={show(ids.names[ids.e[i]])}, "
             f"component={show(names[ncomp[i]])}"
         )
     have = np.zeros((2, ids.n, k), dtype=bool)
@@ -463,7 +468,7 @@ def _norms_frame(nraw, ids: _Ids, names, cq, ccand, norms_path: Path, dots_path:
     return pd.DataFrame(
         {
             "method": _obj(np.full(len(sq), "exact", dtype=object)),
-            "split": _obj(su[sc]),
+            "split": _obj(split_names[split_codes]),
             "example_id": _obj(ids.names[ids.e]),
             "component_idx": ncomp.astype(np.int64),
             "sqnorm": sq,

@@ -28,8 +28,8 @@ from gradlens.errors import GradLensError
 from gradlens.files import (
     ProgressReporter,
     append_record,
+    finish_jsonl,
     open_partial,
-    partial_path,
     progress_path,
     write_jsonl,
 )
@@ -152,9 +152,7 @@ def paraphrase(opts: ParaphraseOptions) -> ParaphraseSummary:
     reporter = ProgressReporter(progress_path(out), "paraphrase", resumed, len(examples))
     with reporter.reporting(), handle:
         _answer_all(client, examples, done, handle, opts, reporter)
-    summary = _finish(examples, done, out, resumed, client.tries, started)
-    reporter.path.unlink(missing_ok=True)
-    return summary
+    return _finish(examples, done, out, resumed, client.tries, started)
 
 
 def _answer_all(
@@ -257,8 +255,7 @@ def _finish(
             write_jsonl(rejects, rejected)
         elif rejects.exists():
             rejects.unlink()  # from an earlier run of the same command
-        write_jsonl(out, kept)
-        partial_path(out).unlink()
+        finish_jsonl(out, kept)
     except OSError as exc:
         raise GradLensError(f"cannot write {out}: {exc.strerror}") from None
     return ParaphraseSummary(
