@@ -1,8 +1,14 @@
-"""Plotly figure builders shared by the dashboard's pages (no Streamlit; tested on tiny arrays).
+"""Stage 8, figures: plotly figure builders shared by the dashboard's pages (data in, figures
+out; no Streamlit; tested on tiny arrays).
 
+- ``style``: the shared template, colours by meaning, notes under a figure.
 - ``curves``: greedy curves with baselines, select vs project.
-- ``layers``: layer × kind grids, kind means, accuracy vs depth and vs parameter count.
+- ``layers``: layer × kind grids (accuracy, a model's parameter counts), kind means, accuracy vs
+  depth and vs parameter count.
 - ``failures``: per-component shares of a failure's margin, candidate cosines.
+- ``lenses``: the backward lens and input-embedding gradients; token labels for plotly.
+- ``pairs``: the pair inspector's cosine grid and per-token bars.
+- ``textdiff``: word-level differences between two texts.
 """
 
 from gradlens.figures.curves import greedy_curve, select_vs_project
@@ -12,6 +18,7 @@ from gradlens.figures.layers import (
     kind_means,
     kind_means_bar,
     layer_kind_grid,
+    params_grid,
     params_scatter,
 )
 from gradlens.figures.lenses import (
@@ -41,6 +48,7 @@ __all__ = [
     "loss_line",
     "optimization_animation",
     "pair_cosine_grid",
+    "params_grid",
     "params_scatter",
     "rank_check",
     "select_vs_project",

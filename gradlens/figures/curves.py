@@ -31,10 +31,7 @@ def greedy_curve(
     """One greedy curve: ``curve`` has step, component, accuracy, fidelity, param_fraction
     [, heldout_accuracy] (one row per step); ``baselines`` name -> value are horizontal lines
     (keys containing "full", "BM25", "chance" or ":" get their colour); ``current`` marks the
-    current subset at (x, y).
-
-    Long by design: one plotly figure with its traces and baseline lines.
-    """
+    current subset at (x, y)."""
     xcol, xtitle, xtype = _x(curve)
     fig = go.Figure()
     fig.add_trace(

@@ -1,5 +1,6 @@
 """Per-component accuracy by layer and kind: the clickable layer × kind grid, kind means (paper's
-Table 1), accuracy vs depth (Fig. 3) and accuracy vs parameter count (Fig. 2).
+Table 1), accuracy vs depth (Fig. 3) and accuracy vs parameter count (Fig. 2); the same grid
+coloured by a model's parameter counts.
 
 The grid is a ``go.Scatter`` of square markers, not a ``go.Heatmap``: Streamlit returns click
 events for scatter points only (streamlit#8760), and each point carries its component index as
@@ -134,9 +135,6 @@ def layer_kind_grid(
     gradient's accuracy) where they fall inside it, and a note under the grid states both
     (``color_range`` overrides the fitted range, e.g. one scale for two grids side by side).
     Each point's ``customdata`` is its component index; ``selected`` components are outlined.
-
-    Long by design: one plotly figure's trace, axes, colour bar and notes, which only make sense
-    together.
     """
     values = np.asarray(values, dtype=np.float64)
     k = len(values)
@@ -145,54 +143,19 @@ def layer_kind_grid(
     sizes = np.full(k, np.nan) if n_params is None else np.asarray(n_params, dtype=np.float64)
     cols = kind_order(kinds)
     rows = row_order(layers)
-    y = [row_label(x) for x in layers]
     lo, hi = _color_range(values) if color_range is None else _color_range(np.array(color_range))
-    tickvals, ticktext = _colorbar_ticks(lo, hi, chance, full)
     chosen = {int(c) for c in selected}
-    sel = np.array([c in chosen for c in range(k)], dtype=bool)
-
+    outlined = np.array([c in chosen for c in range(k)], dtype=bool)
     # cell size in px: big squares for a few layers, small ones (still legible) for 30+
     n_rows = max(len(rows), 1)
     cell = float(np.clip(620 / n_rows, 17, 52))
-    height = int(n_rows * cell + 140)
     hover = [
         f"<b>{html.escape(str(names[c]))}</b><br>accuracy {values[c]:.4f}<br>"
         f"parameters {_fmt_params(sizes[c])}"
         for c in range(k)
     ]
-    fig = go.Figure(
-        go.Scatter(
-            x=list(kinds),
-            y=y,
-            mode="markers",
-            customdata=np.arange(k),
-            hovertext=hover,
-            hovertemplate="%{hovertext}<extra></extra>",
-            marker={
-                "symbol": "square",
-                "size": cell * 0.9,
-                "color": values,
-                "colorscale": GRID_SCALE,
-                "cmin": lo,
-                "cmax": hi,
-                "line": {
-                    "color": np.where(sel, COLORS["current"], "rgba(255,255,255,0.6)").tolist(),
-                    "width": np.where(sel, 4.0, 0.5).tolist(),
-                },
-                "colorbar": {
-                    "title": {"text": "accuracy", "side": "right"},
-                    "tickvals": tickvals,
-                    "ticktext": ticktext,
-                    "thickness": 14,
-                    "len": 1.0,
-                },
-            },
-            # a click selects points; keep every square opaque rather than fading the others
-            selected={"marker": {"opacity": 1.0}},
-            unselected={"marker": {"opacity": 1.0}},
-            showlegend=False,
-        )
-    )
+    marker = _grid_marker(values, cell, (lo, hi), _colorbar_ticks(lo, hi, chance, full), outlined)
+    fig = go.Figure(_grid_trace(list(kinds), [row_label(x) for x in layers], hover, marker))
     fig.update_xaxes(
         **_categories(cols),
         side="top",
@@ -201,16 +164,9 @@ def layer_kind_grid(
         range=[-0.6, len(cols) - 0.4],
     )
     fig.update_yaxes(**_categories(rows), autorange="reversed")
-    finish(fig, title, height=height)
-    notes = []
-    if chance is not None and np.isfinite(chance):
-        notes.append(f"chance 1/b = {chance:.2f}")
-    if full is not None and np.isfinite(full):
-        notes.append(f"full gradient {full:.4f}")
-    scope = "this run's range" if color_range is None else "shared range"
-    notes.append(f"colour {lo:.3f}–{hi:.3f} ({scope})")
+    finish(fig, title, height=int(n_rows * cell + 140))
     # the notes go under the grid: the kind labels (top) may need the room above it
-    note_below(fig, " · ".join(notes))
+    note_below(fig, _grid_note(chance, full, (lo, hi), shared=color_range is not None))
     fig.update_layout(
         title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
         margin={"l": 60, "r": 20, "t": 90, "b": 36},
@@ -218,6 +174,66 @@ def layer_kind_grid(
         dragmode=False,
     )
     return fig
+
+
+def _grid_marker(
+    values: np.ndarray,
+    cell: float,
+    color_range: tuple[float, float],
+    ticks: tuple[list, list],
+    outlined: np.ndarray,
+) -> dict:
+    """The grid's square markers: coloured by ``values`` over ``color_range``, the colour bar
+    at ``ticks`` (values, labels), ``outlined`` [K] ones drawn with a thick border."""
+    return {
+        "symbol": "square",
+        "size": cell * 0.9,
+        "color": values,
+        "colorscale": GRID_SCALE,
+        "cmin": color_range[0],
+        "cmax": color_range[1],
+        "line": {
+            "color": np.where(outlined, COLORS["current"], "rgba(255,255,255,0.6)").tolist(),
+            "width": np.where(outlined, 4.0, 0.5).tolist(),
+        },
+        "colorbar": {
+            "title": {"text": "accuracy", "side": "right"},
+            "tickvals": ticks[0],
+            "ticktext": ticks[1],
+            "thickness": 14,
+            "len": 1.0,
+        },
+    }
+
+
+def _grid_trace(x: list[str], y: list[str], hover: list[str], marker: dict) -> go.Scatter:
+    """One square marker per component at (kind, row), its index as ``customdata``."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="markers",
+        customdata=np.arange(len(x)),
+        hovertext=hover,
+        hovertemplate="%{hovertext}<extra></extra>",
+        marker=marker,
+        # a click selects points; keep every square opaque rather than fading the others
+        selected={"marker": {"opacity": 1.0}},
+        unselected={"marker": {"opacity": 1.0}},
+        showlegend=False,
+    )
+
+
+def _grid_note(chance: float, full: float, color_range: tuple[float, float], shared: bool) -> str:
+    """``chance 1/b = 0.10 · full gradient 0.8100 · colour 0.100–0.900 (this run's range)``,
+    leaving out what is not finite."""
+    notes = []
+    if chance is not None and np.isfinite(chance):
+        notes.append(f"chance 1/b = {chance:.2f}")
+    if full is not None and np.isfinite(full):
+        notes.append(f"full gradient {full:.4f}")
+    scope = "shared range" if shared else "this run's range"
+    notes.append(f"colour {color_range[0]:.3f}–{color_range[1]:.3f} ({scope})")
+    return " · ".join(notes)
 
 
 def kind_means(values: Sequence[float] | np.ndarray, kinds: Sequence[str]) -> pd.Series:
@@ -361,3 +377,52 @@ def params_scatter(
     fig.update_xaxes(title="parameters in the component", type="log", tickformat="~s", dtick="D2")
     fig.update_yaxes(title="single-component accuracy")
     return _legend_below(finish(fig, title, height=440))
+
+
+def human_count(n: float) -> str:
+    """``28.3M``, ``884.7k``, ``512`` (short parameter counts for axis ticks)."""
+    n = float(n)
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def params_grid(weights: pd.DataFrame, title: str = "Parameters per component") -> go.Figure:
+    """A model's weight matrices (``gradlens.models.info.weight_table``: component, layer, kind,
+    shape, n_params) as the layer × kind grid of ``layer_kind_grid``, coloured by log10 of each
+    component's parameter count (colour bar labelled in counts)."""
+    n = weights["n_params"].to_numpy(dtype=np.float64)
+    layers = [None if pd.isna(x) else int(x) for x in weights["layer"]]
+    fig = layer_kind_grid(
+        np.log10(np.maximum(n, 1.0)),
+        layers,
+        list(weights["kind"]),
+        list(weights["component"]),
+        n,
+        chance=math.nan,
+        full=math.nan,
+        title=title,
+    )
+    marker = fig.data[0].marker
+    lo, hi = float(marker.cmin), float(marker.cmax)
+    ticks = np.linspace(lo, hi, 5) if hi - lo > 0.02 else np.array([(lo + hi) / 2])
+    hover = [
+        f"<b>{html.escape(str(r.component))}</b><br>{html.escape(str(r.kind))}, "
+        f"{html.escape(str(r.shape))}<br>{int(r.n_params):,} parameters"
+        for r in weights.itertuples(index=False)
+    ]
+    fig.update_traces(
+        hovertext=hover,
+        marker_colorbar={
+            "title": {"text": "parameters (log scale)", "side": "right"},
+            "tickvals": [float(t) for t in ticks],
+            "ticktext": [human_count(10**t) for t in ticks],
+        },
+    )
+    fig.layout.annotations = ()
+    note_below(
+        fig,
+        f"{len(weights)} components, {int(n.sum()):,} parameters · colour: log10 of the count",
+    )
+    return fig

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from gradlens.figures.style import COLORS, finish
+from gradlens.models.tokens import show_newlines, show_whitespace
 
 if TYPE_CHECKING:
     from gradlens.lenses.backward import BackwardLens
@@ -23,22 +24,13 @@ if TYPE_CHECKING:
 
 #: Colour scale of the backward-lens heatmap (light = large gradient).
 LENS_SCALE = "Viridis"
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
-
-
-def show_whitespace(token: str) -> str:
-    """Whitespace made visible (``␣``, ``↵``, ``⇥``), ``∅`` for an empty string: for tables,
-    where a token of newlines and blanks would otherwise show as nothing. Not escaped."""
-    if token == "":
-        return "∅"
-    return "".join(_VISIBLE.get(c, c) for c in token)
 
 
 def token_label(token: str, width: int = 12, spaces: bool = True) -> str:
-    """A decoded token made safe and visible for plotly: whitespace shown (``␣``, ``↵``; with
-    ``spaces=False`` blanks stay blanks, for whole prompts), cut to ``width`` characters
-    (``…``), HTML-escaped; ``∅`` for an empty string."""
-    shown = show_whitespace(token) if spaces else token.replace("\n", "↵")
+    """A decoded token made safe and visible for plotly: whitespace shown
+    (``gradlens.models.tokens``; with ``spaces=False`` only newlines, for whole prompts), cut to
+    ``width`` characters (``…``), HTML-escaped; ``∅`` for an empty string."""
+    shown = show_whitespace(token) if spaces else show_newlines(token)
     if len(shown) > width:
         shown = shown[: width - 1] + "…"
     return html.escape(shown, quote=False)
@@ -184,10 +176,7 @@ def grad_norm_bars(grads: InputGradients) -> go.Figure:
 
 def optimization_animation(opt: Optimization) -> go.Figure:
     """Animated bars (one frame per Adam step): each token's distance from its start, labelled
-    with its nearest vocabulary token; the typical vocabulary distance as a dashed line.
-
-    Long by design: one animated plotly figure (frames, slider and play buttons).
-    """
+    with its nearest vocabulary token; the typical vocabulary distance as a dashed line."""
     labels = position_labels(opt.tokens)
     top = max(float(opt.distance.max()), opt.typical_distance) * 1.2 or 1.0
     colors = [
@@ -226,49 +215,52 @@ def optimization_animation(opt: Optimization) -> go.Figure:
     fig.add_hline(y=opt.typical_distance, line=line)
     fig.update_xaxes(type="category", title="token (label: nearest vocabulary token by cosine)")
     fig.update_yaxes(title="L2 distance from the start", range=[0, top])
-    play = {"frame": {"duration": 300, "redraw": True}, "fromcurrent": False}
-    fig.update_layout(
-        updatemenus=[
-            {
-                "type": "buttons",
-                "direction": "left",
-                "showactive": False,
-                "x": 0.0,
-                "y": -0.24,
-                "xanchor": "left",
-                "yanchor": "top",
-                "buttons": [
-                    {"label": "▶ Play", "method": "animate", "args": [None, play]},
-                    {
-                        "label": "❚❚ Pause",
-                        "method": "animate",
-                        "args": [[None], {"mode": "immediate", "frame": {"duration": 0}}],
-                    },
-                ],
-            }
-        ],
-        sliders=[
-            {
-                "active": last,
-                "x": 0.2,
-                "len": 0.8,
-                "y": -0.22,
-                "yanchor": "top",
-                "currentvalue": {"prefix": "step "},
-                "steps": [
-                    {
-                        "label": str(s),
-                        "method": "animate",
-                        "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0}}],
-                    }
-                    for s in range(opt.steps + 1)
-                ],
-            }
-        ],
-    )
+    fig.update_layout(updatemenus=[_play_pause()], sliders=[_step_slider(opt.steps, last)])
     fig = finish(fig, title(last), 480)
     fig.update_layout(margin={"b": 150})
     return fig
+
+
+def _play_pause() -> dict:
+    """Play (every frame from step 0, 300 ms each) and Pause buttons under the plot."""
+    play = {"frame": {"duration": 300, "redraw": True}, "fromcurrent": False}
+    return {
+        "type": "buttons",
+        "direction": "left",
+        "showactive": False,
+        "x": 0.0,
+        "y": -0.24,
+        "xanchor": "left",
+        "yanchor": "top",
+        "buttons": [
+            {"label": "▶ Play", "method": "animate", "args": [None, play]},
+            {
+                "label": "❚❚ Pause",
+                "method": "animate",
+                "args": [[None], {"mode": "immediate", "frame": {"duration": 0}}],
+            },
+        ],
+    }
+
+
+def _step_slider(steps: int, active: int) -> dict:
+    """A slider over the frames ``0 … steps``, starting at ``active``."""
+    return {
+        "active": active,
+        "x": 0.2,
+        "len": 0.8,
+        "y": -0.22,
+        "yanchor": "top",
+        "currentvalue": {"prefix": "step "},
+        "steps": [
+            {
+                "label": str(s),
+                "method": "animate",
+                "args": [[str(s)], {"mode": "immediate", "frame": {"duration": 0}}],
+            }
+            for s in range(steps + 1)
+        ],
+    }
 
 
 def distance_lines(opt: Optimization) -> go.Figure:

@@ -3,8 +3,9 @@ examples' gradients as a layer × kind grid read on a diverging scale, and per-t
 target token's share of its example's gradient and the cosine of its gradient with the other
 example's gradient).
 
-Decoded tokens are user text: every label goes through ``token_text`` (HTML-escaped, since
-plotly reads a subset of HTML in text and hover labels; whitespace made visible)."""
+Decoded tokens are user text: every label goes through ``gradlens.figures.lenses.token_label``
+(HTML-escaped, since plotly reads a subset of HTML in text and hover labels; whitespace made
+visible)."""
 
 from __future__ import annotations
 
@@ -16,35 +17,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from gradlens.figures.layers import layer_kind_grid, row_label
+from gradlens.figures.lenses import token_label
 from gradlens.figures.style import COLORS, finish
 
 #: Diverging scale of a cosine: red = opposed (-1), white = orthogonal (0), blue = aligned (+1).
 COSINE_SCALE = "RdBu"
 #: Colour of a cell whose cosine is undefined (a zero gradient in either example).
 UNDEFINED_COLOR = "#d9d9d9"
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
 _SERIES = {
     "share": ("share of its example's gradient", COLORS["greedy"]),
     "cosine_other": ("cosine with the other example's gradient", COLORS["current"]),
 }
 
 
-def token_text(token: str, width: int = 14) -> str:
-    """A decoded token made safe and visible for plotly: whitespace shown (``␣``, ``↵``), cut
-    to ``width`` characters (``…``), HTML-escaped; ``∅`` for an empty string."""
-    if token == "":
-        return "∅"
-    shown = "".join(_VISIBLE.get(c, c) for c in token)
-    if len(shown) > width:
-        shown = shown[: width - 1] + "…"
-    return html.escape(shown, quote=False)
-
-
 def pair_cosine_grid(
     components: pd.DataFrame, full: float, title: str = "Cosine of the two gradients, per component"
 ) -> go.Figure:
     """Per-component cosines (``components``: component, layer, kind, n_params, cosine — as
-    ``PairComparison.component_frame()``; cosine in [-1, 1], NaN = undefined) as the layer ×
+    ``PairComparison.component_cosines()``; cosine in [-1, 1], NaN = undefined) as the layer ×
     kind grid of ``layer_kind_grid``, on a fixed diverging scale -1 … +1 centred on 0; the colour
     bar marks the full-gradient cosine ``full``. Undefined cells are grey."""
     cosines = components["cosine"].to_numpy(dtype=np.float64)
@@ -103,7 +93,9 @@ def pair_cosine_grid(
 
 def _token_axis(frame: pd.DataFrame) -> list[str]:
     """``34·␣pizza``: the position keeps repeated tokens apart."""
-    return [f"{int(p)}·{token_text(str(t))}" for p, t in zip(frame["position"], frame["token"])]
+    return [
+        f"{int(p)}·{token_label(str(t), 14)}" for p, t in zip(frame["position"], frame["token"])
+    ]
 
 
 def token_bars(

@@ -24,7 +24,6 @@ swamp it. For an RMSNorm model the ranking is the same with or without the scali
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from gradlens.models.surgery import (
     mlp_modules,
     model_device,
 )
+from gradlens.models.tokens import decode_each
 
 
 @dataclass(frozen=True)
@@ -110,18 +110,6 @@ class BackwardLens:
         )
 
 
-def decode_each(tokenizer, ids: Sequence[int]) -> list[str]:
-    """Each id decoded alone (leading spaces kept, no clean-up)."""
-    cache: dict[int, str] = {}
-    out = []
-    for i in ids:
-        i = int(i)
-        if i not in cache:
-            cache[i] = tokenizer.decode([i], clean_up_tokenization_spaces=False)
-        out.append(cache[i])
-    return out
-
-
 def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> tuple:
     """ids [L, n, k] -> nested tuples of decoded tokens; cells where ``empty`` [L, n] get ()."""
     flat = decode_each(tokenizer, ids.reshape(-1).tolist())
@@ -151,28 +139,83 @@ def backward_lens(
     cross-entropy over its tokens. The prompt is tokenized as is (no chat template; special
     tokens only where the tokenizer always adds them), the target without special tokens.
     The model is used in eval mode; its ``requires_grad`` flags and training mode are restored.
-
-    Long by design: the hooks, the one backward pass and their removal share one try/finally, so
-    every hook's lifetime is visible in one place.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    prompt_ids, target_ids = _token_ids(tokenizer, prompt, target)
+    ids = prompt_ids + (target_ids if whole_target else [])
+    # Positions that the loss reaches: the prompt (plus the target but its last token).
+    n = len(prompt_ids) + (len(target_ids) - 1 if whole_target else 0)
+
+    def loss_of(input_ids: torch.Tensor) -> torch.Tensor:
+        return _loss(model, input_ids, len(prompt_ids), target_ids, whole_target)
+
+    x, delta, loss, grads = _mlp_gradients(model, ids, n, loss_of)
+    vjp_norm = delta.norm(dim=-1)  # [L, n]
+    empty = vjp_norm == 0
+    top, bottom, rank, imprint = _read_lenses(model, len(tokenizer), x, delta, target_ids[0], top_k)
+    rank = torch.where(empty, torch.zeros_like(rank), rank)
+    ff1_rank = [int(torch.linalg.matrix_rank(_tall(g.detach().float()))) for g in grads]
+    return BackwardLens(
+        prompt=prompt,
+        target=target,
+        whole_target=whole_target,
+        tokens=tuple(decode_each(tokenizer, ids[:n])),
+        target_tokens=tuple(decode_each(tokenizer, target_ids)),
+        loss=float(loss.detach()),
+        vjp_norm=vjp_norm.cpu().numpy().astype(np.float64),
+        vjp_top=_decode_grid(tokenizer, top.cpu(), empty.cpu()),
+        vjp_bottom=_decode_grid(tokenizer, bottom.cpu(), empty.cpu()),
+        imprint_top=_decode_grid(tokenizer, imprint.cpu(), torch.zeros_like(empty).cpu()),
+        target_rank=rank.cpu().numpy().astype(np.int64),
+        ff1_rank=np.array(ff1_rank, dtype=np.int64),
+        ff1_shape=tuple(grads[0].shape),
+    )
+
+
+def _token_ids(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """The prompt's ids (as the tokenizer gives them) and the target's (no special tokens);
+    GradLensError where either is empty."""
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
     if not prompt_ids:
         raise GradLensError("the prompt is empty (no tokens)")
     if not target_ids:
         raise GradLensError("the target is empty (no tokens)")
-    firsts, lasts = mlp_modules(model)
-    n_layers = len(firsts)
-    device = model_device(model)
-    ids = prompt_ids + (target_ids if whole_target else [])
-    # Positions that the loss reaches: the prompt (plus the target but its last token).
-    n = len(prompt_ids) + (len(target_ids) - 1 if whole_target else 0)
-    input_ids = torch.tensor([ids], device=device)
+    return prompt_ids, target_ids
 
-    xs: list[torch.Tensor | None] = [None] * n_layers
-    deltas: list[torch.Tensor | None] = [None] * n_layers
+
+def _loss(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    n_prompt: int,
+    target_ids: list[int],
+    whole_target: bool,
+) -> torch.Tensor:
+    """Cross-entropy of the target's first token after the prompt, or with ``whole_target`` the
+    mean over the target's tokens (teacher-forced: ``input_ids`` holds prompt and target)."""
+    device = input_ids.device
+    if whole_target:
+        logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
+        return F.cross_entropy(
+            logits[n_prompt - 1 : n_prompt - 1 + len(target_ids)],
+            torch.tensor(target_ids, device=device),
+        )
+    out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
+    return F.cross_entropy(out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device))
+
+
+def _mlp_gradients(
+    model: nn.Module, ids: list[int], n: int, loss_of
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One forward and one backward pass of ``loss_of(input_ids)`` with every weight frozen but
+    the first MLP matrices. Returns x [L, n, d] (each first MLP matrix's input), δ [L, n, d]
+    (the gradient at each last MLP matrix's output; zero where the loss does not reach it), the
+    loss and the first MLP matrices' gradients (all hooks removed, the model's flags restored).
+    """
+    firsts, lasts = mlp_modules(model)
+    xs: list[torch.Tensor | None] = [None] * len(firsts)
+    deltas: list[torch.Tensor | None] = [None] * len(firsts)
 
     def first_hook(i):
         def hook(module, args, output):
@@ -192,6 +235,7 @@ def backward_lens(
 
         return hook
 
+    device = model_device(model)
     weights = [m.weight for m in firsts]
     handles = []
     try:
@@ -200,59 +244,34 @@ def backward_lens(
                 handles.append(f.register_forward_hook(first_hook(i)))
                 handles.append(last.register_forward_hook(last_hook(i)))
             with torch.enable_grad():
-                p = len(prompt_ids)
-                if whole_target:
-                    logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
-                    loss = F.cross_entropy(
-                        logits[p - 1 : p - 1 + len(target_ids)],
-                        torch.tensor(target_ids, device=device),
-                    )
-                else:
-                    out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
-                    loss = F.cross_entropy(
-                        out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device)
-                    )
+                loss = loss_of(torch.tensor([ids], device=device))
                 grads = torch.autograd.grad(loss, weights)
     finally:
         for h in handles:
             h.remove()
+    zero = torch.zeros(n, xs[0].shape[-1], device=device)
+    delta = torch.stack([d if d is not None else zero for d in deltas]).float()
+    return torch.stack(xs).float(), delta, loss, grads
 
-    hidden = xs[0].shape[-1]
-    zero = torch.zeros(n, hidden, device=device)
-    delta = torch.stack([d if d is not None else zero for d in deltas]).float()  # [L, n, d]
-    x = torch.stack(xs).float()  # [L, n, d]
-    vjp_norm = delta.norm(dim=-1)  # [L, n]
-    empty = vjp_norm == 0
+
+def _read_lenses(
+    model: nn.Module, n_vocab: int, x: torch.Tensor, delta: torch.Tensor, target: int, top_k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logit lens of −δ and of x (both [L, n, d]) over the tokenizer's ``n_vocab`` tokens:
+    ids [L, n, k] of the tokens −δ promotes and demotes most, the rank [L, n] (1 = top) of
+    ``target`` in −δ's projection, and ids [L, n, k] of x's top tokens (the imprint)."""
+    n_layers, n, hidden = delta.shape
     lens_vjp = logit_lens(model, -delta.reshape(-1, hidden)).reshape(n_layers, n, -1)
-    vocab = min(lens_vjp.shape[-1], len(tokenizer))
+    vocab = min(lens_vjp.shape[-1], n_vocab)
     lens_vjp = lens_vjp[..., :vocab]
     k = min(top_k, vocab)
     top = lens_vjp.topk(k, dim=-1).indices
     bottom = (-lens_vjp).topk(k, dim=-1).indices
-    target_logit = lens_vjp[..., target_ids[0]].unsqueeze(-1)
+    target_logit = lens_vjp[..., target].unsqueeze(-1)
     rank = (lens_vjp > target_logit).sum(-1) + 1
-    rank = torch.where(empty, torch.zeros_like(rank), rank)
     del lens_vjp
     lens_x = logit_lens(model, x.reshape(-1, hidden)).reshape(n_layers, n, -1)[..., :vocab]
-    imprint = lens_x.topk(k, dim=-1).indices
-    del lens_x
-    no_cell = torch.zeros_like(empty)
-    ff1_rank = [int(torch.linalg.matrix_rank(_tall(g.detach().float()))) for g in grads]
-    return BackwardLens(
-        prompt=prompt,
-        target=target,
-        whole_target=whole_target,
-        tokens=tuple(decode_each(tokenizer, ids[:n])),
-        target_tokens=tuple(decode_each(tokenizer, target_ids)),
-        loss=float(loss.detach()),
-        vjp_norm=vjp_norm.cpu().numpy().astype(np.float64),
-        vjp_top=_decode_grid(tokenizer, top.cpu(), empty.cpu()),
-        vjp_bottom=_decode_grid(tokenizer, bottom.cpu(), empty.cpu()),
-        imprint_top=_decode_grid(tokenizer, imprint.cpu(), no_cell.cpu()),
-        target_rank=rank.cpu().numpy().astype(np.int64),
-        ff1_rank=np.array(ff1_rank, dtype=np.int64),
-        ff1_shape=tuple(grads[0].shape),
-    )
+    return top, bottom, rank, lens_x.topk(k, dim=-1).indices
 
 
 def _tall(g: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.lenses.backward import decode_each
 from gradlens.models.surgery import frozen, last_logits_kwargs, model_device
+from gradlens.models.tokens import decode_each
 
 TARGET_KINDS = ("token", "prompt")
 
@@ -272,9 +272,6 @@ def optimize_inputs(
     toward ``target``: a token when ``target_kind="token"`` (cross-entropy), a prompt when
     ``target_kind="prompt"`` (KL to its next-token distribution). Special tokens are frozen.
     ``seed`` seeds torch and the sample of ``typical_distance``.
-
-    Long by design: the optimisation loop and the restore of the model's flags share one
-    try/finally.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")

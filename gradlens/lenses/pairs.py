@@ -34,14 +34,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from gradlens.data.examples import IGNORE_INDEX, LOSS_ON, Example, tokenize_example
+from gradlens.data.examples import IGNORE_INDEX, Example, tokenize_example
 from gradlens.errors import DataError
 from gradlens.models.loading import Component, discover_components
 from gradlens.models.surgery import frozen
+from gradlens.models.tokens import decode_each
+from gradlens.options import LOSS_ON, REDUCTIONS
 
 #: Added to every cosine's denominator (as for the stored runs, docs/design.md).
 EPS = 1e-12
-REDUCTIONS = ("mean", "sum")
 #: Scalars per float32 block of a dot product (``_dot64``).
 _BLOCK = 1 << 16
 
@@ -228,8 +229,9 @@ class PairComparison:
     def n_params(self) -> np.ndarray:
         return np.array([c.n_params for c in self.components], dtype=np.int64)
 
-    def component_frame(self) -> pd.DataFrame:
-        """One row per component: component, layer, kind, n_params, cosine, dot, sq_a, sq_b."""
+    def component_cosines(self) -> pd.DataFrame:
+        """The two gradients compared component by component, one row each: component, layer,
+        kind, n_params, cosine, dot, sq_a, sq_b."""
         return pd.DataFrame(
             {
                 "component": self.names,
@@ -242,6 +244,8 @@ class PairComparison:
                 "sq_b": self.sq_b,
             }
         )
+
+    component_frame = component_cosines
 
 
 def _dot64(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -284,7 +288,7 @@ def _decompose(
         del g_t
     positions = enc.loss_positions()
     token_ids = enc.labels.cpu().numpy()[positions]
-    tokens = tuple(tokenizer.decode([int(i)]) for i in token_ids)
+    tokens = tuple(decode_each(tokenizer, token_ids))
     return TokenDecomposition(
         positions, token_ids, tokens, own_dot, other_dot, sqnorm, norms[0], norms[1]
     )
@@ -306,9 +310,6 @@ def compare_pair(
     restored); loss_on: ``response`` or ``all``; reduction: ``mean`` or ``sum``; chat_template:
     False for raw text; per_token: also decompose each gradient by target token (one backward
     pass per loss-bearing token). Raises DataError for an example with no loss-bearing token.
-
-    Long by design: the kept forward pass, the per-token backward passes and the restore of the
-    model's flags share one try/finally.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -319,23 +320,22 @@ def compare_pair(
     ea, eb = (
         encode_example(tokenizer, ex, loss_on, chat_template, encoder_decoder) for ex in (a, b)
     )
-    with frozen(model, keep=weights, eval_mode=False):
-        with torch.enable_grad():
-            la = token_losses(model, ea, reduction)
-            ga = _flat_grads(la.sum(), weights, retain=per_token)
-            lb = token_losses(model, eb, reduction)
-            gb = _flat_grads(lb.sum(), weights, retain=per_token)
-            losses = (float(la.detach().sum()), float(lb.detach().sum()))
-            dots = np.array([_dot64(x, y) for x, y in zip(ga, gb)])
-            sq_a = np.array([_dot64(x, x) for x in ga])
-            sq_b = np.array([_dot64(y, y) for y in gb])
-            na, nb = math.sqrt(sq_a.sum()), math.sqrt(sq_b.sum())
-            tokens = None
-            if per_token:
-                tok_a = _decompose(la, ea, weights, ga, gb, (na, nb), tokenizer)
-                del la
-                tok_b = _decompose(lb, eb, weights, gb, ga, (nb, na), tokenizer)
-                tokens = (tok_a, tok_b)
+    with frozen(model, keep=weights, eval_mode=False), torch.enable_grad():
+        la = token_losses(model, ea, reduction)
+        ga = _flat_grads(la.sum(), weights, retain=per_token)
+        lb = token_losses(model, eb, reduction)
+        gb = _flat_grads(lb.sum(), weights, retain=per_token)
+        losses = (float(la.detach().sum()), float(lb.detach().sum()))
+        dots = np.array([_dot64(x, y) for x, y in zip(ga, gb)])
+        sq_a = np.array([_dot64(x, x) for x in ga])
+        sq_b = np.array([_dot64(y, y) for y in gb])
+        na, nb = math.sqrt(sq_a.sum()), math.sqrt(sq_b.sum())
+        tokens = None
+        if per_token:
+            tok_a = _decompose(la, ea, weights, ga, gb, (na, nb), tokenizer)
+            del la
+            tok_b = _decompose(lb, eb, weights, gb, ga, (nb, na), tokenizer)
+            tokens = (tok_a, tok_b)
     with np.errstate(divide="ignore", invalid="ignore"):
         comp_cos = np.where((sq_a > 0) & (sq_b > 0), dots / (np.sqrt(sq_a * sq_b) + EPS), np.nan)
     return PairComparison(

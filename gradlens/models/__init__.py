@@ -5,7 +5,7 @@
   and component discovery.
 - ``surgery``: final norm, unembedding, MLP lookup, device, and the frozen-parameters context.
 - ``tokens``: the one token formatter (decoding one piece per id, visible whitespace).
-- ``info``: what the Model page shows of a model (architecture summary, components table).
+- ``info``: what the Model page shows of a model (its source, architecture summary, weight table).
 """
 
 from gradlens.models.loading import Component, discover_components, load_model, resolve_model_dir

@@ -164,7 +164,7 @@ def test_figures(tokenizer):
     assert rank_check([7, 7, 1], 7) == "every layer ≤ n = 7 ✓"
     assert rank_check([7, 8, 1], 7) == "layer 1 exceeds n = 7 ✗"
     assert rank_check([8, 8, 1], 7) == "layers 0, 1 exceed n = 7 ✗"
-    assert token_label(" a\n") == "␣a↵"
+    assert token_label(" a\n") == "␣a⏎"
     assert token_label("<script>") == "&lt;script&gt;"
     assert lens.frame().shape[0] == lens.n_layers * lens.n_tokens
     assert lens.rank_frame()["rank_le_n"].all()

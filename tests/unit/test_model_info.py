@@ -9,23 +9,19 @@ import pytest
 import torch
 
 from gradlens.data.examples import IGNORE_INDEX, Example, load_examples, tokenize_example
+from gradlens.data.preview import PREVIEW_COLUMNS, token_preview
 from gradlens.errors import GradLensError
+from gradlens.figures.layers import human_count, params_grid
 from gradlens.models.info import (
-    COMPONENT_COLUMNS,
-    PREVIEW_COLUMNS,
     SOURCES,
+    WEIGHT_TABLE_COLUMNS,
     architecture_summary,
-    components_frame,
-    decode,
-    human_count,
-    params_grid,
     source_of,
     spec_for,
-    token_pieces,
-    token_preview,
-    visible,
+    weight_table,
 )
 from gradlens.models.loading import discover_components
+from gradlens.models.tokens import decode, token_pieces, visible
 from tests.conftest import DEMO, build_tiny
 
 
@@ -72,8 +68,8 @@ def test_architecture_summary_of_other_families(tokenizer):
 
 def test_components_frame_equals_discover_components(tiny):
     comps = discover_components(tiny)
-    frame = components_frame(comps)
-    assert list(frame.columns) == list(COMPONENT_COLUMNS)
+    frame = weight_table(comps)
+    assert list(frame.columns) == list(WEIGHT_TABLE_COLUMNS)
     assert len(frame) == len(comps)
     assert list(frame["component"]) == [c.name for c in comps]
     assert [None if pd_na(x) else int(x) for x in frame["layer"]] == [c.layer for c in comps]
@@ -153,7 +149,7 @@ def test_spec_for_each_source(tmp_path):
 
 
 def test_params_grid_colours_by_log_count(tiny):
-    frame = components_frame(discover_components(tiny))
+    frame = weight_table(discover_components(tiny))
     fig = params_grid(frame)
     trace = fig.data[0]
     assert list(trace.y) == ["model"] + ["L0"] * 7 + ["L1"] * 7
