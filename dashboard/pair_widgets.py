@@ -8,10 +8,10 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state, widgets
-from gradlens.data.examples import LOSS_ON
 from gradlens.figures import pair_cosine_grid, token_bars
 from gradlens.figures.textdiff import escape_markdown
-from gradlens.lenses.pairs import REDUCTIONS, PairComparison, explain
+from gradlens.lenses.pairs import PairComparison, explain
+from gradlens.options import LOSS_ON, REDUCTIONS
 
 SIDES = ("a", "b")
 # The worked example: on SmolLM2 " pizza" and " pizza." differ by exactly one token ("."),

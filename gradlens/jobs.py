@@ -216,7 +216,7 @@ def _paraphrase_step(train: str, out: Path, settings: Mapping[str, object]) -> l
     checked in this process's environment (the job inherits it)."""
     if not settings.get("model"):
         raise GradLensError("name the endpoint's model (the name it serves) to paraphrase")
-    opts = ParaphraseOptions(train=train, out=str(out), **settings)
+    opts = ParaphraseOptions(train=train, out=str(out), no_progress=True, **settings)
     var = opts.api_key_env
     if var and not os.environ.get(var, "").strip():
         raise GradLensError(
@@ -239,7 +239,8 @@ def plan_job(
     set is then the training set paraphrased into the job's folder (``opts.queries`` is not
     read). ``generate``: the compute reads the query set's prompts with this model's greedy
     completions, generated into the job's folder first. The run name defaults to
-    ``<query file>-<model folder>``; the compute reports progress in its file, not on the log."""
+    ``<query file>-<model folder>``. Every step reports its progress in its progress file, not
+    as a bar in the log."""
     from gradlens.engine.job import validate_inputs  # loads torch: not in the runner
 
     steps: list[list[str]] = []
@@ -255,7 +256,7 @@ def plan_job(
     source = Path(queries).name if paraphrase is None else f"paraphrased by {paraphrase['model']}"
     if generate:
         generated = str(folder / BUILDERS["generate"][0])
-        gen = GenerateOptions(queries=queries, out=generated, model=opts.model, device=opts.device)
+        gen = GenerateOptions(queries, generated, opts.model, device=opts.device, no_progress=True)
         steps.append(["generate", *to_argv(gen)])
         queries = generated
     compute = replace(opts, queries=queries, run=run, no_progress=True)

@@ -16,8 +16,9 @@ import streamlit as st
 from dashboard import model_widgets, state
 from dashboard.models import LoadedModel
 from dashboard.state import SESSION
-from gradlens.data.examples import LOSS_ON, Example, load_examples
+from gradlens.data.examples import Example, load_examples
 from gradlens.errors import GradLensError
+from gradlens.options import LOSS_ON
 
 DEMO_TRAIN = Path(__file__).resolve().parents[1] / "data" / "demo" / "train.jsonl"
 N_DEMO = 20

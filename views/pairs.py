@@ -16,8 +16,9 @@ from dashboard import pair_widgets
 from dashboard.models import holding, lens_model, run_on_model
 from dashboard.pair_widgets import editor
 from dashboard.state import SESSION
-from gradlens.data.examples import LOSS_ON, Example
-from gradlens.lenses.pairs import REDUCTIONS, PairComparison, compare_pair
+from gradlens.data.examples import Example
+from gradlens.lenses.pairs import PairComparison, compare_pair
+from gradlens.options import LOSS_ON, REDUCTIONS
 
 INPUTS_KEY = "pair_inputs"
 LOSS_HELP = {
