@@ -29,7 +29,6 @@ from gradlens.figures.lenses import (
     loss_line,
     optimization_animation,
     rank_check,
-    show_whitespace,
     token_label,
 )
 from gradlens.figures.pairs import pair_cosine_grid, token_bars
@@ -53,7 +52,6 @@ __all__ = [
     "rank_check",
     "select_vs_project",
     "share_bars",
-    "show_whitespace",
     "token_bars",
     "token_label",
 ]

@@ -11,7 +11,6 @@ import pandas as pd
 
 from gradlens.errors import GradLensError
 from gradlens.models.loading import BUNDLED_MODEL, Component
-from gradlens.models.tokens import decode, token_pieces, visible  # noqa: F401
 
 #: Where a model comes from, as the Model page offers it.
 SOURCES = ("bundled SmolLM2", "local folder", "hub id in the local cache")
@@ -118,6 +117,3 @@ def weight_table(components: Sequence[Component]) -> pd.DataFrame:
         },
         columns=list(WEIGHT_TABLE_COLUMNS),
     )
-
-
-components_frame = weight_table
