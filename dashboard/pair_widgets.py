@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state, widgets
+from dashboard.model_widgets import token_table
 from gradlens.figures import pair_cosine_grid, token_bars
 from gradlens.figures.textdiff import escape_markdown
 from gradlens.lenses.pairs import PairComparison, explain
@@ -18,6 +19,10 @@ SIDES = ("a", "b")
 # with or without the chat template (a leading space keeps " pizza" one token).
 EXAMPLE = {"a": ("I like to eat", " pizza"), "b": ("I like to eat", " pizza.")}
 _SOURCE = "pair_source"
+LOSS_HELP = {
+    "response": "only the response's tokens (and the end-of-turn token) bear the loss",
+    "all": "every token but the first",
+}
 
 
 def editor(side: str, part: str) -> str:
@@ -73,6 +78,61 @@ def sent_pair_note(spec: str) -> None:
         line + ". The per-token split starts off for a sent pair (it costs one backward pass "
         "per response token): tick it to compute it."
     )
+
+
+def pair_form() -> tuple[tuple[str, ...], tuple[str, str, bool, bool]] | None:
+    """The two examples' editors and the loss settings, and Run. When Run is pressed: the four
+    texts (A's prompt and response, then B's) and (loss_on, reduction, chat template, per-token
+    split); None otherwise."""
+    with st.form("pair_form"):
+        cols = st.columns(2)
+        for col, side in zip(cols, SIDES, strict=True):
+            with col:
+                st.markdown(f"**Example {side.upper()}**")
+                st.text_area(
+                    "Prompt", key=editor(side, "prompt"), height=90, persist_state=state.SESSION
+                )
+                st.text_area(
+                    "Response (the target)",
+                    key=editor(side, "response"),
+                    height=90,
+                    persist_state=state.SESSION,
+                    help="mind leading spaces: ' pizza' is one SmolLM2 token, 'pizza' two",
+                )
+        c1, c2, c3, c4 = st.columns(4)
+        reduction = c1.radio(
+            "Reduction",
+            REDUCTIONS,
+            horizontal=True,
+            key="pair_reduction",
+            persist_state=state.SESSION,
+            help="mean: the mean token loss (as a run computes it); sum: the summed token loss",
+        )
+        loss_on = c2.radio(
+            "Loss on",
+            LOSS_ON,
+            horizontal=True,
+            key="pair_loss_on",
+            persist_state=state.SESSION,
+            help="; ".join(f"{k}: {v}" for k, v in LOSS_HELP.items()),
+        )
+        chat_template = c3.checkbox(
+            "Chat template",
+            key="pair_chat",
+            persist_state=state.SESSION,
+            help="on: formatted as a run does it (user turn = prompt, assistant turn = response); "
+            "off: the raw text prompt + response",
+        )
+        per_token = c4.checkbox(
+            "Per-token split",
+            key="pair_per_token",
+            persist_state=state.SESSION,
+            help="one extra backward pass per loss-bearing token: slow for long responses",
+        )
+        submitted = st.form_submit_button("Run", type="primary")
+    if not submitted:
+        return None
+    return editor_texts(), (loss_on, reduction, bool(chat_template), bool(per_token))
 
 
 def comparison(cmp: PairComparison) -> None:
@@ -143,4 +203,5 @@ def per_token(cmp: PairComparison) -> None:
     )
     for label, frame in zip(("A", "B"), frames, strict=True):
         st.markdown(f"**Tokens of {label}**")
-        widgets.table(frame, f"pair-tokens-{label}", column_config=TOKEN_COLUMNS)
+        note = label == "A"
+        token_table(frame, f"pair-tokens-{label}", note=note, column_config=TOKEN_COLUMNS)

@@ -14,17 +14,10 @@ import streamlit as st
 
 from dashboard import pair_widgets
 from dashboard.models import holding, lens_model, run_on_model
-from dashboard.pair_widgets import editor
-from dashboard.state import SESSION
 from gradlens.data.examples import Example
 from gradlens.lenses.pairs import PairComparison, compare_pair
-from gradlens.options import LOSS_ON, REDUCTIONS
 
 INPUTS_KEY = "pair_inputs"
-LOSS_HELP = {
-    "response": "only the response's tokens (and the end-of-turn token) bear the loss",
-    "all": "every token but the first",
-}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -65,57 +58,13 @@ st.caption(
 spec = lens_model().spec
 pair_widgets.sent_pair_note(spec)
 
-with st.form("pair_form"):
-    cols = st.columns(2)
-    for col, side in zip(cols, pair_widgets.SIDES, strict=True):
-        with col:
-            st.markdown(f"**Example {side.upper()}**")
-            st.text_area("Prompt", key=editor(side, "prompt"), height=90, persist_state=SESSION)
-            st.text_area(
-                "Response (the target)",
-                key=editor(side, "response"),
-                height=90,
-                persist_state=SESSION,
-                help="mind leading spaces: ' pizza' is one SmolLM2 token, 'pizza' two",
-            )
-    c1, c2, c3, c4 = st.columns(4)
-    reduction = c1.radio(
-        "Reduction",
-        REDUCTIONS,
-        horizontal=True,
-        key="pair_reduction",
-        persist_state=SESSION,
-        help="mean: the mean token loss (as a run computes it); sum: the summed token loss",
-    )
-    loss_on = c2.radio(
-        "Loss on",
-        LOSS_ON,
-        horizontal=True,
-        key="pair_loss_on",
-        persist_state=SESSION,
-        help="; ".join(f"{k}: {v}" for k, v in LOSS_HELP.items()),
-    )
-    chat_template = c3.checkbox(
-        "Chat template",
-        key="pair_chat",
-        persist_state=SESSION,
-        help="on: formatted as a run does it (user turn = prompt, assistant turn = response); "
-        "off: the raw text prompt + response",
-    )
-    per_token = c4.checkbox(
-        "Per-token split",
-        key="pair_per_token",
-        persist_state=SESSION,
-        help="one extra backward pass per loss-bearing token: slow for long responses",
-    )
-    submitted = st.form_submit_button("Run", type="primary")
+submitted = pair_widgets.pair_form()
 
-if submitted:
-    texts = pair_widgets.editor_texts()  # A's prompt and response, then B's
+if submitted is not None:
+    texts, options = submitted
     if not all(t.strip() for t in texts):
         st.warning("Give both examples a prompt and a response.")
         st.stop()
-    options = (loss_on, reduction, bool(chat_template), bool(per_token))
     st.session_state[INPUTS_KEY] = (spec, texts[:2], texts[2:], *options)
 cmp = run_on_model(
     INPUTS_KEY,
