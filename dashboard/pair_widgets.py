@@ -19,9 +19,13 @@ SIDES = ("a", "b")
 # with or without the chat template (a leading space keeps " pizza" one token).
 EXAMPLE = {"a": ("I like to eat", " pizza"), "b": ("I like to eat", " pizza.")}
 _SOURCE = "pair_source"
-LOSS_HELP = {
-    "response": "only the response's tokens (and the end-of-turn token) bear the loss",
-    "all": "every token but the first",
+HELP = {
+    "reduction": "mean: the mean token loss (as a run computes it); sum: the summed token loss",
+    "loss_on": "response: only the response's tokens (and the end-of-turn token) bear the loss; "
+    "all: every token but the first",
+    "chat": "on: formatted as a run does it (user turn = prompt, assistant turn = response); "
+    "off: the raw text prompt + response",
+    "per_token": "one extra backward pass per loss-bearing token: slow for long responses",
 }
 
 
@@ -100,34 +104,15 @@ def pair_form() -> tuple[tuple[str, ...], tuple[str, str, bool, bool]] | None:
                     help="mind leading spaces: ' pizza' is one SmolLM2 token, 'pizza' two",
                 )
         c1, c2, c3, c4 = st.columns(4)
+        kept = {"persist_state": state.SESSION}
+        row = kept | {"horizontal": True}
         reduction = c1.radio(
-            "Reduction",
-            REDUCTIONS,
-            horizontal=True,
-            key="pair_reduction",
-            persist_state=state.SESSION,
-            help="mean: the mean token loss (as a run computes it); sum: the summed token loss",
+            "Reduction", REDUCTIONS, key="pair_reduction", help=HELP["reduction"], **row
         )
-        loss_on = c2.radio(
-            "Loss on",
-            LOSS_ON,
-            horizontal=True,
-            key="pair_loss_on",
-            persist_state=state.SESSION,
-            help="; ".join(f"{k}: {v}" for k, v in LOSS_HELP.items()),
-        )
-        chat_template = c3.checkbox(
-            "Chat template",
-            key="pair_chat",
-            persist_state=state.SESSION,
-            help="on: formatted as a run does it (user turn = prompt, assistant turn = response); "
-            "off: the raw text prompt + response",
-        )
+        loss_on = c2.radio("Loss on", LOSS_ON, key="pair_loss_on", help=HELP["loss_on"], **row)
+        chat_template = c3.checkbox("Chat template", key="pair_chat", help=HELP["chat"], **kept)
         per_token = c4.checkbox(
-            "Per-token split",
-            key="pair_per_token",
-            persist_state=state.SESSION,
-            help="one extra backward pass per loss-bearing token: slow for long responses",
+            "Per-token split", key="pair_per_token", help=HELP["per_token"], **kept
         )
         submitted = st.form_submit_button("Run", type="primary")
     if not submitted:
