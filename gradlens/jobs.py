@@ -43,6 +43,7 @@ from gradlens.options import (
 from gradlens.store.workfile import running_jobs
 
 __all__ = [
+    "BUILDERS",
     "BuiltQuerySet",
     "Job",
     "JobPlan",
