@@ -24,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradlens.data.examples import load_examples, tokenize_all  # noqa: E402
 from gradlens.engine.capture import GradientEngine  # noqa: E402
-from gradlens.engine.job import build_projections  # noqa: E402
-from gradlens.engine.projection import component_dims, parse_project_spec  # noqa: E402
+from gradlens.engine.projection import (  # noqa: E402
+    build_projections,  # noqa: E402
+    component_dims,
+    parse_project_spec,
+)
 from gradlens.engine.terms import component_dots, densify  # noqa: E402
 from gradlens.models.loading import discover_components, load_model  # noqa: E402
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from gradlens.data.examples import load_examples, tokenize_all
 from gradlens.engine.capture import GradientEngine
-from gradlens.engine.job import build_projections, compute
-from gradlens.engine.projection import parse_project_spec
+from gradlens.engine.job import compute
+from gradlens.engine.projection import build_projections, parse_project_spec
 from gradlens.models.loading import discover_components, load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -140,7 +140,7 @@ def comparison(cmp: PairComparison) -> None:
 def per_component(cmp: PairComparison) -> None:
     """The layer × kind grid of per-component cosines beside the components, lowest first."""
     st.subheader("Per component")
-    components = cmp.component_frame()
+    components = cmp.component_cosines()
     left, right = st.columns([1, 1])
     left.plotly_chart(
         pair_cosine_grid(components, full=cmp.cosine), width="stretch", key="pair_grid"

@@ -2,6 +2,7 @@
 
 - ``examples``: reading datasets (JSONL / CSV / Parquet), chat formatting, loss masking.
 - ``candidates``: BM25 candidates per query.
+- ``preview``: an example as the model sees it, token by token (the Model page's preview).
 - ``generate``: the model-generated query set (the model completes the paraphrased prompts).
 - ``paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint (package:
   ``checks``, ``endpoint``, ``job``).

@@ -224,11 +224,11 @@ def _grid_trace(x: list[str], y: list[str], hover: list[str], marker: dict) -> g
 
 
 def _grid_note(chance: float, full: float, color_range: tuple[float, float], shared: bool) -> str:
-    """``chance 1/b = 0.10 · full gradient 0.8100 · colour 0.100–0.900 (this run's range)``,
+    """``chance 0.1000 · full gradient 0.8100 · colour 0.100–0.900 (this run's range)``,
     leaving out what is not finite."""
     notes = []
     if chance is not None and np.isfinite(chance):
-        notes.append(f"chance 1/b = {chance:.2f}")
+        notes.append(f"chance {chance:.4f}")
     if full is not None and np.isfinite(full):
         notes.append(f"full gradient {full:.4f}")
     scope = "shared range" if shared else "this run's range"

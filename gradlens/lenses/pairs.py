@@ -245,8 +245,6 @@ class PairComparison:
             }
         )
 
-    component_frame = component_cosines
-
 
 def _dot64(x: torch.Tensor, y: torch.Tensor) -> float:
     """<x, y> of two flat float32 vectors as the engine takes them (docs/design.md): float32

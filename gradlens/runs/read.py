@@ -174,6 +174,6 @@ def curves(db: str | Path, run: str, method: str = "exact") -> pd.DataFrame:
         run_id = store.resolve(run)["run_id"]
         try:
             frame = store.frame("selection_curves", run_id, method)
-        except duckdb.CatalogException:  # a file without the table (one of LATER_TABLES)
+        except duckdb.CatalogException:  # a file without the table (one of OPTIONAL_TABLES)
             return pd.DataFrame(columns=CURVE_COLUMNS)
     return frame.sort_values(["objective", "step"], ignore_index=True)

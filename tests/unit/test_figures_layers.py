@@ -78,7 +78,7 @@ def test_grid_marks_chance_and_full_and_outlines_the_selection():
     assert "full 0.98" in labels  # inside [0.62, 0.99]
     assert not any(t.startswith("chance") for t in labels)  # 0.25 is outside the range
     note = fig.layout.annotations[0].text
-    assert "chance 1/b = 0.25" in note and "full gradient 0.9800" in note
+    assert "chance 0.2500" in note and "full gradient 0.9800" in note
     assert list(bar.tickvals) == sorted(bar.tickvals)
     widths = list(fig.data[0].marker.line.width)
     assert widths[2] > max(w for i, w in enumerate(widths) if i != 2)
