@@ -165,12 +165,24 @@ class ComputeOptions(_Validated):
     candidates: int = option(5, help="BM25 candidates b per query", minimum=1, key=True)
     bm25_on: str = option("prompt", help="text BM25 ranks", choices=BM25_ON, key=True)
     loss_on: str = option("response", help="tokens in the loss", choices=LOSS_ON, key=True)
-    reduction: str = option("mean", help="loss over tokens", choices=REDUCTIONS, key=True)
+    reduction: str = option(
+        "mean",
+        help="loss over tokens (sum scales every dot product but changes no cosine)",
+        choices=REDUCTIONS,
+        key=True,
+    )
     max_length: int | None = option(
         None, help="cut examples to N tokens (warns; at least 2)", minimum=2, key=True
     )
     device: str = option("cpu", help="cpu | cuda | auto")
     dtype: str = option("float32", help="model dtype", choices=("float32", "bf16"), key=True)
+    system_prompt: str = option(
+        "default",
+        help="system turn: default (what the chat template inserts), none (no system turn) or "
+        "TEXT (a dataset's own system turns are ignored)",
+        metavar="default|none|TEXT",
+        key=True,
+    )
     project: str | None = option(
         None,
         help="projections METHOD:FRACTION,... with METHOD gaussian, sjlt, kron (Kronecker "
@@ -196,6 +208,12 @@ class GenerateOptions(_Validated):
     out: str = option(help="output JSONL")
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
     max_new_tokens: int = option(200, help="tokens per completion", minimum=1)
+    system_prompt: str = option(
+        "default",
+        help="system turn: default (what the chat template inserts), none (no system turn) or "
+        "TEXT; use the compute runs' setting",
+        metavar="default|none|TEXT",
+    )
     device: str = option("cpu", help="cpu | cuda | auto")
     no_progress: bool = option(False, help="no progress bar")
 
@@ -329,6 +347,12 @@ class SelectOptions(_Validated):
     run: str = option(help="run name or id")
     folds: int = option(5, help="k for held-out evaluation", minimum=1)
     seed: int = option(0, help="fold seed")
+    null_draws: int = option(
+        20,
+        help="draws of the permutation null of the in-sample selected rows (0: none)",
+        minimum=0,
+    )
+    json: bool = option(False, help="print one JSON object (headline rows and costs)")
 
 
 #: Command name -> its options dataclass (the CLI's subcommands, in help order).
