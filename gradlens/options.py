@@ -353,6 +353,44 @@ class SelectOptions(_Validated):
         minimum=0,
     )
     json: bool = option(False, help="print one JSON object (headline rows and costs)")
+    full_set_greedy: bool = option(
+        False,
+        help="also select greedily by full-set recall@1 (in-sample and held out; needs an "
+        "index: compute --index)",
+    )
+
+
+@dataclass(frozen=True)
+class RankOptions(_Validated):
+    """``gradlens rank``: the training examples whose gradients are closest to one query's."""
+
+    db: str = option(help="DuckDB file")
+    run: str = option(help="run name or id (with an index: compute --index)")
+    query_id: str | None = option(None, help="a query of the run")
+    prompt: str | None = option(None, help="a query's prompt (free text)")
+    response: str | None = option(None, help="the response to --prompt")
+    generate: bool = option(False, help="let the run's model write the response to --prompt")
+    subset: str | None = option(
+        None,
+        help="components NAME,NAME... (default: every component the index holds)",
+        metavar="NAME,NAME...",
+    )
+    method: str | None = option(None, help="an indexed method (default: the first indexed)")
+    top: int = option(10, help="training examples shown", minimum=1)
+    json: bool = option(False, help="print one JSON object")
+    max_new_tokens: int = option(200, help="tokens --generate writes at most", minimum=1)
+    device: str = option("cpu", help="cpu | cuda | auto (free text only)")
+    trust_remote_code: bool = option(False, help="allow model code from disk")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        text = self.prompt is not None
+        if (self.query_id is not None) == text:
+            raise GradLensError("rank needs either --query-id ID or --prompt TEXT")
+        if text and (self.response is not None) == self.generate:
+            raise GradLensError("--prompt needs either --response TEXT or --generate")
+        if not text and (self.response is not None or self.generate):
+            raise GradLensError("--response and --generate go with --prompt, not --query-id")
 
 
 #: Command name -> its options dataclass (the CLI's subcommands, in help order).
