@@ -19,8 +19,9 @@ class ComputeConfig:
 
     model: the ``--model`` spec; model_hash: hash of the weights (``model_fingerprint``);
     train_hash / queries_hash: ``data.content_hash`` of each dataset; projections: e.g.
-    ``("sjlt:0.01",)``. Device, batch size and memory budget are not part of the key: they do
-    not change the numbers beyond float round-off.
+    ``("sjlt:0.01",)``; system_prompt: ``default``, ``none`` or the system turn's text (in the
+    key only when not ``default``). Device, batch size and memory budget are not part of the
+    key: they do not change the numbers beyond float round-off.
     """
 
     model: str
@@ -35,6 +36,7 @@ class ComputeConfig:
     reduction: str = "mean"
     max_length: int | None = None
     dtype: str = "float32"
+    system_prompt: str = "default"
     projections: tuple[str, ...] = ()
     seed: int = 0
 
@@ -44,6 +46,8 @@ class ComputeConfig:
         fields.pop("train_path")
         fields.pop("queries_path")
         fields["version"] = CONFIG_VERSION
+        if self.system_prompt == "default":  # the key of runs from before the option
+            fields.pop("system_prompt")
         methods = sorted({p.split(":")[0] for p in self.projections} & set(PROJECTION_VERSIONS))
         if methods:
             fields["projection_versions"] = {m: PROJECTION_VERSIONS[m] for m in methods}

@@ -278,19 +278,63 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def chat_prefix(tokenizer, prompt: str) -> str:
-    """The formatted prompt up to where the assistant's answer starts (generation prompt)."""
+#: Stands in for the system turn's text while ``render_chat`` cuts the turn out (``none``).
+_SYSTEM_MARK = "<<gradlens: system turn to leave out>>"
+
+
+def render_chat(tokenizer, messages: list[dict], system: str = "default", generation=False) -> str:
+    """``messages`` through the tokenizer's chat template as text. ``system``: ``default``
+    (whatever the template inserts when no system turn is given: SmolLM2's names itself
+    "a helpful AI assistant named SmolLM, trained by Hugging Face"), ``none`` (no system turn:
+    the conversation rendered with a marked system turn, that turn cut out; what the template
+    renders for no message at all, e.g. a BOS token, is kept) or the system turn's text."""
+
+    def render(msgs: list[dict], gen: bool = generation) -> str:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)
+
+    if system == "default":
+        return render(messages)
+    turn = [{"role": "system", "content": system if system != "none" else _SYSTEM_MARK}]
+    try:
+        full, alone = render(turn + messages), render(turn, False)
+    except Exception as exc:  # jinja's TemplateError: the template takes no system turn
+        if system == "none":
+            return render(messages)
+        raise DataError(
+            f"--system-prompt: the chat template takes no system turn ({exc})"
+        ) from None
+    if system != "none":
+        return full
+    try:
+        lead = render([], False)
+    except Exception:  # a template that reads messages[0]
+        lead = ""
+    if (
+        not (alone.startswith(lead) and full.startswith(alone))
+        or _SYSTEM_MARK in full[len(alone) :]
+    ):
+        raise DataError("--system-prompt none: the chat template's system turn cannot be cut out")
+    return lead + full[len(alone) :]
+
+
+def chat_prefix(tokenizer, prompt: str, system: str = "default") -> str:
+    """The formatted prompt up to where the assistant's answer starts (generation prompt);
+    ``system`` as in ``render_chat``. Without a chat template: the prompt and a newline (after
+    the system text and a newline when one is given)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    return prompt + "\n"
+        return render_chat(tokenizer, [{"role": "user", "content": prompt}], system, True)
+    lead = "" if system in ("default", "none") else system + "\n"
+    return lead + prompt + "\n"
 
 
 def tokenize_example(
-    tokenizer, example: Example, loss_on: str = "response", max_length: int | None = None
+    tokenizer,
+    example: Example,
+    loss_on: str = "response",
+    max_length: int | None = None,
+    system: str = "default",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat-format ``example`` and mask its labels.
+    """Chat-format ``example`` (``system`` as in ``render_chat``) and mask its labels.
 
     Returns ``(input_ids: LongTensor[n], labels: LongTensor[n])``; labels follow the HF
     convention (aligned with input_ids, shifted inside the loss) and are -100 on the prompt
@@ -299,16 +343,14 @@ def tokenize_example(
     """
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
-    prefix = chat_prefix(tokenizer, example.prompt)
+    prefix = chat_prefix(tokenizer, example.prompt, system)
     eos = tokenizer.eos_token or ""
     if getattr(tokenizer, "chat_template", None):
-        full = tokenizer.apply_chat_template(
-            [
-                {"role": "user", "content": example.prompt},
-                {"role": "assistant", "content": example.response},
-            ],
-            tokenize=False,
-        )
+        turns = [
+            {"role": "user", "content": example.prompt},
+            {"role": "assistant", "content": example.response},
+        ]
+        full = render_chat(tokenizer, turns, system)
         if not full.startswith(prefix):
             raise DataError(f"{_origin(example)}: chat template does not extend the prompt")
         rest = full[len(prefix) :].rstrip()
@@ -346,15 +388,20 @@ def _loss_tokens(labels: torch.Tensor) -> int:
 
 
 def tokenize_all(
-    tokenizer, examples: Sequence[Example], loss_on: str = "response", max_length: int | None = None
+    tokenizer,
+    examples: Sequence[Example],
+    loss_on: str = "response",
+    max_length: int | None = None,
+    system: str = "default",
 ) -> list[Tokenized]:
-    """Tokenize every example; warn naming the ones ``max_length`` cut. DataError naming the
+    """Tokenize every example (``system`` as in ``render_chat``); warn naming the ones
+    ``max_length`` cut. DataError naming the
     example's file and line when one has no loss-bearing token (its loss would be undefined):
     its text gives none, or ``max_length`` cut all of them away."""
     out, cut = [], []
     what = "response" if loss_on == "response" else "example"
     for ex in examples:
-        ids, labels = tokenize_example(tokenizer, ex, loss_on=loss_on)
+        ids, labels = tokenize_example(tokenizer, ex, loss_on=loss_on, system=system)
         if _loss_tokens(labels) == 0:
             raise DataError(
                 f"{_origin(ex)}: no loss-bearing token: the {what} gives no token after "

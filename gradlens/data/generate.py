@@ -39,7 +39,9 @@ def generate(opts: GenerateOptions) -> int:
             if q.id in done:
                 continue
             ids = tokenizer(
-                chat_prefix(tokenizer, q.prompt), add_special_tokens=False, return_tensors="pt"
+                chat_prefix(tokenizer, q.prompt, opts.system_prompt),
+                add_special_tokens=False,
+                return_tensors="pt",
             )["input_ids"].to(dev)
             gen = net.generate(
                 ids,

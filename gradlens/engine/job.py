@@ -32,6 +32,7 @@ from gradlens.data.examples import (
     tokenize_all,
 )
 from gradlens.engine.capture import GradientEngine
+from gradlens.engine.costs import measure_uncached
 from gradlens.engine.distributed import DistContext, init_distributed
 from gradlens.engine.projection import build_projections, method_label, parse_projections
 from gradlens.engine.schedule import (
@@ -222,8 +223,10 @@ def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Exampl
         config=config,
         run_id=config.key(),
         candidates=candidates,
-        train_tok=_by_id(tokenize_all(tokenizer, train, o.loss_on, o.max_length)),
-        query_tok=_by_id(tokenize_all(tokenizer, queries, o.loss_on, o.max_length)),
+        train_tok=_by_id(tokenize_all(tokenizer, train, o.loss_on, o.max_length, o.system_prompt)),
+        query_tok=_by_id(
+            tokenize_all(tokenizer, queries, o.loss_on, o.max_length, o.system_prompt)
+        ),
     )
 
 
@@ -394,6 +397,20 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
     }
     if not ctx.is_main:
         return None
+    if projections:  # the paper's procedure, timed for the cost table (engine.costs)
+        all_cands = {
+            q: list(g.sort_values("rank")["candidate_id"])
+            for q, g in setup.candidates.groupby("query_id", sort=False)
+        }
+        run_stats["uncached_projection"] = measure_uncached(
+            net,
+            setup.components,
+            projections,
+            setup.query_tok,
+            setup.train_tok,
+            all_cands,
+            o.reduction,
+        )
     return _finish(store, job, setup, name, run_stats)
 
 
