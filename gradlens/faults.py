@@ -23,6 +23,8 @@ rows of an uninterrupted run, ``tests/cli/test_kill.py``):
 ``compute.publish``         inside the transaction that publishes the run into the database,
                             after the N-th table (``runs`` first) is copied
 ``compute.published``       the run is published; the job's work and progress files remain
+``index.write``             inside the write of the N-th index row this process writes: its vectors
+                            and norms are in the work folder, the row is not yet marked written
 ``generate.model``          the model is loaded; nothing generated yet
 ``generate.line``           the N-th completion is appended (and flushed) to ``OUT.partial``
 ``generate.out``            every completion is written to a temporary file beside OUT, which
@@ -56,6 +58,7 @@ POINTS = frozenset(
         "compute.complete",
         "compute.publish",
         "compute.published",
+        "index.write",
         "generate.model",
         "generate.line",
         "generate.out",

@@ -6,6 +6,7 @@ one record at a time, progress files, and the digest that identifies a file's by
 - ``open_partial`` / ``append_record`` / ``write_jsonl``: the ``<out>.partial`` that ``generate``
   and ``paraphrase`` append each finished record to and resume from, and their final JSONL file.
 - ``Progress``: a job's progress as ``compute``, ``generate`` and ``paraphrase`` report it.
+- ``replace_folder``: a finished folder (a run's index) moved into place whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ __all__ = [
     "progress_path",
     "read_partial",
     "read_progress",
+    "replace_folder",
     "write_atomically",
     "write_jsonl",
     "write_progress",
@@ -68,6 +71,20 @@ def write_atomically(
     if before_rename is not None:
         before_rename()
     os.replace(scratch, path)
+
+
+def replace_folder(src: Path, dest: Path) -> None:
+    """Move the folder ``src`` to ``dest`` (same file system), replacing any folder there: the
+    old one is renamed aside first and removed after, so ``dest`` is never a mix of the two. A
+    kill between the renames leaves ``src`` in place (moving it again finishes the job) and the
+    old folder under a hidden name, removed by the next move."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    aside = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, aside)
+    os.replace(src, dest)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def partial_path(out: Path) -> Path:

@@ -1,0 +1,543 @@
+"""The gradient index of a run: per-component vectors of EVERY training example and every query,
+kept by the compute job (``--index``) for full-set retrieval (docs/design.md, "The index").
+
+Layout (this module is the one place that knows it). The index of run R in database ``X`` lives
+in ``X.index/<R>/``, one folder per method (``method_slug``), one per split inside it:
+
+    X.index/<R>/<method_slug>/<split>/c<component_idx:04d>.npy   [n_rows, d_c] float32|float16
+    X.index/<R>/<method_slug>/<split>/sqnorms.npy                [n_rows, K_method] float64
+    X.index/<R>/<method_slug>/description.json                   what the database records
+
+Split ``train`` holds all N training examples in training-file order, ``query`` every query in
+query-file order. ``sqnorms[r, k]`` is the squared norm of row r's vector of the k-th component
+the method holds (the projected vector's, or the exact gradient's for ``exact:``), so a subset
+cosine is rebuilt from these scalars and one dot per component, as for the candidates. float32
+files hold the vectors as computed; float16 files hold each vector divided by its norm (unit
+vectors: no overflow or underflow whatever the gradient's scale), the norm coming back from
+``sqnorms``.
+
+The database describes it (tables created by their first writer; the schema version stays 1):
+``index_files(run_id, method, split, component_idx, dim, dtype, file, digest)`` (``file``
+relative to ``X.index/<R>/``, ``digest`` = ``gradlens.files.file_digest``) and
+``index_rows(run_id, split, row, example_id)``.
+
+A job builds a method's index in ``X.work/<R>.index/<method_slug>/`` with an ``IndexWriter``
+(preallocated memory-mapped files and a written-rows mask, so a stopped job resumes at the rows
+not yet written), moves the finished folder into place (``publish_folder``) and records it in
+the database in the same transaction as the run (or, for a run already published, in its own).
+
+Reading: ``index_methods``, ``open_index`` -> ``RunIndex`` (memory-mapped, read-only), whose
+``score`` streams row chunks of each component file, so memory does not grow with N beyond the
+[N] result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from gradlens.errors import GradLensError
+from gradlens.faults import fault_point
+from gradlens.files import file_digest, replace_folder, write_atomically
+from gradlens.store.connect import read_store
+
+__all__ = [
+    "DTYPES",
+    "INDEX_DDL",
+    "INDEX_TABLES",
+    "SPLITS",
+    "FullSetScores",
+    "IndexInfo",
+    "IndexWriter",
+    "RunIndex",
+    "TopK",
+    "ensure_index_tables",
+    "index_methods",
+    "index_root",
+    "method_slug",
+    "open_index",
+    "publish_folder",
+    "read_description",
+    "run_index_dir",
+    "work_index_dir",
+]
+
+#: The tables describing indexes (created by their first writer, see ``ensure_index_tables``).
+INDEX_DDL = """
+CREATE TABLE IF NOT EXISTS index_files (
+    run_id VARCHAR, method VARCHAR, split VARCHAR, component_idx INTEGER, dim INTEGER,
+    dtype VARCHAR, file VARCHAR, digest VARCHAR);
+CREATE TABLE IF NOT EXISTS index_rows (run_id VARCHAR, split VARCHAR, "row" INTEGER,
+    example_id VARCHAR);
+"""
+INDEX_TABLES = ("index_files", "index_rows")
+#: The index's splits, in the order they are written.
+SPLITS = ("train", "query")
+#: Storage types of the vector files.
+DTYPES = ("float32", "float16")
+#: Rows of one component file multiplied per step of ``RunIndex.score``.
+CHUNK_ROWS = 1 << 15
+#: Added to every cosine's denominator (as for candidates, docs/design.md).
+EPS = 1e-12
+_DESCRIPTION = "description.json"
+_WRITTEN = "written.npy"
+
+
+# -- layout ----------------------------------------------------------------------------------
+
+
+def index_root(db: str | Path) -> Path:
+    """``X.index/`` beside the database ``X``."""
+    db = Path(db)
+    return db.with_name(db.name + ".index")
+
+
+def run_index_dir(db: str | Path, run_id: str) -> Path:
+    """``X.index/<run_id>/``: the published index folders of one run."""
+    return index_root(db) / run_id
+
+
+def work_index_dir(db: str | Path, run_id: str) -> Path:
+    """``X.work/<run_id>.index/``: where a job builds a run's index before publishing it."""
+    db = Path(db)
+    return db.with_name(db.name + ".work") / f"{run_id}.index"
+
+
+def method_slug(method: str) -> str:
+    """A method label as a folder name: ``sjlt:d64`` -> ``sjlt_d64``."""
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", method)
+
+
+def _component_file(split: str, component_idx: int) -> str:
+    return f"{split}/c{component_idx:04d}.npy"
+
+
+def ensure_index_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create ``index_files`` and ``index_rows`` in ``con``'s database if missing."""
+    con.execute(INDEX_DDL)
+
+
+def _has_index_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name IN ('index_files', 'index_rows')"
+    ).fetchone()
+    return rows[0] == 2
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+class IndexWriter:
+    """One method's index under construction in ``folder`` (``work_index_dir(...)/<slug>``).
+
+    components: the component_idx the method holds; dims: d_c for each; rows: {split: n_rows};
+    dtype: one of ``DTYPES``. Files are preallocated (memory-mapped ``.npy``); ``write`` fills
+    one row of every component file and its squared norms, then marks the row in the split's
+    written-rows mask (``written.npy``), so a job killed at any point resumes at exactly the rows
+    not marked (a row being written when it died is written again). An existing folder of the
+    same shape is resumed; one of another shape is started over."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        method: str,
+        components: Sequence[int],
+        dims: Sequence[int],
+        rows: dict[str, int],
+        dtype: str = "float32",
+    ) -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"index dtype must be one of {DTYPES}, got {dtype!r}")
+        if len(components) != len(dims):
+            raise ValueError("components and dims differ in length")
+        self.folder = Path(folder)
+        self.method, self.dtype = method, dtype
+        self.components, self.dims = tuple(int(c) for c in components), tuple(int(d) for d in dims)
+        self.rows = {s: int(rows[s]) for s in SPLITS if s in rows}
+        self._shape = {
+            "method": method,
+            "dtype": dtype,
+            "components": list(self.components),
+            "dims": list(self.dims),
+            "rows": self.rows,
+        }
+        if self._stored_shape() != self._shape:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._allocate()
+        self._open()
+
+    def _stored_shape(self) -> dict | None:
+        try:
+            return json.loads((self.folder / "shape.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _allocate(self) -> None:
+        open_memmap = np.lib.format.open_memmap
+        for split, n in self.rows.items():
+            (self.folder / split).mkdir(parents=True, exist_ok=True)
+            for c, d in zip(self.components, self.dims):
+                open_memmap(self.folder / _component_file(split, c), "w+", self.dtype, (n, d))
+            k = len(self.components)
+            open_memmap(self.folder / split / "sqnorms.npy", "w+", np.float64, (n, k))
+            open_memmap(self.folder / split / _WRITTEN, "w+", np.bool_, (n,))
+        write_atomically(self.folder / "shape.json", [json.dumps(self._shape)])
+
+    def _open(self) -> None:
+        self._files = {
+            split: [np.load(self.folder / _component_file(split, c), mmap_mode="r+")
+                    for c in self.components]
+            for split in self.rows
+        }  # fmt: skip
+        self._sq = {s: np.load(self.folder / s / "sqnorms.npy", mmap_mode="r+") for s in self.rows}
+        self._written = {}
+        for split in self.rows:
+            path = self.folder / split / _WRITTEN
+            if path.exists():
+                self._written[split] = np.load(path, mmap_mode="r+")
+            else:  # finalized: every row is written
+                self._written[split] = np.ones(self.rows[split], dtype=bool)
+
+    def missing(self, split: str) -> list[int]:
+        """Rows of ``split`` not yet written, ascending."""
+        return np.flatnonzero(~self._written[split]).tolist()
+
+    def is_written(self, split: str, row: int) -> bool:
+        return bool(self._written[split][row])
+
+    @property
+    def complete(self) -> bool:
+        return all(not len(self.missing(s)) for s in self.rows)
+
+    def write(self, split: str, row: int, vectors: Sequence[np.ndarray]) -> None:
+        """Row ``row`` of ``split``: one float32 vector [d_c] per component (in ``components``
+        order). Its squared norms are taken in float64 from the float32 values; a float16
+        index stores each vector divided by its norm."""
+        if len(vectors) != len(self.components):
+            raise ValueError(f"{len(vectors)} vectors for {len(self.components)} components")
+        sq = np.empty(len(vectors), dtype=np.float64)
+        for k, (v, out) in enumerate(zip(vectors, self._files[split])):
+            v = np.asarray(v, dtype=np.float32).reshape(-1)
+            if v.shape[0] != out.shape[1]:
+                raise ValueError(f"component {self.components[k]}: {v.shape[0]} != {out.shape[1]}")
+            sq[k] = np.dot(v.astype(np.float64), v.astype(np.float64))
+            if self.dtype == "float16":
+                v = v / np.float32(np.sqrt(sq[k])) if sq[k] > 0 else v
+            out[row] = v
+        self._sq[split][row] = sq
+        fault_point("index.write")
+        self._written[split][row] = True
+
+    def finalize(self) -> dict:
+        """Flush every file, drop the masks, record each file's digest in
+        ``description.json`` (written last: its presence means the folder is complete) and
+        return that description. ValueError while rows are missing."""
+        if not self.complete:
+            raise ValueError(f"index {self.method}: rows are missing")
+        for split in self.rows:
+            for m in self._files[split]:
+                m.flush()
+            self._sq[split].flush()
+        self._files, self._sq = {}, {}
+        files = []
+        for split in self.rows:
+            (self.folder / split / _WRITTEN).unlink(missing_ok=True)
+            for c, d in zip(self.components, self.dims):
+                name = _component_file(split, c)
+                digest = file_digest(self.folder / name)
+                files.append([split, c, d, self.dtype, name, digest])
+            name = f"{split}/sqnorms.npy"
+            files.append([split, -1, len(self.components), "float64", name, ""])
+        description = dict(self._shape, files=files)
+        write_atomically(self.folder / _DESCRIPTION, [json.dumps(description)])
+        return description
+
+    def close(self) -> None:
+        self._files, self._sq, self._written = {}, {}, {}
+
+
+def read_description(folder: str | Path) -> dict | None:
+    """A finished method folder's ``description.json`` (None when absent: not finished)."""
+    try:
+        return json.loads((Path(folder) / _DESCRIPTION).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def publish_folder(work_folder: Path, db: str | Path, run_id: str, method: str) -> Path:
+    """Move a finished method folder into ``X.index/<run_id>/`` (replacing an older copy);
+    returns its new place."""
+    dest = run_index_dir(db, run_id) / method_slug(method)
+    replace_folder(work_folder, dest)
+    return dest
+
+
+def description_frames(
+    run_id: str, description: dict, row_ids: dict[str, Sequence[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``index_files`` and ``index_rows`` rows of one method (``row_ids``: example ids of
+    each split in row order). The sqnorms files are rows with component_idx -1 and digest of
+    their own."""
+    slug = method_slug(description["method"])
+    files = pd.DataFrame(
+        description["files"],
+        columns=["split", "component_idx", "dim", "dtype", "file", "digest"],
+    )
+    files["file"] = slug + "/" + files["file"]
+    files.insert(0, "method", description["method"])
+    files["component_idx"] = files["component_idx"].astype(np.int32)
+    files["dim"] = files["dim"].astype(np.int32)
+    rows = pd.concat(
+        [
+            pd.DataFrame({"split": s, "row": np.arange(len(ids), dtype=np.int32),
+                          "example_id": list(ids)})
+            for s, ids in row_ids.items()
+        ],
+        ignore_index=True,
+    )  # fmt: skip
+    return files.assign(run_id=run_id), rows.assign(run_id=run_id)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One method's index of a run: ``components`` (component_idx held, ascending), ``dims``
+    (d_c of each), ``dtype`` of the vector files, ``n_train`` (N) and ``n_query`` rows."""
+
+    run_id: str
+    method: str
+    components: tuple[int, ...]
+    dims: tuple[int, ...]
+    dtype: str
+    n_train: int
+    n_query: int
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The k best training rows of a ``FullSetScores``, best first (ties: lower row first):
+    ``rows`` int[k], ``cosines`` float64[k], ``contributions`` float64[k, |S|] (component c's
+    dot over the subset cosine's denominator; each row sums to its cosine)."""
+
+    rows: np.ndarray
+    cosines: np.ndarray
+    contributions: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class FullSetScores:
+    """One query's cosine with every training example for one subset: ``cosine`` float64[N];
+    ``subset``: the component_idx it sums over; ``query_sqnorm`` Σ_S |q_c|² and ``train_sqnorm``
+    float64[N] Σ_S |t_c|² (the denominators). ``top(k)`` adds per-component contributions."""
+
+    cosine: np.ndarray
+    subset: tuple[int, ...]
+    query_sqnorm: float
+    train_sqnorm: np.ndarray
+    _index: RunIndex
+    _query: tuple[np.ndarray, ...]
+    _positions: tuple[int, ...]
+
+    def rank_of(self, row: int) -> int:
+        """1 + the number of training rows with a strictly greater cosine than ``row``'s."""
+        return 1 + int(np.count_nonzero(self.cosine > self.cosine[row]))
+
+    def top(self, k: int) -> TopK:
+        n = len(self.cosine)
+        k = min(k, n)
+        # stable order: descending cosine, then ascending row
+        if k < n:
+            part = np.argpartition(-self.cosine, k - 1)[:k]
+            cut = self.cosine[part].min()
+            cand = np.flatnonzero(self.cosine >= cut)
+        else:
+            cand = np.arange(n)
+        order = cand[np.lexsort((cand, -self.cosine[cand]))][:k]
+        denom = np.sqrt(self.query_sqnorm * self.train_sqnorm[order]) + EPS
+        dots = self._index.row_dots(self._query, self._positions, order)
+        return TopK(order, self.cosine[order], dots / denom[:, None])
+
+
+class RunIndex:
+    """One method's published index of a run, memory-mapped read-only (``open_index``).
+
+    ``info``; ``train_ids`` / ``query_ids``: example ids of each split's rows (object arrays).
+    Vectors passed to and returned by it are float32, one per component of ``info.components``
+    (a subset is given as component_idx values, all of them held by the method)."""
+
+    def __init__(self, folder: Path, info: IndexInfo, ids: dict[str, np.ndarray]) -> None:
+        self.folder, self.info = folder, info
+        self.train_ids = ids.get("train", np.array([], dtype=object))
+        self.query_ids = ids.get("query", np.array([], dtype=object))
+        self._maps: dict[tuple[str, int], np.ndarray] = {}
+
+    def _file(self, split: str, position: int) -> np.ndarray:
+        key = (split, position)
+        if key not in self._maps:
+            c = self.info.components[position]
+            self._maps[key] = np.load(self.folder / _component_file(split, c), mmap_mode="r")
+        return self._maps[key]
+
+    def sqnorms(self, split: str) -> np.ndarray:
+        """float64 [rows, K] (memory-mapped): |v_c|² of each row's vector of each component."""
+        return np.load(self.folder / split / "sqnorms.npy", mmap_mode="r")
+
+    def n_rows(self, split: str) -> int:
+        return self.info.n_train if split == "train" else self.info.n_query
+
+    def positions(self, subset: Sequence[int] | None) -> tuple[int, ...]:
+        """Positions in ``info.components`` of the component_idx in ``subset`` (None: all);
+        GradLensError naming a component the index does not hold."""
+        if subset is None:
+            return tuple(range(len(self.info.components)))
+        where = {c: k for k, c in enumerate(self.info.components)}
+        missing = [c for c in subset if c not in where]
+        if missing:
+            raise GradLensError(
+                f"the {self.info.method} index of run {self.info.run_id} does not hold "
+                f"component {missing[0]}"
+            )
+        return tuple(where[c] for c in subset)
+
+    def _rows(self, split: str, position: int, rows: np.ndarray | slice) -> np.ndarray:
+        """float32 [len(rows), d_c]: the stored vectors (float16 scaled back by their norm)."""
+        v = np.asarray(self._file(split, position)[rows], dtype=np.float32)
+        if self.info.dtype == "float16":
+            scale = np.sqrt(self.sqnorms(split)[rows, position]).astype(np.float32)
+            v = v * scale[:, None]
+        return v
+
+    def vectors(self, split: str, row: int) -> list[np.ndarray]:
+        """One example's vectors, float32 [d_c] per component of ``info.components``."""
+        return [self._rows(split, k, slice(row, row + 1))[0] for k in range(len(self.info.dims))]
+
+    def matrix(self, split: str, component_idx: int) -> np.ndarray:
+        """Every row's vector of one component, float32 [rows, d_c] (in memory)."""
+        return self._rows(split, self.positions([component_idx])[0], slice(None))
+
+    def row_dots(
+        self, query: Sequence[np.ndarray], positions: Sequence[int], rows: np.ndarray
+    ) -> np.ndarray:
+        """float64 [len(rows), len(positions)]: <q_c, t_c> for a few training rows."""
+        out = np.empty((len(rows), len(positions)), dtype=np.float64)
+        for j, k in enumerate(positions):
+            t = self._rows("train", k, np.asarray(rows))
+            out[:, j] = t.astype(np.float64) @ np.asarray(query[k], dtype=np.float64)
+        return out
+
+    def _chunks(self, chunk_rows: int) -> Iterator[slice]:
+        for lo in range(0, self.info.n_train, chunk_rows):
+            yield slice(lo, min(self.info.n_train, lo + chunk_rows))
+
+    def score(
+        self,
+        query_vectors: Sequence[np.ndarray],
+        subset: Sequence[int] | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+    ) -> FullSetScores:
+        """The query's cosine with every training example over ``subset`` (component_idx; None:
+        every component the method holds): Σ_S <q_c, t_c> / (sqrt(Σ_S |q_c|² Σ_S |t_c|²) + ε),
+        streamed over ``chunk_rows`` rows of each memory-mapped component file at a time."""
+        positions = self.positions(subset)
+        query = tuple(np.asarray(v, dtype=np.float32).reshape(-1) for v in query_vectors)
+        if len(query) != len(self.info.components):
+            raise ValueError(f"{len(query)} query vectors for {len(self.info.components)}")
+        q_sq = float(sum(np.dot(query[k].astype(np.float64), query[k]) for k in positions))
+        n = self.info.n_train
+        dots = np.zeros(n, dtype=np.float64)
+        t_sq = np.zeros(n, dtype=np.float64)
+        sq = self.sqnorms("train")
+        pos = list(positions)
+        scaled = self.info.dtype == "float16"
+        for rows in self._chunks(chunk_rows):
+            block_sq = np.asarray(sq[rows][:, pos])
+            t_sq[rows] = block_sq.sum(1)
+            acc = dots[rows]
+            for j, k in enumerate(pos):
+                part = np.asarray(self._file("train", k)[rows], dtype=np.float32) @ query[k]
+                acc += np.sqrt(block_sq[:, j]) * part if scaled else part
+        cosine = dots / (np.sqrt(q_sq * t_sq) + EPS)
+        subset_idx = tuple(self.info.components[k] for k in positions)
+        return FullSetScores(cosine, subset_idx, q_sq, t_sq, self, query, positions)
+
+    def all_dots(
+        self, query_rows: Sequence[int] | None = None, subset: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """float64 [Q, N, |S|]: <q_c, t_c> of stored queries (``query_rows``; None: all) with
+        every training example, per component of ``subset`` (in memory: for small runs, e.g.
+        greedy selection by full-set recall)."""
+        rows = np.arange(self.info.n_query) if query_rows is None else np.asarray(query_rows)
+        positions = self.positions(subset)
+        out = np.empty((len(rows), self.info.n_train, len(positions)), dtype=np.float64)
+        for j, k in enumerate(positions):
+            q = self._rows("query", k, rows).astype(np.float64)
+            t = self._rows("train", k, slice(None)).astype(np.float64)
+            out[:, :, j] = q @ t.T
+        return out
+
+
+def index_methods(db: str | Path, run: str) -> list[str]:
+    """The methods indexed for ``run`` (name or id) in ``db``, sorted; [] when none."""
+    with read_store(db) as store:
+        run_id = store.resolve(run)["run_id"]
+        if not _has_index_tables(store.con):
+            return []
+        rows = store.con.execute(
+            "SELECT DISTINCT method FROM index_files WHERE run_id = ? ORDER BY method", [run_id]
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def open_index(db: str | Path, run: str, method: str) -> RunIndex:
+    """The published ``method`` index of ``run`` (name or id), memory-mapped read-only.
+    GradLensError (one line) when the run has no such index or its files are missing."""
+    with read_store(db) as store:
+        run_row = store.resolve(run)
+        run_id = run_row["run_id"]
+        files = pd.DataFrame()
+        rows = pd.DataFrame()
+        if _has_index_tables(store.con):
+            files = store.con.execute(
+                "SELECT * FROM index_files WHERE run_id = ? AND method = ? "
+                "ORDER BY split, component_idx",
+                [run_id, method],
+            ).df()
+            rows = store.con.execute(
+                'SELECT split, "row", example_id FROM index_rows WHERE run_id = ? '
+                'ORDER BY split, "row"',
+                [run_id],
+            ).df()
+    if files.empty:
+        have = index_methods(db, run_id)
+        hint = f" (indexed: {', '.join(have)})" if have else " (it has no index)"
+        raise GradLensError(f"run '{run_row['name']}' has no {method} index in {db}{hint}")
+    folder = run_index_dir(db, run_id) / method_slug(method)
+    vec = files[(files["split"] == "train") & (files["component_idx"] >= 0)]
+    for name in files["file"]:
+        if not (run_index_dir(db, run_id) / name).exists():
+            raise GradLensError(
+                f"{run_index_dir(db, run_id) / name}: index file missing (restore the run or "
+                "compute its index again)"
+            )
+    ids = {s: g["example_id"].to_numpy(dtype=object) for s, g in rows.groupby("split")}
+    info = IndexInfo(
+        run_id=run_id,
+        method=method,
+        components=tuple(int(c) for c in vec["component_idx"]),
+        dims=tuple(int(d) for d in vec["dim"]),
+        dtype=str(vec["dtype"].iloc[0]),
+        n_train=len(ids.get("train", ())),
+        n_query=len(ids.get("query", ())),
+    )
+    return RunIndex(folder, info, ids)
