@@ -47,6 +47,22 @@ CREATE TABLE IF NOT EXISTS selection_curves (
 CREATE TABLE IF NOT EXISTS restored (run_id VARCHAR, source VARCHAR, digest VARCHAR);
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 """
+#: Tables added to schema version 1 after its first files were written: a database of this
+#: version may lack them, and every writer creates the missing ones when it opens the file.
+#: Their columns are checked like ``SCHEMA``'s where they exist.
+ADDED_TABLES: dict[str, str] = {
+    "headline": """CREATE TABLE IF NOT EXISTS headline (
+        run_id VARCHAR, method VARCHAR, position INTEGER, id VARCHAR, metric VARCHAR,
+        type VARCHAR, detail VARCHAR, in_sample BOOLEAN, accuracy DOUBLE, ci_lo DOUBLE,
+        ci_hi DOUBLE, ci_method VARCHAR, null_hi DOUBLE, diff_lo DOUBLE, diff_hi DOUBLE,
+        k DOUBLE, param_fraction DOUBLE, heldout_id VARCHAR, folds INTEGER, seed INTEGER,
+        null_draws INTEGER)""",
+    "null_bands": """CREATE TABLE IF NOT EXISTS null_bands (
+        run_id VARCHAR, method VARCHAR, procedure VARCHAR, step INTEGER, component_idx INTEGER,
+        band_lo DOUBLE, band_hi DOUBLE, draws INTEGER, seed INTEGER)""",
+    "select_timings": """CREATE TABLE IF NOT EXISTS select_timings (
+        run_id VARCHAR, method VARCHAR, what VARCHAR, objective VARCHAR, seconds DOUBLE)""",
+}
 #: The version of ``SCHEMA``, recorded in ``meta``; change it with any change to the tables.
 SCHEMA_VERSION = 1
 #: Tables a database without a recorded version may lack (its first writer creates them).
@@ -61,6 +77,7 @@ DATA_TABLES = (
     "progress",
     "selection_curves",
     "restored",
+    *ADDED_TABLES,
 )
 #: Tables an export carries (``progress`` is bookkeeping of an unfinished compute, ``restored``
 #: records which exported files a run was restored from: both belong to the database).
@@ -94,6 +111,8 @@ def expected_columns() -> dict[str, list[tuple[str, str]]]:
         con = duckdb.connect(":memory:")
         try:
             con.execute(SCHEMA)
+            for ddl in ADDED_TABLES.values():
+                con.execute(ddl)
             _COLUMNS.update(_table_columns(con))
         finally:
             con.close()
@@ -143,7 +162,7 @@ def check_schema(con: duckdb.DuckDBPyConnection, path: str | Path) -> str:
         )
     else:
         state = "unversioned"
-    optional = set(OPTIONAL_TABLES) if state == "unversioned" else set()
+    optional = (set(OPTIONAL_TABLES) if state == "unversioned" else set()) | set(ADDED_TABLES)
     missing = sorted(set(want) - set(have) - optional)
     if missing:
         raise DatabaseError(
@@ -235,12 +254,40 @@ class Store:
                     self.con.execute(
                         "INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
                     )
+            if not read_only:
+                self._add_tables()
         except duckdb.Error as exc:
             self.con.close()
             raise _open_error(path, exc) from None
         except BaseException:
             self.con.close()
             raise
+
+    def _add_tables(self) -> None:
+        """Create the ``ADDED_TABLES`` this file lacks (one transaction; none when all exist)."""
+        have = {
+            r[0]
+            for r in self.con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'main'"
+            ).fetchall()
+        }
+        missing = [ddl for name, ddl in ADDED_TABLES.items() if name not in have]
+        if missing:
+            with self.transaction():
+                for ddl in missing:
+                    self.con.execute(ddl)
+
+    def has_table(self, table: str) -> bool:
+        """Whether the file holds ``table`` (an ``ADDED_TABLES`` one may be missing from a
+        file no writer opened since it was added)."""
+        return bool(
+            self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = ?",
+                [table],
+            ).fetchall()[0][0]
+        )
 
     def close(self) -> None:
         self.con.close()
@@ -395,6 +442,12 @@ class Store:
         paths = []
         for table in EXPORT_TABLES:
             path = out / f"{table}.parquet"
+            if not self.has_table(table):  # an added table no writer created yet: no rows
+                columns = ", ".join(f'NULL::{t} AS "{c}"' for c, t in expected_columns()[table])
+                rows = self.con.sql(f"SELECT {columns} WHERE false").to_arrow_table()
+                pq.write_table(rows, path)
+                paths.append(path)
+                continue
             rows = self.con.sql(
                 f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", params=[run_id]
             ).to_arrow_table()

@@ -23,7 +23,7 @@ from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import file_digest
 from gradlens.store.connect import write_store
-from gradlens.store.database import EXPORT_TABLES
+from gradlens.store.database import ADDED_TABLES, EXPORT_TABLES
 
 __all__ = ["RestoreSummary", "folder_digest", "restore_run"]
 
@@ -69,12 +69,12 @@ def _table_files(folder: Path) -> dict[str, Path]:
             f"(expected {', '.join(t + '.parquet' for t in EXPORT_TABLES)})"
         )
     for table in EXPORT_TABLES:
-        if table not in files:
+        if table not in files and table not in ADDED_TABLES:  # exports from before may lack those
             raise GradLensError(
                 f"{folder / (table + '.parquet')}: file not found (is {folder} a folder "
                 "written by gradlens export?)"
             )
-    return {t: files[t] for t in EXPORT_TABLES}
+    return {t: files[t] for t in EXPORT_TABLES if t in files}
 
 
 def folder_digest(paths: dict[str, Path]) -> str:
