@@ -1,4 +1,5 @@
-"""Command line: ``gradlens compute | generate | paraphrase | runs | export | import | select``.
+"""Command line: ``gradlens compute | index | generate | paraphrase | runs | export | import``,
+``select``.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
 """
@@ -20,6 +21,7 @@ from gradlens.options import (
     ExportOptions,
     GenerateOptions,
     ImportOptions,
+    IndexOptions,
     ParaphraseOptions,
     RunsOptions,
     SelectOptions,
@@ -83,6 +85,15 @@ def _compute(opts: ComputeOptions) -> int:
     from gradlens.engine.job import run_compute
 
     summary = run_compute(opts)
+    if summary is not None:  # None on torchrun ranks other than 0
+        print(summary.line())
+    return 0
+
+
+def _index(opts: IndexOptions) -> int:
+    from gradlens.engine.job import run_index
+
+    summary = run_index(opts)
     if summary is not None:  # None on torchrun ranks other than 0
         print(summary.line())
     return 0
@@ -155,6 +166,7 @@ def _select(opts: SelectOptions) -> int:
 
 _HANDLERS = {
     "compute": _compute,
+    "index": _index,
     "generate": _generate,
     "paraphrase": _paraphrase,
     "runs": _runs,

@@ -153,6 +153,14 @@ class _Validated:
         validate(self)
 
 
+#: What ``--index`` takes (``compute`` and ``index``).
+INDEX_HELP = (
+    "keep per-component vectors of every training example and query for full-set retrieval: "
+    "METHOD:FRACTION (as --project), METHOD:dN (d_c = min(N, P_c)) or exact:NAME+NAME (the "
+    "named components' gradients), each optionally :float16; e.g. sjlt:d64"
+)
+
+
 @dataclass(frozen=True)
 class ComputeOptions(_Validated):
     """``gradlens compute``: per-component gradient dot products into DuckDB (resumable)."""
@@ -190,9 +198,40 @@ class ComputeOptions(_Validated):
         key=True,
     )
     seed: int = option(0, help="projection seed", key=True)
+    index: str | None = option(None, help=INDEX_HELP + " (not in the run key)")
     max_memory: str | None = option(
         None, help="gradient cache budget, e.g. 8G (default: 70%% of free memory - 1G)"
     )
+    batch_size: int | None = option(
+        None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1
+    )
+    trust_remote_code: bool = option(False, help="allow model code from disk")
+    no_progress: bool = option(False, help="no progress bar")
+
+
+@dataclass(frozen=True)
+class IndexOptions(_Validated):
+    """``gradlens index``: index a training set on its own (no queries) for full-set retrieval."""
+
+    train: str = option(help="training set (.jsonl/.csv/.parquet)")
+    db: str = option(help="DuckDB file (created if missing)")
+    index: str = option(help=INDEX_HELP)
+    model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id", key=True)
+    run: str | None = option(None, help="run name (default: <training file>-<key>)")
+    loss_on: str = option("response", help="tokens in the loss", choices=LOSS_ON, key=True)
+    reduction: str = option("mean", help="loss over tokens", choices=REDUCTIONS, key=True)
+    max_length: int | None = option(
+        None, help="cut examples to N tokens (warns; at least 2)", minimum=2, key=True
+    )
+    device: str = option("cpu", help="cpu | cuda | auto")
+    dtype: str = option("float32", help="model dtype", choices=("float32", "bf16"), key=True)
+    system_prompt: str = option(
+        "default",
+        help="system turn: default, none or TEXT (as for compute)",
+        metavar="default|none|TEXT",
+        key=True,
+    )
+    seed: int = option(0, help="projection seed", key=True)
     batch_size: int | None = option(
         None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1
     )
@@ -396,6 +435,7 @@ class RankOptions(_Validated):
 #: Command name -> its options dataclass (the CLI's subcommands, in help order).
 COMMANDS: dict[str, type] = {
     "compute": ComputeOptions,
+    "index": IndexOptions,
     "generate": GenerateOptions,
     "paraphrase": ParaphraseOptions,
     "runs": RunsOptions,
