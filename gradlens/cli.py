@@ -1,5 +1,5 @@
-"""Command line: ``gradlens compute | index | generate | paraphrase | runs | export | import``,
-``select``.
+"""Command line: ``gradlens COMMAND`` (compute, index, generate, paraphrase, runs, export, import,
+select; ``gradlens --help`` lists them all).
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
 """
