@@ -432,6 +432,22 @@ class RankOptions(_Validated):
             raise GradLensError("--response and --generate go with --prompt, not --query-id")
 
 
+@dataclass(frozen=True)
+class LensRanksOptions(_Validated):
+    """``gradlens lens-ranks``: the backward lens over many prompts (the Backward Lens paper's
+    Fig. 4: how often rank(grad FF1) equals the prompt length, by layer; and the shift)."""
+
+    prompts: str = option(
+        help='JSONL, one {"prompt": ..., "target": ...} a line (optional "id"): raw text, no '
+        "chat template; the target's first token (with its leading space) is scored"
+    )
+    model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
+    out: str | None = option(None, help="CSV: one row per (prompt, layer)")
+    device: str = option("cpu", help="cpu | cuda | auto")
+    trust_remote_code: bool = option(False, help="allow model code from disk")
+    no_progress: bool = option(False, help="no progress bar")
+
+
 #: Command name -> its options dataclass (the CLI's subcommands, in help order).
 COMMANDS: dict[str, type] = {
     "compute": ComputeOptions,
@@ -442,4 +458,5 @@ COMMANDS: dict[str, type] = {
     "export": ExportOptions,
     "import": ImportOptions,
     "select": SelectOptions,
+    "lens-ranks": LensRanksOptions,
 }
