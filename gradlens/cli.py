@@ -1,5 +1,5 @@
 """Command line: ``gradlens COMMAND`` (compute, index, generate, paraphrase, runs, export, import,
-select; ``gradlens --help`` lists them all).
+select, lens-ranks; ``gradlens --help`` lists them all).
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
 """
@@ -22,6 +22,7 @@ from gradlens.options import (
     GenerateOptions,
     ImportOptions,
     IndexOptions,
+    LensRanksOptions,
     ParaphraseOptions,
     RunsOptions,
     SelectOptions,
@@ -164,6 +165,16 @@ def _select(opts: SelectOptions) -> int:
     return 0
 
 
+def _lens_ranks(opts: LensRanksOptions) -> int:
+    from gradlens.lenses.ranks import lens_ranks_text, run_lens_ranks
+
+    frame = run_lens_ranks(opts)
+    print(lens_ranks_text(frame))
+    where = f"; wrote {len(frame)} rows to {opts.out}" if opts.out else ""
+    print(f"{frame.attrs['seconds']:.1f} s{where}")
+    return 0
+
+
 _HANDLERS = {
     "compute": _compute,
     "index": _index,
@@ -173,6 +184,7 @@ _HANDLERS = {
     "export": _export,
     "import": _import,
     "select": _select,
+    "lens-ranks": _lens_ranks,
 }
 
 
