@@ -40,7 +40,9 @@ class GradientEngine:
     """Computes :class:`ExampleGrads` for batches of tokenized examples.
 
     model: a HF causal LM (eval mode); components: from ``discover_components``.
-    reduction: ``mean`` (default, mean token loss) or ``sum``. Hooks stay registered until
+    reduction: ``mean`` (default, mean token loss) or ``sum``. ``projections``: the methods
+    whose dots the job stores; ``index_projections``: further ones only an index keeps (their
+    vectors land in ``ExampleGrads.proj`` too). Hooks stay registered until
     :meth:`close` (or the ``with`` block ends), which also restores ``requires_grad``.
     """
 
@@ -50,6 +52,7 @@ class GradientEngine:
         components: Sequence[Component],
         reduction: str = "mean",
         projections: Sequence[ProjectionSet] = (),
+        index_projections: Sequence[ProjectionSet] = (),
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -57,13 +60,20 @@ class GradientEngine:
         self.components = list(components)
         self.reduction = reduction
         self.projections = list(projections)
+        self.index_projections = list(index_projections)
         self.device = next(model.parameters()).device
         self.passes = 0
-        self.projection_seconds: dict[str, float] = {p.method: 0.0 for p in self.projections}
+        self.projection_seconds: dict[str, float] = {
+            p.method: 0.0 for p in self.projections + self.index_projections
+        }
         self._scratch: dict[tuple[int, ...], torch.Tensor] = {}
         modules = dict(model.named_modules())
         input_emb = model.get_input_embeddings()
         output_emb = model.get_output_embeddings()
+        # nn.Linear and nn.Embedding store their weight [out, in], as the terms are oriented
+        self._transposed = [
+            not isinstance(modules[c.module], (nn.Linear, nn.Embedding)) for c in self.components
+        ]
         self._idx_of_module: dict[str, int] = {}
         for idx, comp in enumerate(self.components):
             self._idx_of_module[comp.module] = idx
@@ -206,7 +216,7 @@ class GradientEngine:
         )
         del grams
         grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
-        for ps in self.projections:
+        for ps in self.projections + self.index_projections:
             t0 = time.perf_counter()
             if ps.factored is not None:
                 parts = [_sketch_terms(ps.factored[c], terms) for c, terms in enumerate(comps)]
@@ -218,6 +228,15 @@ class GradientEngine:
             grads.set_projection(ps.method, parts)
             self.projection_seconds[ps.method] += time.perf_counter() - t0
         return grads
+
+    def dense_gradient(self, grads: ExampleGrads, c: int) -> torch.Tensor:
+        """Component c's gradient of ``grads`` in its parameter's own layout (float32, a new
+        tensor; GPT-2's Conv1D weights are [in, out] where the terms are [out, in])."""
+        comp = self.components[c]
+        shape = tuple(reversed(comp.shape)) if self._transposed[c] else tuple(comp.shape)
+        terms = grads.comps[c]
+        g = densify(terms, shape).clone() if terms else torch.zeros(shape, device=self.device)
+        return g.T.contiguous() if self._transposed[c] else g
 
     def _dense(self, terms: tuple[Term, ...], comp: Component) -> torch.Tensor:
         """comp's dense gradient for projecting, built in a scratch buffer reused per shape:

@@ -9,6 +9,7 @@ run into the database. ``compute`` is the Python API, ``run_compute`` the CLI's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,21 @@ from gradlens.data.examples import (
 from gradlens.engine.capture import GradientEngine
 from gradlens.engine.costs import measure_uncached
 from gradlens.engine.distributed import DistContext, init_distributed
-from gradlens.engine.projection import build_projections, method_label, parse_projections
+from gradlens.engine.indexing import (
+    IndexBuild,
+    IndexExtractor,
+    example_frame,
+    fill_index,
+    index_todo,
+)
+from gradlens.engine.projection import (
+    IndexSpec,
+    build_index_sets,
+    build_projections,
+    method_label,
+    parse_index,
+    parse_projections,
+)
 from gradlens.engine.schedule import (
     QueryResult,
     ScheduleStats,
@@ -54,9 +69,10 @@ from gradlens.models.loading import (
     model_fingerprint,
     resolve_device,
 )
-from gradlens.options import ComputeOptions
-from gradlens.store.connect import read_store
+from gradlens.options import ComputeOptions, IndexOptions
+from gradlens.store.connect import read_store, write_store
 from gradlens.store.database import Store, check_database
+from gradlens.store.index import has_index_tables
 from gradlens.store.workfile import (
     RunLock,
     job_files,
@@ -92,17 +108,24 @@ class ComputeSummary:
     seconds: float
     already_complete: bool = False
     evictions: int = 0
+    indexed: tuple[str, ...] = ()
 
     def line(self) -> str:
-        if self.already_complete:
+        if self.already_complete and not self.indexed:
             return (
                 f"run '{self.run_name}' ({self.run_id}) is already complete in {self.db}: "
                 "nothing to do"
             )
+        index = f" index={','.join(self.indexed)}" if self.indexed else ""
+        if self.already_complete:
+            return (
+                f"run={self.run_name} already complete; indexed {self.examples} examples"
+                f"{index} passes={self.passes} seconds={self.seconds:.1f} db={self.db}"
+            )
         return (
             f"run={self.run_name} examples={self.examples} pairs={self.pairs} "
-            f"components={self.components} passes={self.passes} seconds={self.seconds:.1f} "
-            f"db={self.db}"
+            f"components={self.components} passes={self.passes} seconds={self.seconds:.1f}"
+            f"{index} db={self.db}"
         )
 
 
@@ -123,13 +146,15 @@ def component_rows(components: Sequence[Component]) -> pd.DataFrame:
 @dataclass(frozen=True, eq=False)
 class _Job:
     """One compute invocation: its options plus what was derived from them before the model
-    loads (start time, memory budget in bytes or None, parsed projections, device)."""
+    loads (start time, memory budget in bytes or None, parsed projections, device, parsed
+    index entries)."""
 
     opts: ComputeOptions
     t0: float
     max_memory: int | None
     projections: list[tuple[str, float]]
     device: str
+    index: list[IndexSpec] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,14 +187,17 @@ def validate_inputs(
     opts: ComputeOptions,
 ) -> tuple[list[Example], list[Example], list[tuple[str, float]], int | None]:
     """Every check that needs no model: the data files (file, line, field), query ids against
-    the training set, ``--project`` and ``--max-memory``. GradLensError with one line otherwise.
-    Returns (train, queries, projections, memory budget in bytes or None). The dashboard runs
-    this before it starts a job, so a browser user gets the CLI's messages."""
+    the training set, ``--project``, ``--index`` and ``--max-memory``. GradLensError with one
+    line otherwise. Returns (train, queries, projections, memory budget in bytes or None). The
+    dashboard runs this before it starts a job, so a browser user gets the CLI's messages. An
+    empty ``queries`` path (``gradlens index``) means no queries."""
     proj_specs = parse_projections(opts.project)
+    parse_index(opts.index)
     budget = parse_memory(opts.max_memory) if opts.max_memory else None
     train = load_examples(opts.train)
-    queries = load_examples(opts.queries)
-    check_queries(train, queries, opts.queries)
+    queries = load_examples(opts.queries) if opts.queries else []
+    if queries:
+        check_queries(train, queries, opts.queries)
     check_database(opts.db)  # a foreign or other-version file: refused before anything starts
     return train, queries, proj_specs, budget
 
@@ -196,10 +224,17 @@ def run_compute(opts: ComputeOptions) -> ComputeSummary | None:
     try:
         if ctx.active and device.startswith("cuda"):
             device = f"cuda:{ctx.local_rank}"
-        job = _Job(opts, t0, budget, proj_specs, device)
+        job = _Job(opts, t0, budget, proj_specs, device, parse_index(opts.index))
         return _compute_run(ctx, job, train, queries)
     finally:
         ctx.close()
+
+
+def run_index(opts: IndexOptions) -> ComputeSummary | None:
+    """``gradlens index``: a run of the training set alone, with its index and no queries (the
+    compute job with an empty query set)."""
+    fields = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)}
+    return run_compute(ComputeOptions(queries="", **fields))
 
 
 def _by_id(toks: list[Tokenized]) -> dict[str, Tokenized]:
@@ -211,6 +246,11 @@ def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Exampl
     candidates = bm25_candidates(train, queries, o.candidates, o.bm25_on)
     fault_point("compute.bm25")
     components = discover_components(net)
+    for spec in job.index:
+        try:
+            spec.index_components(components)
+        except ValueError as exc:
+            raise GradLensError(f"--index: {exc}") from None
     config = ComputeConfig.from_options(
         o,
         model_hash=model_fingerprint(net),
@@ -261,6 +301,8 @@ def _open_run(ctx: DistContext, job: _Job, setup: _Setup, lock: RunLock | None):
         try:
             if _published(job.opts.db, setup.run_id, name):
                 _remove_leftovers(job.opts.db, lock)
+                if job.index:  # the index of a published run is computed under its lock
+                    lock.acquire()
                 state = {"name": name, "status": "published", "done": set()}
             else:
                 lock.acquire()
@@ -282,9 +324,10 @@ def _open_run(ctx: DistContext, job: _Job, setup: _Setup, lock: RunLock | None):
     return state, store
 
 
-def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progress):
+def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progress, keep):
     """QueryResults to write on rank 0 (single process: all; torchrun: gathered from every
-    rank, one query per rank and round; other ranks get nothing)."""
+    rank, one query per rank and round; other ranks get nothing). ``keep``: the index's
+    extractor (or None), see ``iter_schedule``."""
     if not ctx.active:
         yield from iter_schedule(
             engine,
@@ -295,6 +338,7 @@ def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progre
             bsz,
             stats,
             progress=progress,
+            keep=keep,
         )
         return
     # contiguous slices of the schedule keep each rank's candidates shared
@@ -313,6 +357,7 @@ def _results(ctx, engine, setup: _Setup, query_cands, budget, bsz, stats, progre
         stats,
         order=order[lo:hi],
         progress=progress and ctx.is_main,
+        keep=keep,
     )
     for _ in range(rounds):
         gathered = ctx.gather(next(results, None))
@@ -328,7 +373,7 @@ def _compute_run(
     )
     fault_point("compute.model")
     setup = _setup(job, net, tokenizer, train, queries)
-    name = o.run or f"{_stem(o.queries)}-{setup.run_id[:6]}"
+    name = o.run or f"{_stem(o.queries or o.train)}-{setup.run_id[:6]}"
     lock = RunLock(o.db, setup.run_id, name) if ctx.is_main else None
     try:
         state, store = _open_run(ctx, job, setup, lock)
@@ -344,18 +389,19 @@ def _compute_run(
 
 def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_queries: int):
     """The scheduled computation of a run opened by ``_open_run``; rank 0 writes each query to
-    the work file and reports progress, then publishes the run into the database."""
+    the work file and reports progress, then publishes the run into the database. With
+    ``--index`` the examples passed for the pairs give their index rows, the rest get a pass
+    each; a run already published (or complete) gets only its index."""
     o = job.opts
     name, done, run_id = state["name"], state["done"], setup.run_id
+    build, wanted = _index_build(ctx, job, setup, state)
     if state["status"] == "published":
-        if not ctx.is_main:
-            return None
-        k = len(setup.components)
-        return ComputeSummary(name, run_id, o.db, 0, 0, k, 0, 0.0, already_complete=True)
+        return _index_published(ctx, job, setup, name, net, build, wanted)
     if state["status"] == "complete":  # computed by a job that stopped before publishing it
+        _index_only(ctx, job, setup, name, net, build, wanted)
         if not ctx.is_main:
             return None
-        return _publish(store, job, setup, name, json.loads(state["stats"]))
+        return _publish(store, job, setup, name, json.loads(state["stats"]), build)
     query_cands = {
         q: list(g.sort_values("rank")["candidate_id"])
         for q, g in setup.candidates.groupby("query_id", sort=False)
@@ -366,7 +412,15 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
             "resuming run '%s': %d of %d queries already stored", name, len(done), n_queries
         )
     projections = build_projections(job.projections, setup.components, o.seed, net)
-    engine = GradientEngine(net, setup.components, reduction=o.reduction, projections=projections)
+    shared = [p.method for p in projections]
+    engine = GradientEngine(
+        net,
+        setup.components,
+        reduction=o.reduction,
+        projections=projections,
+        index_projections=build_index_sets(job.index, setup.components, o.seed, net, shared),
+    )
+    extract = IndexExtractor(engine, job.index, setup.components, wanted) if job.index else None
     budget = job.max_memory if job.max_memory is not None else default_max_memory()
     on_gpu = str(engine.device).startswith("cuda")
     bsz = o.batch_size or (DEFAULT_CUDA_BATCH if on_gpu else 1)
@@ -379,13 +433,19 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
         reporting = reporter.reporting(INTERRUPTS)
     with engine, reporting as reporter:
         progress = not o.no_progress
-        for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress):
-            res = drop_written_norms(res, written)
-            _write_query(store, run_id, res)
+        for res in _results(ctx, engine, setup, query_cands, budget, bsz, stats, progress, extract):
+            for row in res.kept:  # before the query's rows: a rerun finds them written
+                build.write(row)
+            _write_query(store, run_id, drop_written_norms(res, written))
             reporter.advance(engine.passes)
+        if extract is not None:
+            _fill_rest(ctx, engine, extract, build, setup, bsz, reporter)
+        stats.passes = engine.passes
+    indexed = set(setup.train_tok) if job.index else set()
     run_stats = {
         "passes": ctx.sum(stats.passes),
-        "unique_examples": len(setup.query_tok) + len(set(setup.candidates["candidate_id"])),
+        "unique_examples": len(setup.query_tok)
+        + len(set(setup.candidates["candidate_id"]) | indexed),
         "evictions": ctx.sum(stats.evictions),
         "peak_cache_bytes": stats.peak_cache_bytes,
         "max_memory": budget,
@@ -397,6 +457,8 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
     }
     if not ctx.is_main:
         return None
+    if build is not None:
+        build.finalize()
     if projections:  # the paper's procedure, timed for the cost table (engine.costs)
         all_cands = {
             q: list(g.sort_values("rank")["candidate_id"])
@@ -411,7 +473,104 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
             all_cands,
             o.reduction,
         )
-    return _finish(store, job, setup, name, run_stats)
+    return _finish(store, job, setup, name, run_stats, build)
+
+
+def _toks(setup: _Setup) -> dict[str, dict[str, Tokenized]]:
+    return {"train": setup.train_tok, "query": setup.query_tok}
+
+
+def _index_build(ctx, job: _Job, setup: _Setup, state: dict):
+    """(rank 0's IndexBuild or None, the rows some method still lacks on every rank)."""
+    if not job.index:
+        return None, {}
+    build, wanted = None, {}
+    if ctx.is_main:
+        recorded = ()
+        if state["status"] == "published":
+            recorded = _recorded_methods(job.opts.db, setup.run_id)
+        row_ids = {split: list(toks) for split, toks in _toks(setup).items()}
+        build = IndexBuild(
+            job.opts.db, setup.run_id, job.index, setup.components, row_ids, recorded
+        )
+        wanted = build.missing()
+    return build, ctx.broadcast(wanted)
+
+
+def _recorded_methods(db: str, run_id: str) -> list[str]:
+    """The methods the database already describes for the run's index."""
+    with read_store(db) as target:
+        if not has_index_tables(target.con):
+            return []
+        rows = target.con.execute(
+            "SELECT DISTINCT method FROM index_files WHERE run_id = ?", [run_id]
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _fill_rest(ctx, engine, extract, build, setup: _Setup, bsz: int, reporter) -> None:
+    """After the queries: one pass for each row still missing (rank 0 knows which)."""
+    wanted = ctx.broadcast(build.missing() if ctx.is_main else None)
+    extract.wanted = {split: set(ids) for split, ids in wanted.items()}
+    todo = index_todo(wanted, _toks(setup))
+
+    def advance(n: int) -> None:
+        if reporter is not None:
+            reporter.passes = engine.passes
+            reporter.write("running")
+
+    fill_index(ctx, engine, extract, build, todo, bsz, advance)
+
+
+def _index_only(ctx, job: _Job, setup: _Setup, name: str, net, build, wanted) -> int:
+    """The index rows of a run whose pairs are all computed: one pass per missing row (every
+    rank), then rank 0 finalizes. Returns the passes of all ranks."""
+    passes = 0
+    if wanted:
+        o = job.opts
+        sets = build_index_sets(job.index, setup.components, o.seed, net)
+        engine = GradientEngine(net, setup.components, o.reduction, index_projections=sets)
+        extract = IndexExtractor(engine, job.index, setup.components, wanted)
+        todo = index_todo(wanted, _toks(setup))
+        on_gpu = str(engine.device).startswith("cuda")
+        bsz = o.batch_size or (DEFAULT_CUDA_BATCH if on_gpu else 1)
+        reporting, advance = nullcontext(None), None
+        if ctx.is_main:
+            where = progress_file(o.db, setup.run_id)
+            reporter = ProgressReporter(where, name, 0, len(todo), setup.run_id, str(o.db))
+            reporting = reporter.reporting(INTERRUPTS)
+
+            def advance(n: int) -> None:
+                for _ in range(n):
+                    reporter.advance(engine.passes)
+
+        with engine, reporting:
+            fill_index(ctx, engine, extract, build, todo, bsz, advance)
+        passes = ctx.sum(engine.passes)
+    if build is not None:
+        build.finalize()
+    return passes
+
+
+def _index_published(ctx, job: _Job, setup: _Setup, name: str, net, build, wanted):
+    """A run already in the database: compute, move into place and record the index methods
+    it lacks (its rows in one short transaction of their own)."""
+    o = job.opts
+    passes = _index_only(ctx, job, setup, name, net, build, wanted)
+    if not ctx.is_main:
+        return None
+    k, run_id = len(setup.components), setup.run_id
+    if build is None or not build.labels:
+        return ComputeSummary(name, run_id, o.db, 0, 0, k, 0, 0.0, already_complete=True)
+    build.move()
+    with write_store(o.db) as target, target.transaction():
+        build.record(target, example_frame(setup.train_tok))
+    progress_file(o.db, run_id).unlink(missing_ok=True)
+    seconds = time.perf_counter() - job.t0
+    rows = sum(len(ids) for ids in build.row_ids.values())
+    return ComputeSummary(
+        name, run_id, o.db, rows, 0, k, passes, seconds, True, indexed=tuple(build.labels)
+    )
 
 
 def _write_query(store: Store, run_id: str, res: QueryResult) -> None:
@@ -424,19 +583,28 @@ def _write_query(store: Store, run_id: str, res: QueryResult) -> None:
         store.insert("progress", run_id, pd.DataFrame({"query_id": [res.query_id]}))
 
 
-def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
+def _finish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict, build):
     """Mark the run complete in the work file with its measured stats, then ``_publish`` it."""
     run_stats = {"seconds": time.perf_counter() - job.t0} | run_stats
     store.mark_complete(setup.run_id, run_stats)
     fault_point("compute.complete")
-    return _publish(store, job, setup, name, run_stats)
+    return _publish(store, job, setup, name, run_stats, build)
 
 
-def _publish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict) -> ComputeSummary:
-    """Publish the work file's complete run into the database (a short write) and remove the
+def _publish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict, build):
+    """Publish the work file's complete run into the database (a short write; its finished
+    index moved into place first and described in the same transaction) and remove the
     job's files; the summary line's numbers (``run_stats``: the run's stored stats)."""
     store.close()
-    publish(work_file(job.opts.db, setup.run_id), job.opts.db, setup.run_id)
+    record = None
+    if build is not None and build.labels:
+        build.move()
+        examples = example_frame(setup.train_tok)
+
+        def record(target: Store) -> None:
+            build.record(target, examples)
+
+    publish(work_file(job.opts.db, setup.run_id), job.opts.db, setup.run_id, record)
     progress_file(job.opts.db, setup.run_id).unlink(missing_ok=True)
     return ComputeSummary(
         run_name=name,
@@ -448,6 +616,7 @@ def _publish(store: Store, job: _Job, setup: _Setup, name: str, run_stats: dict)
         passes=run_stats["passes"],
         seconds=run_stats["seconds"],
         evictions=run_stats["evictions"],
+        indexed=tuple(build.labels) if build is not None else (),
     )
 
 

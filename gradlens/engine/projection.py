@@ -33,7 +33,11 @@ E|p|² = |x|² for every method:
   1/sqrt(n_out); only where the ``traker`` package (module ``trak``) is importable.
 
 ``build_projections`` gives a run's projectors, one ``ProjectionSet`` per ``--project`` entry
-(``parse_projections``), for the ``GradientEngine``.
+(``parse_projections``), for the ``GradientEngine``. ``parse_index`` reads ``--index``: the
+methods ``--project`` takes, a fixed size per component (``sjlt:d64``: d_c = min(64, P_c)) and
+``exact:NAME+NAME`` (the named components' dense gradients), each optionally stored as float16
+(``sjlt:d64:float16``); ``build_index_sets`` gives the projections an index needs beyond those
+of ``--project`` (same seeds, so a method in both is computed once).
 """
 
 from __future__ import annotations
@@ -52,14 +56,18 @@ from gradlens.errors import GradLensError
 from gradlens.models.loading import Component
 
 __all__ = [
+    "IndexSpec",
     "KroneckerSketch",
     "Projector",
     "available_methods",
+    "build_index_sets",
     "build_projections",
     "component_dims",
     "component_seed",
     "derive_seed",
     "method_label",
+    "parse_index",
+    "parse_index_spec",
     "parse_project_spec",
     "parse_projections",
 ]
@@ -433,29 +441,147 @@ def build_projections(
     gets ``Projector(P_c, d_c, method, seed=component_seed(seed, c))`` on the model's device, or
     for ``kron`` a ``KroneckerSketch`` of its gradient oriented [out, in], applied to the
     factors."""
-    if not specs:
-        return []
+    return [
+        _projection_set(
+            method_label(method, fraction),
+            method,
+            component_dims([c.n_params for c in components], fraction),
+            components,
+            seed,
+            net,
+        )
+        for method, fraction in specs
+    ]
+
+
+def _projection_set(
+    label: str, method: str, dims: Sequence[int], components: Sequence[Component], seed: int, net
+) -> ProjectionSet:
+    """One method's projectors with d_c = ``dims[c]`` (see ``build_projections``)."""
     device = str(next(net.parameters()).device)
-    modules = dict(net.named_modules())
-    sets = []
-    for method, fraction in specs:
-        dims = component_dims([c.n_params for c in components], fraction)
-        if method == "kron":
-            sketches = [
-                KroneckerSketch(
-                    _term_shape(c, modules[c.module]), d, component_seed(seed, idx), device
-                )
-                for idx, (c, d) in enumerate(zip(components, dims))
-            ]
-            label = method_label(method, fraction)
-            sets.append(ProjectionSet(label, [k.project for k in sketches], factored=sketches))
-            continue
-        projectors = [
-            Projector(c.n_params, d, method, seed=component_seed(seed, idx), device=device).project
+    if method == "kron":
+        modules = dict(net.named_modules())
+        sketches = [
+            KroneckerSketch(_term_shape(c, modules[c.module]), d, component_seed(seed, idx), device)
             for idx, (c, d) in enumerate(zip(components, dims))
         ]
-        sets.append(ProjectionSet(method_label(method, fraction), projectors))
-    return sets
+        return ProjectionSet(label, [k.project for k in sketches], factored=sketches)
+    projectors = [
+        Projector(c.n_params, d, method, seed=component_seed(seed, idx), device=device).project
+        for idx, (c, d) in enumerate(zip(components, dims))
+    ]
+    return ProjectionSet(label, projectors)
+
+
+# -------------------------------------------------------------------- index specs
+
+#: Storage types an index entry may name after its method (default float32).
+INDEX_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """One ``--index`` entry. ``label``: the method as the index records it (``sjlt:0.01``,
+    ``sjlt:d64``, ``exact:L6.gate+L23.q``); ``method``: gaussian, sjlt, kron or exact;
+    ``fraction`` (``METHOD:F``) or ``dim`` (``METHOD:dN``, d_c = min(N, P_c)) for projections;
+    ``names``: the components of ``exact``; ``dtype``: float32 or float16."""
+
+    label: str
+    method: str
+    fraction: float | None = None
+    dim: int | None = None
+    names: tuple[str, ...] = ()
+    dtype: str = "float32"
+
+    def dims(self, components: Sequence[Component]) -> list[int]:
+        """d_c of every component the entry holds (``index_components`` order)."""
+        if self.method == "exact":
+            return [components[c].n_params for c in self.index_components(components)]
+        if self.dim is not None:
+            return [min(self.dim, c.n_params) for c in components]
+        return component_dims([c.n_params for c in components], self.fraction)
+
+    def index_components(self, components: Sequence[Component]) -> list[int]:
+        """component_idx held: the named ones for ``exact`` (ascending), else all; ValueError
+        naming an unknown component."""
+        if self.method != "exact":
+            return list(range(len(components)))
+        where = {c.name: i for i, c in enumerate(components)}
+        unknown = [n for n in self.names if n not in where]
+        if unknown:
+            some = ", ".join(c.name for c in components[:4])
+            raise ValueError(
+                f"{self.label}: the model has no component {unknown[0]!r} (names like {some}, ...)"
+            )
+        return sorted(where[n] for n in self.names)
+
+
+def parse_index_spec(spec: str) -> list[IndexSpec]:
+    """Parse ``"sjlt:d64,exact:L6.gate+L23.q:float16"`` into IndexSpecs; ValueError for an
+    unknown method, a bad fraction or size, an empty name list or a repeated entry."""
+    methods = tuple(m for m in available_methods() if m != "trak") + ("exact",)
+    usage = (
+        "expected METHOD:FRACTION, METHOD:dN or exact:NAME+NAME, each optionally followed by "
+        f":float16, with METHOD one of {', '.join(methods[:-1])}"
+    )
+    out: list[IndexSpec] = []
+    for item in spec.split(","):
+        item = item.strip()
+        body, dtype = item, "float32"
+        for d in INDEX_DTYPES:
+            if item.endswith(":" + d):
+                body, dtype = item[: -len(d) - 1], d
+        method, sep, arg = (p.strip() for p in body.partition(":"))
+        if not item or not sep or not arg:
+            raise ValueError(f"bad index entry {item!r} in {spec!r}: {usage}")
+        if method not in methods:
+            raise ValueError(f"unknown index method {method!r} in {spec!r}: {usage}")
+        entry = _index_entry(method, arg, dtype, usage)
+        if entry.label in [e.label for e in out]:
+            raise ValueError(f"index {entry.label} is listed twice in {spec!r}")
+        out.append(entry)
+    return out
+
+
+def _index_entry(method: str, arg: str, dtype: str, usage: str) -> IndexSpec:
+    if method == "exact":
+        names = tuple(n.strip() for n in arg.split("+"))
+        if not all(names) or len(set(names)) != len(names):
+            raise ValueError(f"bad component list {arg!r} for exact: {usage}")
+        return IndexSpec(f"exact:{'+'.join(names)}", "exact", names=names, dtype=dtype)
+    if arg.startswith("d"):
+        if not arg[1:].isdigit() or int(arg[1:]) < 1:
+            raise ValueError(f"bad size {arg!r} for {method}: {usage}")
+        return IndexSpec(f"{method}:d{int(arg[1:])}", method, dim=int(arg[1:]), dtype=dtype)
+    ((_, fraction),) = parse_project_spec(f"{method}:{arg}")
+    return IndexSpec(method_label(method, fraction), method, fraction=fraction, dtype=dtype)
+
+
+def parse_index(index: str | None) -> list[IndexSpec]:
+    """``--index``'s value as IndexSpecs ([] when not given); GradLensError naming the
+    option otherwise."""
+    if not index:
+        return []
+    try:
+        return parse_index_spec(index)
+    except ValueError as exc:
+        raise GradLensError(f"--index: {exc}") from None
+
+
+def build_index_sets(
+    specs: Sequence[IndexSpec],
+    components: Sequence[Component],
+    seed: int,
+    net,
+    shared: Sequence[str] = (),
+) -> list[ProjectionSet]:
+    """The projections the index entries need that are not among ``shared`` (the labels of
+    ``--project``, whose vectors the engine computes anyway), with the run's seeds."""
+    return [
+        _projection_set(s.label, s.method, s.dims(components), components, seed, net)
+        for s in specs
+        if s.method != "exact" and s.label not in shared
+    ]
 
 
 def _term_shape(comp: Component, module: torch.nn.Module) -> tuple[int, int]:

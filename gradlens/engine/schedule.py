@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,11 +57,13 @@ def parse_memory(text: str) -> int:
 class QueryResult:
     """Rows for one finished query: ``dots`` (method, query_id, candidate_id, component_idx,
     dot) and ``norms`` (method, split, example_id, component_idx, sqnorm) of the examples first
-    computed for it."""
+    computed for it; ``kept``: what ``iter_schedule``'s ``keep`` returned for the examples
+    computed for it (their index rows), Nones left out."""
 
     query_id: str
     dots: pd.DataFrame
     norms: pd.DataFrame
+    kept: tuple = ()
 
 
 @dataclass
@@ -105,10 +107,12 @@ def iter_schedule(
     stats: ScheduleStats,
     order: Sequence[str] | None = None,
     progress: bool = True,
+    keep: Callable[[str, ExampleGrads], object] | None = None,
 ) -> Iterator[QueryResult]:
     """Yield one QueryResult per query (in ``order``, default ``query_schedule``), computing each
     example once where the budget allows. Query norms come with their query; a training
-    example's norms come with the first query that computed it (see ``drop_written_norms``)."""
+    example's norms come with the first query that computed it (see ``drop_written_norms``).
+    ``keep(split, grads)`` sees every example as soon as it is computed (before it is cached)."""
     order = list(query_schedule(query_cands) if order is None else order)
     stats.order = order
     uses = Counter(c for q in order for c in query_cands[q])
@@ -125,6 +129,9 @@ def iter_schedule(
         stats.passes = engine.passes
         fault_point("compute.query")
         q_grads, new_train = computed[0], computed[1:]
+        kept = []
+        if keep is not None:
+            kept = [keep("query", q_grads)] + [keep("train", g) for g in new_train]
         for g in new_train:
             cache[g.example_id] = g
         norm_rows = [_norm_rows(q_grads, "query", methods)]
@@ -135,7 +142,8 @@ def iter_schedule(
             dot_rows.append(_dot_frame(qid, cid, "exact", exact[j]))
             for m in methods:
                 dot_rows.append(_dot_frame(qid, cid, m, projected_dots(q_grads, cache[cid], m)))
-        result = QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows))
+        kept = tuple(k for k in kept if k is not None)
+        result = QueryResult(qid, pd.concat(dot_rows), pd.concat(norm_rows), kept)
         for cid in cands:
             uses[cid] -= 1
         for cid in [c for c in cache if uses[c] == 0]:
@@ -158,7 +166,7 @@ def drop_written_norms(result: QueryResult, written_train: set[str]) -> QueryRes
     is_train = norms["split"] == "train"
     repeat = is_train & norms["example_id"].isin(written_train)
     written_train.update(norms.loc[is_train, "example_id"])
-    return QueryResult(result.query_id, result.dots, norms[~repeat])
+    return QueryResult(result.query_id, result.dots, norms[~repeat], result.kept)
 
 
 def _per_component(values: np.ndarray, column: str, **keys: str) -> pd.DataFrame:

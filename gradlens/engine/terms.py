@@ -158,6 +158,11 @@ class ExampleGrads:
         if flat.device.type == "cpu":  # shares memory with proj[method]
             self._flat[method] = (flat.numpy(), _starts(sizes))
 
+    def drop_projection(self, method: str) -> None:
+        """Forget ``method``'s projected gradient (one only an index keeps, once written)."""
+        self.proj.pop(method, None)
+        self._flat.pop(method, None)
+
     def proj_flat(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         """(p float32 [sum d_c] on the CPU, start offsets int64 [K]) of ``proj[method]``."""
         if method not in self._flat:

@@ -60,6 +60,7 @@ __all__ = [
     "RunIndex",
     "TopK",
     "ensure_index_tables",
+    "has_index_tables",
     "index_methods",
     "index_root",
     "method_slug",
@@ -125,7 +126,8 @@ def ensure_index_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(INDEX_DDL)
 
 
-def _has_index_tables(con: duckdb.DuckDBPyConnection) -> bool:
+def has_index_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s database has the index tables (their first writer creates them)."""
     rows = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND table_name IN ('index_files', 'index_rows')"
@@ -491,7 +493,7 @@ def index_methods(db: str | Path, run: str) -> list[str]:
     """The methods indexed for ``run`` (name or id) in ``db``, sorted; [] when none."""
     with read_store(db) as store:
         run_id = store.resolve(run)["run_id"]
-        if not _has_index_tables(store.con):
+        if not has_index_tables(store.con):
             return []
         rows = store.con.execute(
             "SELECT DISTINCT method FROM index_files WHERE run_id = ? ORDER BY method", [run_id]
@@ -507,7 +509,7 @@ def open_index(db: str | Path, run: str, method: str) -> RunIndex:
         run_id = run_row["run_id"]
         files = pd.DataFrame()
         rows = pd.DataFrame()
-        if _has_index_tables(store.con):
+        if has_index_tables(store.con):
             files = store.con.execute(
                 "SELECT * FROM index_files WHERE run_id = ? AND method = ? "
                 "ORDER BY split, component_idx",

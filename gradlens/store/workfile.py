@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from gradlens.errors import DatabaseLockedError, GradLensError
@@ -21,6 +22,7 @@ from gradlens.faults import fault_point
 from gradlens.files import Progress, read_progress
 from gradlens.store.connect import write_store
 from gradlens.store.database import DATA_TABLES, Store
+from gradlens.store.index import INDEX_TABLES, ensure_index_tables, has_index_tables
 
 __all__ = [
     "RunLock",
@@ -89,17 +91,26 @@ def open_work_store(db: str | Path, run_id: str, name: str) -> Store:
         ) from None
 
 
-def publish(work: str | Path, db: str | Path, run_id: str) -> None:
+def publish(
+    work: str | Path,
+    db: str | Path,
+    run_id: str,
+    record: Callable[[Store], None] | None = None,
+) -> None:
     """Copy every row of ``run_id`` from the finished work file into ``db`` (replacing any
-    earlier rows of that run) in one transaction under a short write lock, then delete the work
-    file. The work file must be closed."""
+    earlier rows of that run, its index description included) in one transaction under a short
+    write lock, then delete the work file. The work file must be closed. ``record(store)`` adds
+    rows inside the same transaction (the run's index, already moved into place)."""
     work = Path(work)
     tables = ("runs",) + tuple(t for t in DATA_TABLES if t != "progress")
     with write_store(db) as store:
         store.con.execute("ATTACH ? AS work (READ_ONLY)", [str(work)])
         try:
             with store.transaction():
-                for table in ("runs",) + DATA_TABLES:
+                indexed = record is not None or has_index_tables(store.con)
+                if indexed:
+                    ensure_index_tables(store.con)
+                for table in ("runs",) + DATA_TABLES + (INDEX_TABLES if indexed else ()):
                     store.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
                 for table in tables:
                     store.con.execute(
@@ -107,6 +118,8 @@ def publish(work: str | Path, db: str | Path, run_id: str) -> None:
                         [run_id],
                     )
                     fault_point("compute.publish")
+                if record is not None:
+                    record(store)
         finally:
             store.con.execute("DETACH work")
     fault_point("compute.published")
