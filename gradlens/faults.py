@@ -25,6 +25,12 @@ rows of an uninterrupted run, ``tests/cli/test_kill.py``):
 ``compute.published``       the run is published; the job's work and progress files remain
 ``index.write``             inside the write of the N-th index row this process writes: its vectors
                             and norms are in the work folder, the row is not yet marked written
+``index.finalized``         every index row is written and each method's folder described
+                            (digests); nothing moved into place
+``index.moved``             the finished index folders are in ``X.index/<run_id>/``; the database
+                            does not describe them yet
+``index.record``            inside the transaction that describes an index in the database, after
+                            its files' rows (the publish of a run, or a published run's own)
 ``generate.model``          the model is loaded; nothing generated yet
 ``generate.line``           the N-th completion is appended (and flushed) to ``OUT.partial``
 ``generate.out``            every completion is written to a temporary file beside OUT, which
@@ -59,6 +65,9 @@ POINTS = frozenset(
         "compute.publish",
         "compute.published",
         "index.write",
+        "index.finalized",
+        "index.moved",
+        "index.record",
         "generate.model",
         "generate.line",
         "generate.out",
