@@ -405,10 +405,18 @@ class Store:
         return {r[0] for r in rows}
 
     def delete_run(self, run_id: str) -> None:
-        """Remove the run and every row of it, in one transaction."""
+        """Remove the run and every row of it, in one transaction, then its index folder
+        (``X.index/<run_id>/``; inside a caller's transaction the caller places or removes it,
+        as ``import --from`` does)."""
+        from gradlens.store.index import INDEX_TABLES, has_index_tables, remove_run_index
+
+        outer = self._in_transaction
+        index_tables = INDEX_TABLES if has_index_tables(self.con) else ()
         with self.transaction():
-            for table in DATA_TABLES + ("runs",):
+            for table in DATA_TABLES + ("runs",) + index_tables:
                 self.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        if not outer:
+            remove_run_index(self.path, run_id)
 
     # -- reads -------------------------------------------------------------------------------
     def frame(self, table: str, run_id: str, method: str | None = None) -> pd.DataFrame:
@@ -429,7 +437,8 @@ class Store:
         return [r[0] for r in rows]
 
     def export(self, run_id: str, out_dir: str | Path) -> list[Path]:
-        """Write each of ``EXPORT_TABLES``' rows of the run to ``out_dir/<table>.parquet``.
+        """Write each of ``EXPORT_TABLES``' rows of the run to ``out_dir/<table>.parquet``, and
+        its index (if any) into ``out_dir/index/`` (``gradlens.store.index.export_index``).
 
         Written through Arrow (no SQL string holds the path, so any file name works)."""
         import pyarrow.parquet as pq
@@ -453,4 +462,6 @@ class Store:
             ).to_arrow_table()
             pq.write_table(rows, path)
             paths.append(path)
-        return paths
+        from gradlens.store.index import export_index  # the run's index, into out/index/
+
+        return paths + export_index(self.con, self.path, run_id, out)

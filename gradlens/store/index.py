@@ -33,6 +33,7 @@ Reading: ``index_methods``, ``open_index`` -> ``RunIndex`` (memory-mapped, read-
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -60,14 +61,21 @@ __all__ = [
     "RunIndex",
     "TopK",
     "ensure_index_tables",
+    "export_index",
+    "exported_index",
     "has_index_tables",
     "index_methods",
+    "index_digest",
     "index_root",
     "method_slug",
     "open_index",
+    "place_index",
     "publish_folder",
     "read_description",
+    "remove_run_index",
+    "restore_index_rows",
     "run_index_dir",
+    "stage_index",
     "work_index_dir",
 ]
 
@@ -543,3 +551,109 @@ def open_index(db: str | Path, run: str, method: str) -> RunIndex:
         n_query=len(ids.get("query", ())),
     )
     return RunIndex(folder, info, ids)
+
+
+# -- export and restore ----------------------------------------------------------------------
+
+#: The folder of an export (``gradlens export``) that carries the run's index.
+EXPORT_FOLDER = "index"
+
+
+def remove_run_index(db: str | Path, run_id: str) -> None:
+    """Delete the run's index folder (with its run: ``Store.delete_run``)."""
+    shutil.rmtree(run_index_dir(db, run_id), ignore_errors=True)
+
+
+def export_index(con: duckdb.DuckDBPyConnection, db: str | Path, run_id: str, out: Path) -> list:
+    """Write the run's index into ``out/index/``: its ``index_files`` and ``index_rows`` rows as
+    Parquet beside the method folders, copied as they are. [] (and no folder) without one."""
+    import pyarrow.parquet as pq
+
+    target = out / EXPORT_FOLDER
+    shutil.rmtree(target, ignore_errors=True)
+    if not has_index_tables(con):
+        return []
+    methods = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT method FROM index_files WHERE run_id = ? ORDER BY method", [run_id]
+        ).fetchall()
+    ]
+    if not methods:
+        return []
+    for method in methods:
+        shutil.copytree(
+            run_index_dir(db, run_id) / method_slug(method), target / method_slug(method)
+        )
+    paths = []
+    for table in INDEX_TABLES:
+        rows = con.sql(
+            f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", params=[run_id]
+        ).to_arrow_table()
+        paths.append(target / f"{table}.parquet")
+        pq.write_table(rows, paths[-1])
+    return paths
+
+
+def exported_index(folder: Path) -> Path | None:
+    """The ``index/`` folder of an export, or None when the export carries no index."""
+    target = folder / EXPORT_FOLDER
+    return target if (target / "index_files.parquet").exists() else None
+
+
+def _exported_files(con: duckdb.DuckDBPyConnection, target: Path, run_id: str) -> pd.DataFrame:
+    """The export's ``index_files`` rows, checked: the run's own, every file present with its
+    digest. GradLensError naming the file otherwise."""
+    path = target / "index_files.parquet"
+    try:
+        rows = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).df()
+    except duckdb.Error as exc:
+        raise GradLensError(f"{path}: cannot read as Parquet: {str(exc).splitlines()[0]}") from None
+    want = {"run_id", "method", "split", "component_idx", "dim", "dtype", "file", "digest"}
+    if set(rows.columns) != want or (rows["run_id"] != run_id).any():
+        raise GradLensError(f"{path}: not the index_files of run {run_id}")
+    for r in rows.itertuples(index=False):
+        f = target / r.file
+        if not f.is_file():
+            raise GradLensError(f"{f}: index file not found (listed in {path})")
+        if r.digest and file_digest(f) != r.digest:
+            raise GradLensError(f"{f}: its bytes differ from the digest {path} records")
+    return rows
+
+
+def index_digest(target: Path) -> str:
+    """blake2b-128 over the export index's files (relative names, sorted, and contents)."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(p for p in target.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(target)).encode() + b"\0" + file_digest(f).encode())
+    return h.hexdigest()
+
+
+def stage_index(con: duckdb.DuckDBPyConnection, target: Path, db: str | Path, run_id: str) -> Path:
+    """Check the export's index (``_exported_files``) and copy its method folders into a
+    staging folder beside ``X.index/<run_id>/``; returns it (move it with ``place_index``)."""
+    rows = _exported_files(con, target, run_id)
+    staging = index_root(db) / f".{run_id}.restoring"
+    shutil.rmtree(staging, ignore_errors=True)
+    for slug in sorted({f.split("/")[0] for f in rows["file"]}):
+        shutil.copytree(target / slug, staging / slug)
+    return staging
+
+
+def place_index(staging: Path, db: str | Path, run_id: str) -> None:
+    """Move a staged index into ``X.index/<run_id>/`` (replacing the run's old one)."""
+    replace_folder(staging, run_index_dir(db, run_id))
+
+
+def restore_index_rows(store, target: Path, run_id: str) -> dict[str, int]:
+    """Insert the export's ``index_files`` and ``index_rows`` (inside the caller's
+    transaction); rows inserted per table."""
+    ensure_index_tables(store.con)
+    out = {}
+    for table in INDEX_TABLES:
+        path = target / f"{table}.parquet"
+        out[table] = store.con.execute(
+            f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?) WHERE run_id = ?",
+            [str(path), run_id],
+        ).fetchone()[0]
+    return out
