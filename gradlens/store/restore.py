@@ -8,6 +8,11 @@ A digest of the folder's files is recorded in the ``restored`` table: restoring 
 again is a no-op; other files (or a missing run) replace the run. The replacement (deleting the
 old rows and inserting every table) is one transaction, so an interrupted restore leaves the
 database as it was.
+
+An export's ``index/`` folder (the run's index, ``gradlens.store.index``) is checked against
+the digests it lists, copied beside the database and moved into ``X.index/<run_id>/`` just
+before that transaction, which also inserts its ``index_files`` and ``index_rows``; it counts in
+the folder's digest. A run restored from an export without one loses its old index.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from gradlens.faults import fault_point
 from gradlens.files import file_digest
 from gradlens.store.connect import write_store
 from gradlens.store.database import ADDED_TABLES, EXPORT_TABLES
+from gradlens.store.index import (
+    exported_index,
+    index_digest,
+    place_index,
+    remove_run_index,
+    restore_index_rows,
+    stage_index,
+)
 
 __all__ = ["RestoreSummary", "folder_digest", "restore_run"]
 
@@ -137,7 +150,11 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
     t0 = time.perf_counter()
     folder = Path(folder)
     files = _table_files(folder)
+    index = exported_index(folder)
     digest = folder_digest(files)
+    if index is not None:
+        both = f"{digest}:{index_digest(index)}".encode()
+        digest = hashlib.blake2b(both, digest_size=16).hexdigest()
     with write_store(db) as store:
         con = store.con
         for table, path in files.items():
@@ -155,6 +172,8 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
         if existing is not None and [r[0] for r in recorded] == [digest]:
             return RestoreSummary(name, run_id, str(db), str(folder), digest, {}, 0.0, True)
         rows = {}
+        if index is not None:
+            place_index(stage_index(con, index, db, run_id), db, run_id)
         try:
             with store.transaction():
                 store.delete_run(run_id)
@@ -163,10 +182,14 @@ def restore_run(db: str | Path, folder: str | Path) -> RestoreSummary:
                         f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)]
                     ).fetchone()[0]
                     fault_point("restore.write")
+                if index is not None:
+                    rows |= restore_index_rows(store, index, run_id)
                 con.execute("INSERT INTO restored VALUES (?, ?, ?)", [run_id, str(folder), digest])
         except duckdb.Error as exc:
             msg = str(exc).splitlines()[0]
             raise GradLensError(f"cannot restore {folder} into {db}: {msg}") from None
+        if index is None:
+            remove_run_index(db, run_id)
     seconds = time.perf_counter() - t0
     return RestoreSummary(
         name, run_id, str(db), str(folder), digest, rows, seconds, replaced=existing is not None
