@@ -4,26 +4,32 @@ After Katz, Belinkov, Geva and Wolf (2024), "Backward Lens: Projecting Language 
 into the Vocabulary Space". For one prompt and a target, one backward pass gives, per layer ℓ and
 prompt position t:
 
-- ``x_t``: the input of the layer's first MLP matrix (``up`` / ``c_fc`` / ``fc_in``), captured by
-  a forward hook; its logit lens is the *imprint* of the position on that matrix's gradient;
+- ``x_t``: the input of the layer's first MLP matrix FF1 (``up`` / ``c_fc`` / ``fc_in``),
+  captured by a forward hook; its logit lens is the *imprint* of the position on FF1's gradient;
 - ``δ_t = ∂L/∂y_t``: the gradient of the loss w.r.t. the output ``y_t`` of the MLP's last matrix
-  (``down`` / ``c_proj`` / ``fc_out``), captured by a tensor hook. Its logit lens, taken on
-  ``−δ_t`` (the direction a gradient-descent step moves the output in), names the tokens the
-  update promotes and demotes.
+  FF2 (``down`` / ``c_proj`` / ``fc_out``), captured by a tensor hook. A gradient step moves the
+  output along ``−δ_t``. Two readings of it: its logit lens names the tokens the update promotes
+  and demotes; its raw cosine with the target's row of the output embedding is the paper's
+  *shift* (the step writes the target's embedding into the residual stream).
 
-By the lemma of the paper the first MLP matrix's gradient is ``Σ_t δ'_t x_tᵀ`` (``δ'_t`` the
-gradient at that matrix's output), so its rank is at most the number of positions ``n``;
-``ff1_rank`` is its numeric rank (``torch.linalg.matrix_rank`` on the float32 gradient at the
-default tolerance; in float64 the round-off would count as rank).
+By the lemma of the paper FF1's gradient is ``Σ_t δ'_t x_tᵀ`` (``δ'_t`` the gradient at FF1's
+output), so its rank is at most the number of positions ``n``. ``ff1_rank`` is the numeric rank
+``torch.linalg.matrix_rank`` gives that float32 gradient (singular values above
+``σ_max · max(shape) · eps(float32)``), computed from the two ``n``-row factors (the singular
+values of ``R_δ' R_xᵀ``, both from QR) instead of an SVD of the whole matrix.
 
 The logit lens here is the model's final norm followed by the unembedding, applied to a vector
 first scaled to unit RMS: the lens reads a direction, and a gradient is many orders of magnitude
 smaller than a hidden state, so without the scaling the norm's ε (and a LayerNorm's bias) would
-swamp it. For an RMSNorm model the ranking is the same with or without the scaling.
+swamp it. For an RMSNorm model the ranking is the same with or without the scaling, and the
+least probable tokens of ``δ`` are exactly the top of ``−δ`` (the lens is odd); a LayerNorm's
+bias is added to both ``δ`` and ``−δ``, so for GPT-2 the paper's reading (the least probable
+tokens of ``δ``) and the top of ``−δ`` can differ.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,8 +45,13 @@ from gradlens.models.surgery import (
     logit_lens,
     mlp_modules,
     model_device,
+    unembedding,
 )
 from gradlens.models.tokens import decode_each
+
+TokenGrid = tuple[tuple[tuple[str, ...], ...], ...]
+#: Rows the logit lens reads per call (a 256 × 49,152 block of logits is 50 MB in float32).
+LENS_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -51,10 +62,14 @@ class BackwardLens:
     tokenizer gives them; with ``whole_target`` followed by the target's tokens but its last);
     target_tokens: the target's tokens (the first is the one ranked); loss: its value;
     vjp_norm [layers, n]: ‖δ_t‖ at each layer's MLP output; vjp_top / vjp_bottom [layers][n][k]:
-    tokens the logit lens of −δ_t promotes / demotes (empty where δ_t = 0); imprint_top
-    [layers][n][k]: logit lens of x_t, the first MLP matrix's input; target_rank [layers, n]:
-    rank (1 = top) of the target's first token in the −δ_t projection, 0 where δ_t = 0;
-    ff1_rank [layers]: numeric rank of the first MLP matrix's gradient (≤ n).
+    tokens the logit lens of −δ_t promotes / demotes (empty where δ_t = 0); delta_bottom
+    [layers][n][k]: the least probable tokens of δ_t under the logit lens (the paper's reading;
+    equal to vjp_top without a norm bias); imprint_top [layers][n][k]: logit lens of x_t, FF1's
+    input; target_rank [layers, n]: rank (1 = top) of the target's first token in the −δ_t
+    projection, 0 where δ_t = 0; target_cosine [layers, n]: cosine of the raw −δ_t with the
+    target's row of the output embedding (0 where δ_t = 0); target_cosine_rank [layers, n]: the
+    target's rank (1 = top) among all vocabulary rows by that cosine, 0 where δ_t = 0;
+    ff1_rank [layers]: numeric rank of FF1's gradient (≤ n); ff1_shape: that gradient's shape.
     """
 
     prompt: str
@@ -64,10 +79,13 @@ class BackwardLens:
     target_tokens: tuple[str, ...]
     loss: float
     vjp_norm: np.ndarray
-    vjp_top: tuple[tuple[tuple[str, ...], ...], ...]
-    vjp_bottom: tuple[tuple[tuple[str, ...], ...], ...]
-    imprint_top: tuple[tuple[tuple[str, ...], ...], ...]
+    vjp_top: TokenGrid
+    vjp_bottom: TokenGrid
+    delta_bottom: TokenGrid
+    imprint_top: TokenGrid
     target_rank: np.ndarray
+    target_cosine: np.ndarray
+    target_cosine_rank: np.ndarray
     ff1_rank: np.ndarray
     ff1_shape: tuple[int, int]
 
@@ -79,8 +97,24 @@ class BackwardLens:
     def n_layers(self) -> int:
         return int(self.vjp_norm.shape[0])
 
+    @property
+    def answer_position(self) -> int:
+        """The prompt's last position: the one that predicts the target's first token."""
+        return self.n_tokens - 1 - (len(self.target_tokens) - 1 if self.whole_target else 0)
+
+    @property
+    def bottom_differs(self) -> np.ndarray:
+        """[layers, n] bool: the least probable tokens of δ_t are not the top of −δ_t."""
+        return np.array(
+            [[b != t for b, t in zip(bs, ts)] for bs, ts in zip(self.delta_bottom, self.vjp_top)],
+            dtype=bool,
+        ).reshape(self.vjp_norm.shape)
+
     def frame(self) -> pd.DataFrame:
-        """One row per (layer, position): norm, target rank and the top-k token lists."""
+        """One row per (layer, position): norm, the target's ranks and cosine, the token lists
+        (``least_probable``: the least probable tokens of δ where they differ from the
+        promoted ones, else empty)."""
+        differs = self.bottom_differs
         rows = []
         for layer in range(self.n_layers):
             for pos, token in enumerate(self.tokens):
@@ -91,12 +125,30 @@ class BackwardLens:
                         "token": token,
                         "vjp_norm": float(self.vjp_norm[layer, pos]),
                         "target_rank": int(self.target_rank[layer, pos]),
+                        "target_cosine": float(self.target_cosine[layer, pos]),
+                        "cosine_rank": int(self.target_cosine_rank[layer, pos]),
                         "promoted": list(self.vjp_top[layer][pos]),
                         "demoted": list(self.vjp_bottom[layer][pos]),
+                        "least_probable": list(self.delta_bottom[layer][pos])
+                        if differs[layer, pos]
+                        else [],
                         "imprint": list(self.imprint_top[layer][pos]),
                     }
                 )
         return pd.DataFrame(rows)
+
+    def shift_frame(self) -> pd.DataFrame:
+        """Per layer, at ``answer_position``: the shift (cosine of −δ with the target's output
+        embedding) and the target's rank by that cosine and by the logit lens."""
+        t = self.answer_position
+        return pd.DataFrame(
+            {
+                "layer": np.arange(self.n_layers),
+                "target_cosine": self.target_cosine[:, t],
+                "cosine_rank": self.target_cosine_rank[:, t].astype(int),
+                "logit_lens_rank": self.target_rank[:, t].astype(int),
+            }
+        )
 
     def rank_frame(self) -> pd.DataFrame:
         """ff1_rank per layer beside n."""
@@ -105,12 +157,28 @@ class BackwardLens:
                 "layer": np.arange(self.n_layers),
                 "ff1_rank": self.ff1_rank.astype(int),
                 "n_tokens": self.n_tokens,
-                "rank_le_n": self.ff1_rank <= self.n_tokens,
+                "rank_equals_n": self.ff1_rank == self.n_tokens,
             }
         )
 
 
-def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> tuple:
+@dataclass(frozen=True)
+class MlpPass:
+    """One forward and one backward pass, read at every layer's MLP over all S positions of the
+    sequence (float32): x [L, S, d], FF1's input; d1 [L, S, f], ∂L/∂(FF1's output); delta
+    [L, S, d], ∂L/∂(FF2's output) (zero where the loss does not reach it); loss (a scalar)."""
+
+    x: torch.Tensor
+    d1: torch.Tensor
+    delta: torch.Tensor
+    loss: torch.Tensor
+
+    def ff1_ranks(self) -> list[int]:
+        """The numeric rank of each layer's FF1 gradient ``Σ_t d1_t x_tᵀ``."""
+        return [factored_rank(d, x) for d, x in zip(self.d1, self.x)]
+
+
+def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> TokenGrid:
     """ids [L, n, k] -> nested tuples of decoded tokens; cells where ``empty`` [L, n] get ()."""
     flat = decode_each(tokenizer, ids.reshape(-1).tolist())
     L, n, k = ids.shape
@@ -142,38 +210,45 @@ def backward_lens(
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    prompt_ids, target_ids = _token_ids(tokenizer, prompt, target)
+    prompt_ids, target_ids = token_ids(tokenizer, prompt, target)
     ids = prompt_ids + (target_ids if whole_target else [])
     # Positions that the loss reaches: the prompt (plus the target but its last token).
     n = len(prompt_ids) + (len(target_ids) - 1 if whole_target else 0)
-
-    def loss_of(input_ids: torch.Tensor) -> torch.Tensor:
-        return _loss(model, input_ids, len(prompt_ids), target_ids, whole_target)
-
-    x, delta, loss, grads = _mlp_gradients(model, ids, n, loss_of)
+    n_prompt = len(prompt_ids)
+    run = mlp_pass(model, ids, lambda t: target_loss(model, t, n_prompt, target_ids, whole_target))
+    x, delta = run.x[:, :n], run.delta[:, :n]
     vjp_norm = delta.norm(dim=-1)  # [L, n]
     empty = vjp_norm == 0
-    top, bottom, rank, imprint = _read_lenses(model, len(tokenizer), x, delta, target_ids[0], top_k)
-    rank = torch.where(empty, torch.zeros_like(rank), rank)
-    ff1_rank = [int(torch.linalg.matrix_rank(_tall(g.detach().float()))) for g in grads]
+    read = _read_lenses(model, len(tokenizer), x, delta, target_ids[0], top_k)
+    cosine, cosine_rank = target_cosines(model, len(tokenizer), -delta, target_ids[0])
+
+    def grid(name: str, blank: torch.Tensor = empty) -> TokenGrid:
+        return _decode_grid(tokenizer, read[name].cpu(), blank.cpu())
+
+    def zeroed(values: torch.Tensor) -> torch.Tensor:
+        return torch.where(empty, torch.zeros_like(values), values).cpu()
+
     return BackwardLens(
         prompt=prompt,
         target=target,
         whole_target=whole_target,
         tokens=tuple(decode_each(tokenizer, ids[:n])),
         target_tokens=tuple(decode_each(tokenizer, target_ids)),
-        loss=float(loss.detach()),
+        loss=float(run.loss.detach()),
         vjp_norm=vjp_norm.cpu().numpy().astype(np.float64),
-        vjp_top=_decode_grid(tokenizer, top.cpu(), empty.cpu()),
-        vjp_bottom=_decode_grid(tokenizer, bottom.cpu(), empty.cpu()),
-        imprint_top=_decode_grid(tokenizer, imprint.cpu(), torch.zeros_like(empty).cpu()),
-        target_rank=rank.cpu().numpy().astype(np.int64),
-        ff1_rank=np.array(ff1_rank, dtype=np.int64),
-        ff1_shape=tuple(grads[0].shape),
+        vjp_top=grid("top"),
+        vjp_bottom=grid("bottom"),
+        delta_bottom=grid("delta_bottom"),
+        imprint_top=grid("imprint", torch.zeros_like(empty)),
+        target_rank=zeroed(read["rank"]).numpy().astype(np.int64),
+        target_cosine=zeroed(cosine).numpy().astype(np.float64),
+        target_cosine_rank=zeroed(cosine_rank).numpy().astype(np.int64),
+        ff1_rank=np.array(run.ff1_ranks(), dtype=np.int64),
+        ff1_shape=tuple(mlp_modules(model)[0][0].weight.shape),
     )
 
 
-def _token_ids(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+def token_ids(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
     """The prompt's ids (as the tokenizer gives them) and the target's (no special tokens);
     GradLensError where either is empty."""
     prompt_ids = list(tokenizer(prompt)["input_ids"])
@@ -185,12 +260,18 @@ def _token_ids(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int
     return prompt_ids, target_ids
 
 
-def _loss(
+def next_token_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """The logits [V] (float32) at the last position of ``input_ids`` [1, S]."""
+    out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
+    return out.logits[0, -1].float()
+
+
+def target_loss(
     model: nn.Module,
     input_ids: torch.Tensor,
     n_prompt: int,
     target_ids: list[int],
-    whole_target: bool,
+    whole_target: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of the target's first token after the prompt, or with ``whole_target`` the
     mean over the target's tokens (teacher-forced: ``input_ids`` holds prompt and target)."""
@@ -201,80 +282,118 @@ def _loss(
             logits[n_prompt - 1 : n_prompt - 1 + len(target_ids)],
             torch.tensor(target_ids, device=device),
         )
-    out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
-    return F.cross_entropy(out.logits[0, -1:].float(), torch.tensor(target_ids[:1], device=device))
+    logits = next_token_logits(model, input_ids)
+    return F.cross_entropy(logits[None], torch.tensor(target_ids[:1], device=device))
 
 
-def _mlp_gradients(
-    model: nn.Module, ids: list[int], n: int, loss_of
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """One forward and one backward pass of ``loss_of(input_ids)`` with every weight frozen but
-    the first MLP matrices. Returns x [L, n, d] (each first MLP matrix's input), δ [L, n, d]
-    (the gradient at each last MLP matrix's output; zero where the loss does not reach it), the
-    loss and the first MLP matrices' gradients (all hooks removed, the model's flags restored).
-    """
+def mlp_pass(
+    model: nn.Module, ids: list[int], loss_of: Callable[[torch.Tensor], torch.Tensor]
+) -> MlpPass:
+    """One forward and one backward pass of ``loss_of(input_ids)``, every weight frozen but the
+    FF1 matrices (so that the MLP outputs carry a graph; their weight gradients are never
+    formed). Hooks record FF1's input and FF1's and FF2's outputs; autograd then gives the
+    gradients at those outputs. Hooks are removed, the model's flags and mode restored."""
     firsts, lasts = mlp_modules(model)
-    xs: list[torch.Tensor | None] = [None] * len(firsts)
-    deltas: list[torch.Tensor | None] = [None] * len(firsts)
+    xs: list[torch.Tensor] = []
+    outs: dict[str, list[torch.Tensor]] = {"first": [], "last": []}
 
-    def first_hook(i):
+    def record(kind: str, keep_input: bool):
         def hook(module, args, output):
-            xs[i] = args[0].detach()[0, :n]
+            if keep_input:
+                xs.append(args[0].detach()[0])
+            outs[kind].append(output)
 
         return hook
 
-    def last_hook(i):
-        def hook(module, args, output):
-            if not output.requires_grad:
-                return
-
-            def save(grad):
-                deltas[i] = grad.detach()[0, :n]
-
-            output.register_hook(save)
-
-        return hook
-
-    device = model_device(model)
-    weights = [m.weight for m in firsts]
     handles = []
     try:
-        with frozen(model, keep=weights):
-            for i, (f, last) in enumerate(zip(firsts, lasts)):
-                handles.append(f.register_forward_hook(first_hook(i)))
-                handles.append(last.register_forward_hook(last_hook(i)))
+        with frozen(model, keep=[m.weight for m in firsts]):
+            for first, last in zip(firsts, lasts):
+                handles.append(first.register_forward_hook(record("first", True)))
+                handles.append(last.register_forward_hook(record("last", False)))
             with torch.enable_grad():
-                loss = loss_of(torch.tensor([ids], device=device))
-                grads = torch.autograd.grad(loss, weights)
+                loss = loss_of(torch.tensor([ids], device=model_device(model)))
+                grads = torch.autograd.grad(
+                    loss, outs["first"] + outs["last"], allow_unused=True, materialize_grads=True
+                )
     finally:
         for h in handles:
             h.remove()
-    zero = torch.zeros(n, xs[0].shape[-1], device=device)
-    delta = torch.stack([d if d is not None else zero for d in deltas]).float()
-    return torch.stack(xs).float(), delta, loss, grads
+    layers = len(firsts)
+    d1 = torch.stack([g[0] for g in grads[:layers]]).float()
+    delta = torch.stack([g[0] for g in grads[layers:]]).float()
+    return MlpPass(torch.stack(xs).float(), d1, delta, loss.detach())
+
+
+def factored_rank(d1: torch.Tensor, x: torch.Tensor) -> int:
+    """``torch.linalg.matrix_rank`` of the float32 matrix ``d1ᵀ x`` (d1 [S, f], x [S, d]) at
+    its default tolerance, ``σ_max · max(f, d) · eps(float32)``. With S < min(f, d) the
+    singular values come from the S × S matrix ``R_d1 R_xᵀ`` (QR of d1ᵀ and xᵀ, float64):
+    ``d1ᵀ x = Q_d1 (R_d1 R_xᵀ) Q_xᵀ`` with orthonormal ``Q``s."""
+    S, f = d1.shape
+    d = x.shape[1]
+    if S >= min(f, d):
+        full = (d1.T @ x).float()
+        return int(torch.linalg.matrix_rank(full if f >= d else full.T.contiguous()))
+    r_d1 = torch.linalg.qr(d1.double().T, mode="r").R
+    r_x = torch.linalg.qr(x.double().T, mode="r").R
+    sigma = torch.linalg.svdvals(r_d1 @ r_x.T)
+    tol = sigma.max() * max(f, d) * torch.finfo(torch.float32).eps
+    return int((sigma > tol).sum())
+
+
+def target_cosines(
+    model: nn.Module, n_vocab: int, v: torch.Tensor, target: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For vectors ``v`` [..., d]: their cosine with the target's row of the output embedding
+    (the raw vector: no norm, no scaling), and the target's rank (1 = top) among the first
+    ``n_vocab`` rows by that cosine. Float32; 0 cosine for a zero vector."""
+    weight = getattr(unembedding(model), "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise GradLensError(f"{type(model).__name__}'s output embedding has no weight matrix")
+    with torch.no_grad():
+        rows = weight[:n_vocab].float()
+        row_norm = rows.norm(dim=-1)
+        row_norm = torch.where(row_norm > 0, row_norm, torch.ones_like(row_norm))
+        flat = v.reshape(-1, v.shape[-1]).float()
+        v_norm = flat.norm(dim=-1, keepdim=True)
+        cos = (flat @ rows.T) / row_norm / torch.where(v_norm > 0, v_norm, torch.ones_like(v_norm))
+        cos_target = cos[:, target]
+        rank = (cos > cos_target[:, None]).sum(-1) + 1
+    return cos_target.reshape(v.shape[:-1]), rank.reshape(v.shape[:-1])
 
 
 def _read_lenses(
     model: nn.Module, n_vocab: int, x: torch.Tensor, delta: torch.Tensor, target: int, top_k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The logit lens of −δ and of x (both [L, n, d]) over the tokenizer's ``n_vocab`` tokens:
-    ids [L, n, k] of the tokens −δ promotes and demotes most, the rank [L, n] (1 = top) of
-    ``target`` in −δ's projection, and ids [L, n, k] of x's top tokens (the imprint)."""
+) -> dict[str, torch.Tensor]:
+    """The logit lens of −δ, δ and x (all [L, n, d]) over the tokenizer's ``n_vocab`` tokens:
+    ids [L, n, k] of the tokens −δ promotes (``top``) and demotes (``bottom``) most, of δ's
+    least probable tokens (``delta_bottom``) and of x's top tokens (``imprint``); the rank
+    [L, n] (1 = top) of ``target`` in −δ's projection."""
     n_layers, n, hidden = delta.shape
-    lens_vjp = logit_lens(model, -delta.reshape(-1, hidden)).reshape(n_layers, n, -1)
-    vocab = min(lens_vjp.shape[-1], n_vocab)
-    lens_vjp = lens_vjp[..., :vocab]
-    k = min(top_k, vocab)
-    top = lens_vjp.topk(k, dim=-1).indices
-    bottom = (-lens_vjp).topk(k, dim=-1).indices
-    target_logit = lens_vjp[..., target].unsqueeze(-1)
-    rank = (lens_vjp > target_logit).sum(-1) + 1
-    del lens_vjp
-    lens_x = logit_lens(model, x.reshape(-1, hidden)).reshape(n_layers, n, -1)[..., :vocab]
-    return top, bottom, rank, lens_x.topk(k, dim=-1).indices
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("top", "bottom", "rank")}
+    flat = delta.reshape(-1, hidden)
+    # LENS_ROWS rows at a time: each call reads the whole unembedding once, and the logits of
+    # every row at once would not fit for a long prompt.
+    for rows in flat.split(LENS_ROWS):
+        minus = logit_lens(model, -rows)[:, :n_vocab]
+        k = min(top_k, minus.shape[-1])
+        out["top"].append(minus.topk(k, dim=-1).indices)
+        out["bottom"].append((-minus).topk(k, dim=-1).indices)
+        out["rank"].append((minus > minus[:, target : target + 1]).sum(-1) + 1)
+    read = {name: torch.cat(parts) for name, parts in out.items()}
+    read["delta_bottom"] = _lens_top(model, flat, n_vocab, top_k, lowest=True)
+    read["imprint"] = _lens_top(model, x.reshape(-1, hidden), n_vocab, top_k)
+    return {name: v.reshape(n_layers, n, *v.shape[1:]) for name, v in read.items()}
 
 
-def _tall(g: torch.Tensor) -> torch.Tensor:
-    """The matrix with at least as many rows as columns (same rank; LAPACK's SVD of a wide
-    contiguous matrix is much slower)."""
-    return g if g.shape[0] >= g.shape[1] else g.T.contiguous()
+def _lens_top(
+    model: nn.Module, v: torch.Tensor, n_vocab: int, top_k: int, lowest: bool = False
+) -> torch.Tensor:
+    """ids [m, k] of the top (with ``lowest``: the least probable) tokens of the logit lens of
+    each row of ``v`` [m, d], over the first ``n_vocab`` tokens."""
+    parts = []
+    for rows in v.split(LENS_ROWS):
+        logits = logit_lens(model, rows)[:, :n_vocab]
+        parts.append((-logits if lowest else logits).topk(min(top_k, logits.shape[-1])).indices)
+    return torch.cat(parts)
