@@ -25,10 +25,14 @@ from gradlens.figures.lenses import (
     backward_lens_heatmap,
     distance_lines,
     ff1_rank_figure,
+    fig4_figure,
     grad_norm_bars,
     loss_line,
     optimization_animation,
     rank_check,
+    shift_figure,
+    shift_share_figure,
+    target_cosine_heatmap,
     token_label,
 )
 from gradlens.figures.pairs import pair_cosine_grid, token_bars
@@ -39,6 +43,7 @@ __all__ = [
     "depth_lines",
     "distance_lines",
     "ff1_rank_figure",
+    "fig4_figure",
     "grad_norm_bars",
     "greedy_curve",
     "kind_means",
@@ -52,6 +57,9 @@ __all__ = [
     "rank_check",
     "select_vs_project",
     "share_bars",
+    "shift_figure",
+    "shift_share_figure",
+    "target_cosine_heatmap",
     "token_bars",
     "token_label",
 ]

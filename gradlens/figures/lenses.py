@@ -1,6 +1,7 @@
 """Figures of the lenses on single gradients: the backward lens (layer × token heatmap, rank of
-the first MLP matrix's gradient) and input-embedding gradients (norms, an animated optimisation,
-distance travelled vs the typical vocabulary distance).
+the first MLP matrix's gradient, the shift by cell and by layer; over many prompts the paper's
+Fig. 4 and the shift's top-1 shares) and input-embedding gradients (norms, an animated
+optimisation, distance travelled vs the typical vocabulary distance).
 
 Decoded tokens are user text: every label goes through ``token_label`` (HTML-escaped, since
 plotly reads a subset of HTML in text and hover labels; whitespace made visible)."""
@@ -8,7 +9,7 @@ plotly reads a subset of HTML in text and hover labels; whitespace made visible)
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,8 @@ from gradlens.figures.style import COLORS, finish
 from gradlens.models.tokens import show_newlines, show_whitespace
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from gradlens.lenses.backward import BackwardLens
     from gradlens.lenses.embedding import InputGradients, Optimization
 
@@ -143,6 +146,178 @@ def ff1_rank_figure(lens: BackwardLens) -> go.Figure:
     )
     return finish(
         fig, f"Rank of the first MLP matrix's gradient: {rank_check(lens.ff1_rank, n)}", 340
+    )
+
+
+def _short_rank(rank: int) -> str:
+    """``#7``, ``#12k``: a rank that fits in a heatmap cell."""
+    return f"#{rank}" if rank < 1000 else f"#{rank // 1000}k"
+
+
+def target_cosine_heatmap(lens: BackwardLens) -> go.Figure:
+    """Layer × position, coloured by the shift: the cosine of the raw −δ_t with the target's
+    output embedding (blank where no gradient reaches a cell), each cell labelled with the
+    target's rank by that cosine over the vocabulary; hover: the cosine and both ranks."""
+    L, n = lens.target_cosine.shape
+    reached = lens.vjp_norm > 0
+    z = np.where(reached, lens.target_cosine, np.nan)
+    bound = float(np.nanmax(np.abs(z))) if reached.any() else 1.0
+    target = token_label(lens.target_tokens[0], 16) if lens.target_tokens else "?"
+    text, hover = [], []
+    for layer in range(L):
+        text.append(
+            [
+                _short_rank(int(r)) if ok else ""
+                for r, ok in zip(lens.target_cosine_rank[layer], reached[layer])
+            ]
+        )
+        hover.append(
+            [
+                f"layer {layer}, position {t} ({token_label(lens.tokens[t], 16)})<br>"
+                f"cos(−δ, {target}) = {lens.target_cosine[layer, t]:.3f}<br>"
+                f"rank by cosine: {int(lens.target_cosine_rank[layer, t])}<br>"
+                f"rank in the logit lens: {int(lens.target_rank[layer, t])}"
+                if reached[layer, t]
+                else f"layer {layer}, position {t}: no gradient"
+                for t in range(n)
+            ]
+        )
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(n)),
+            y=list(range(L)),
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 10},
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            colorscale="RdBu",
+            zmid=0.0,
+            zmin=-bound,
+            zmax=bound,
+            colorbar={"title": {"text": "cosine"}},
+            xgap=1,
+            ygap=1,
+        )
+    )
+    fig.update_xaxes(
+        tickmode="array",
+        tickvals=list(range(n)),
+        ticktext=position_labels(lens.tokens),
+        title="prompt position",
+    )
+    fig.update_yaxes(title="layer", dtick=1 if L <= 16 else 2)
+    title = f"The shift: cos(−δ, output embedding of {target}); cell = its rank by cosine"
+    return finish(fig, title, max(360, 120 + 22 * L))
+
+
+def shift_figure(lens: BackwardLens) -> go.Figure:
+    """At the prompt's last position, by layer: the shift's cosine (left axis) and the target's
+    rank by that cosine and in the logit lens of −δ (right axis, log, 1 on top)."""
+    frame = lens.shift_frame()
+    t = lens.answer_position
+    target = token_label(lens.target_tokens[0], 16) if lens.target_tokens else "?"
+    ranks = np.stack([frame["cosine_rank"], frame["logit_lens_rank"]], axis=-1)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=frame["layer"],
+            y=frame["target_cosine"],
+            mode="lines+markers",
+            name=f"cos(−δ, {target})",
+            line={"color": COLORS["greedy"]},
+            customdata=ranks,
+            hovertemplate="layer %{x}: cosine %{y:.3f}<br>rank by cosine %{customdata[0]}"
+            "<br>rank in the logit lens %{customdata[1]}<extra></extra>",
+        )
+    )
+    for column, name, color in (
+        ("cosine_rank", "rank by cosine", COLORS["original"]),
+        ("logit_lens_rank", "rank in the logit lens", COLORS["wrong"]),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=frame["layer"],
+                y=frame[column],
+                yaxis="y2",
+                mode="lines",
+                name=name,
+                line={"color": color, "dash": "dot", "width": 1.5},
+                hovertemplate=f"layer %{{x}}: {name} %{{y}}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        yaxis={"title": "cosine"},
+        yaxis2={
+            "title": "rank of the target (log, 1 on top)",
+            "overlaying": "y",
+            "side": "right",
+            "type": "log",
+            "autorange": "reversed",
+            "showgrid": False,
+        },
+    )
+    fig.update_xaxes(title="layer", dtick=1 if len(frame) <= 16 else 2)
+    title = f"The shift at the last prompt position ({t}·{token_label(lens.tokens[t], 16)})"
+    fig = finish(fig, title, 360)
+    fig.update_layout(margin={"r": 70})
+    return fig
+
+
+def fig4_figure(stats: Mapping[str, pd.DataFrame]) -> go.Figure:
+    """The Backward Lens paper's Fig. 4: per source (a lens-ranks CSV), the share of prompts
+    whose FF1 gradient has rank n, by normalised layer index."""
+    fig = go.Figure()
+    palette = qualitative.D3
+    for i, (label, stat) in enumerate(stats.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=stat["layer_index"],
+                y=stat["share_rank_n"],
+                mode="lines+markers",
+                name=html.escape(label),
+                line={"color": palette[i % len(palette)]},
+                customdata=np.stack([stat["layer"], stat["prompts"]], axis=-1),
+                hovertemplate="layer %{customdata[0]} (index %{x:.2f}): rank = n for %{y:.1%} "
+                "of %{customdata[1]} prompts<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title="normalised layer index ℓ / (L − 1)", range=[-0.02, 1.02])
+    fig.update_yaxes(
+        title="share of prompts with rank(∇FF1) = n", tickformat=".0%", range=[0, 1.05]
+    )
+    return finish(
+        fig, "Rank of the FF1 gradient equals the prompt length n (the paper's Fig. 4)", 360
+    )
+
+
+def shift_share_figure(stats: Mapping[str, pd.DataFrame]) -> go.Figure:
+    """Per source and layer, the share of prompts whose target is the top token at the last
+    position by the shift's cosine (solid) and by the logit lens of −δ (dotted)."""
+    fig = go.Figure()
+    palette = qualitative.D3
+    for i, (label, stat) in enumerate(stats.items()):
+        for column, reading, dash in (
+            ("share_cosine_top", "by cosine", "solid"),
+            ("share_lens_top", "in the logit lens", "dot"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=stat["layer_index"],
+                    y=stat[column],
+                    mode="lines",
+                    name=f"{html.escape(label)}: {reading}",
+                    line={"color": palette[i % len(palette)], "dash": dash},
+                    customdata=np.stack([stat["layer"], stat["median_cosine"]], axis=-1),
+                    hovertemplate=f"layer %{{customdata[0]}}: top {reading} for %{{y:.1%}}"
+                    "<br>median cosine %{customdata[1]:.3f}<extra></extra>",
+                )
+            )
+    fig.update_xaxes(title="normalised layer index ℓ / (L − 1)", range=[-0.02, 1.02])
+    fig.update_yaxes(title="share of prompts, target top-1", tickformat=".0%", range=[0, 1.05])
+    return finish(
+        fig, "The shift over the prompts: the target ranked first at the last position", 360
     )
 
 
