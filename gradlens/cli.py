@@ -158,10 +158,11 @@ def _import(opts: ImportOptions) -> int:
 
 
 def _select(opts: SelectOptions) -> int:
-    from gradlens.runs.report import select_text
+    from gradlens.runs.report import select_json, select_text
     from gradlens.runs.services import select_run
 
-    print(select_text(select_run(opts.db, opts.run, folds=opts.folds, seed=opts.seed)))
+    result = select_run(opts)
+    print(select_json(result) if opts.json else select_text(result))
     return 0
 
 

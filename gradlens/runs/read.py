@@ -16,6 +16,8 @@ import duckdb
 import pandas as pd
 
 from gradlens.errors import DatabaseError, GradLensError
+from gradlens.runs.costs import cost_table
+from gradlens.selection.headline import HEADLINE_COLUMNS
 from gradlens.store.arrays import RunArrays, arrays_from_frames
 from gradlens.store.connect import read_store
 from gradlens.store.database import Store
@@ -34,13 +36,17 @@ CURVE_COLUMNS = (
 
 __all__ = [
     "RunInfo",
+    "costs",
     "curves",
     "db_version",
     "examples",
     "list_runs",
     "load_arrays",
+    "null_band",
     "run_info",
     "same_data",
+    "select_timings",
+    "stored_headline",
 ]
 
 
@@ -177,3 +183,71 @@ def curves(db: str | Path, run: str, method: str = "exact") -> pd.DataFrame:
         except duckdb.CatalogException:  # a file without the table (one of OPTIONAL_TABLES)
             return pd.DataFrame(columns=CURVE_COLUMNS)
     return frame.sort_values(["objective", "step"], ignore_index=True)
+
+
+def _added(store: Store, table: str, run_id: str, method: str | None) -> pd.DataFrame | None:
+    """The run's rows of one of ``ADDED_TABLES`` in stored order, or None when there are none
+    (a file no writer has opened since the table was added has no table at all)."""
+    if not store.has_table(table):
+        return None
+    sql = f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ?"
+    args = [run_id]
+    if method is not None:
+        sql += " AND method = ?"
+        args.append(method)
+    frame = store.con.execute(sql + " ORDER BY rowid", args).df()
+    return None if frame.empty else frame
+
+
+def stored_headline(db: str | Path, run: str, method: str = "exact") -> pd.DataFrame | None:
+    """The headline rows ``gradlens select`` stored (``HEADLINE_COLUMNS`` then folds, seed,
+    null_draws), in their order; None when the run was never selected."""
+    with read_store(db) as store:
+        frame = _added(store, "headline", store.resolve(run)["run_id"], method)
+    if frame is None:
+        return None
+    frame = frame.sort_values("position", ignore_index=True)
+    frame["in_sample"] = frame["in_sample"].astype(bool)
+    return frame[[*HEADLINE_COLUMNS, "folds", "seed", "null_draws"]]
+
+
+def null_band(
+    db: str | Path, run: str, method: str = "exact", procedure: str = "greedy_peak"
+) -> pd.DataFrame | None:
+    """The permutation null's band stored by ``select``: for ``greedy_peak`` columns step,
+    band_lo, band_hi (the 5 % and 95 % quantiles of the greedy curve's accuracy at each prefix
+    size over the draws; accuracy objective), for ``best_single`` component_idx, band_lo,
+    band_hi (each single component's accuracy); None when not stored."""
+    with read_store(db) as store:
+        frame = _added(store, "null_bands", store.resolve(run)["run_id"], method)
+    if frame is None:
+        return None
+    frame = frame[frame["procedure"] == procedure]
+    if frame.empty:
+        return None
+    x = "step" if procedure == "greedy_peak" else "component_idx"
+    frame = frame.astype({x: int}).sort_values(x, ignore_index=True)
+    return frame[[x, "band_lo", "band_hi"]]
+
+
+def select_timings(db: str | Path, run: str) -> pd.DataFrame | None:
+    """The seconds ``select`` measured: method, what, objective, seconds (None before it ran)."""
+    with read_store(db) as store:
+        return _added(store, "select_timings", store.resolve(run)["run_id"], None)
+
+
+def costs(db: str | Path, run: str) -> pd.DataFrame:
+    """The run's cost table (``runs.costs.cost_table``: step, seconds, includes, extrapolated),
+    from its stored stats and ``select`` timings."""
+    info = run_info(db, run)
+    head = stored_headline(db, info.run_id)
+    folds = int(head["folds"].iloc[0]) if head is not None else None
+    draws = int(head["null_draws"].iloc[0]) if head is not None else None
+    return cost_table(
+        info.stats,
+        select_timings(db, info.run_id),
+        info.n_queries,
+        info.methods,
+        folds=folds,
+        null_draws=draws,
+    )

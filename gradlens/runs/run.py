@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from gradlens.errors import GradLensError
-from gradlens.runs.read import RunInfo, load_arrays, run_info
+from gradlens.runs.read import RunInfo, costs, load_arrays, null_band, run_info, stored_headline
 from gradlens.runs.services import run_headline
 from gradlens.selection import Objective, Step, Subset, failures, greedy_select
+from gradlens.selection.headline import HEADLINE_COLUMNS
 from gradlens.store.arrays import RunArrays
 
 __all__ = ["Run", "open_run"]
@@ -19,7 +20,8 @@ __all__ = ["Run", "open_run"]
 
 class Run:
     """A complete run of a GradLens database: ``info`` (``RunInfo``), ``arrays`` (exact
-    ``RunArrays``), ``arrays_of(method)``, ``greedy``, ``headline`` and ``failures``."""
+    ``RunArrays``), ``arrays_of(method)``, ``greedy``, ``headline``, ``null_band``, ``costs``
+    and ``failures``."""
 
     def __init__(self, db: str | Path, info: RunInfo) -> None:
         self.db = str(db)
@@ -64,13 +66,28 @@ class Run:
         )
 
     def headline(self, folds: int = 5, seed: int = 0) -> pd.DataFrame:
-        """The headline rows over every stored method (``selection.headline``, as ``gradlens
-        select`` prints them); computed once per (folds, seed), a copy each call."""
+        """The headline rows over every stored method (``selection.headline``'s columns, as
+        ``gradlens select`` prints them): the rows ``select`` stored when it ran with these
+        ``folds`` and ``seed``, else computed (with the default null draws); kept once per
+        (folds, seed), a copy each call."""
         key = (folds, seed)
         if key not in self._headlines:
-            projected = {m: self.arrays_of(m) for m in self.info.methods if m != "exact"}
-            self._headlines[key] = run_headline(self.arrays, projected, folds, seed)
+            stored = stored_headline(self.db, self.info.run_id)
+            if stored is not None and (stored["folds"].iloc[0], stored["seed"].iloc[0]) == key:
+                table = stored[list(HEADLINE_COLUMNS)]
+            else:
+                projected = {m: self.arrays_of(m) for m in self.info.methods if m != "exact"}
+                table = run_headline(self.arrays, projected, folds, seed)
+            self._headlines[key] = table
         return self._headlines[key].copy()
+
+    def null_band(self, procedure: str = "greedy_peak") -> pd.DataFrame | None:
+        """The permutation null band ``select`` stored (``runs.read.null_band``)."""
+        return null_band(self.db, self.info.run_id, procedure=procedure)
+
+    def costs(self) -> pd.DataFrame:
+        """The cost table (``runs.read.costs``: the paper's Table 2 rows)."""
+        return costs(self.db, self.info.run_id)
 
     def failures(self, subset: Subset, method: str = "exact") -> pd.DataFrame:
         """The queries ``subset`` (component indices or a bool mask [K]) does not retrieve,

@@ -16,14 +16,30 @@ import pandas as pd
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import file_digest
+from gradlens.options import SelectOptions
+from gradlens.runs.costs import cost_table
 from gradlens.runs.read import arrays_of
-from gradlens.selection import greedy_curve_table, greedy_select, headline, kfold_greedy
+from gradlens.selection import (
+    Headline,
+    Step,
+    build_headline,
+    greedy_curve_table,
+    greedy_select,
+    kfold_greedy,
+)
 from gradlens.store.arrays import RunArrays
 from gradlens.store.connect import write_store
 from gradlens.store.database import Store
 from gradlens.store.importer import read_long_tables
 
-__all__ = ["ImportSummary", "SelectResult", "import_run", "run_headline", "select_run"]
+__all__ = [
+    "ImportSummary",
+    "SelectResult",
+    "headline_of",
+    "import_run",
+    "run_headline",
+    "select_run",
+]
 
 
 def parse_filters(filters: Sequence[str]) -> dict[str, str]:
@@ -118,10 +134,23 @@ def run_headline(
     projected: dict[str, RunArrays] | None = None,
     folds: int = 5,
     seed: int = 0,
+    null_draws: int = 20,
 ) -> pd.DataFrame:
     """``selection.headline`` of a run's exact arrays (n_params / BM25 only where known) and its
     projected methods."""
-    return headline(
+    return headline_of(exact, projected, folds, seed, null_draws).table
+
+
+def headline_of(
+    exact: RunArrays,
+    projected: dict[str, RunArrays] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    null_draws: int = 20,
+    steps: list[Step] | None = None,
+) -> Headline:
+    """``selection.build_headline`` of a run (``run_headline`` with the nulls and timings)."""
+    return build_headline(
         *exact.core,
         exact.names,
         valid=exact.valid,
@@ -130,25 +159,49 @@ def run_headline(
         projected={m: (a.dots, a.query_sq, a.cand_sq) for m, a in (projected or {}).items()},
         folds=folds,
         seed=seed,
+        null_draws=null_draws,
+        steps=steps,
     )
 
 
-def greedy_curves(arrays: RunArrays, folds: int, seed: int) -> tuple[pd.DataFrame, dict]:
+#: ``select_timings.what`` values: in-sample greedy (all K steps), the k-fold held-out curve of
+#: an objective, the whole-procedure held-out greedy estimate, the held-out best single
+#: component and the permutation nulls (both procedures).
+GREEDY, KFOLD_CURVE, GREEDY_HELDOUT = "greedy", "kfold_curve", "greedy_heldout"
+BEST_SINGLE_HELDOUT, NULL = "best_single_heldout", "null"
+
+
+def greedy_curves(
+    arrays: RunArrays, folds: int, seed: int, known: Headline | None = None
+) -> tuple[pd.DataFrame, list[tuple[str, str, float]]]:
     """Greedy curves (accuracy and fidelity objectives) with the k-fold held-out curve, as
-    ``selection_curves`` rows (without run_id), and the seconds each greedy run took."""
-    frames, timings = [], {}
+    ``selection_curves`` rows (without run_id), and (what, objective, seconds) of each greedy
+    run. ``known``: the run's headline, whose in-sample accuracy greedy and whose held-out
+    estimate under fold seed ``seed`` (that k-fold run itself) are reused, not recomputed."""
+    frames, timings = [], []
     for objective in ("accuracy", "fidelity"):
         t0 = time.perf_counter()
-        steps = greedy_select(
-            *arrays.core, objective=objective, n_params=arrays.known_n_params, valid=arrays.valid
-        )
-        timings[objective] = time.perf_counter() - t0
+        if known is not None and objective == "accuracy":
+            steps = known.steps
+        else:
+            steps = greedy_select(
+                *arrays.core,
+                objective=objective,
+                n_params=arrays.known_n_params,
+                valid=arrays.valid,
+            )
+            timings.append((GREEDY, objective, time.perf_counter() - t0))
         held = np.full(len(steps), np.nan)
         if 2 <= folds <= len(arrays.target):
-            h = kfold_greedy(
-                *arrays.core, folds=folds, seed=seed, objective=objective, valid=arrays.valid
-            )
-            held[: len(h.accuracy)] = h.accuracy
+            t0 = time.perf_counter()
+            if known is not None and objective == "accuracy" and known.heldout_curve is not None:
+                h = known.heldout_curve
+            else:
+                h = kfold_greedy(
+                    *arrays.core, folds=folds, seed=seed, objective=objective, valid=arrays.valid
+                ).accuracy
+                timings.append((KFOLD_CURVE, objective, time.perf_counter() - t0))
+            held[: len(h)] = h
         frame = greedy_curve_table(steps, arrays.names)
         frame.insert(0, "objective", objective)
         frame.insert(0, "method", arrays.method)
@@ -159,35 +212,106 @@ def greedy_curves(arrays: RunArrays, folds: int, seed: int) -> tuple[pd.DataFram
 @dataclass(frozen=True, eq=False)
 class SelectResult:
     """What ``select`` computed: the run's row, its shape (N, b, K), the headline table, the
-    seconds each greedy objective took and the run's stored stats."""
+    seconds each greedy objective took (in-sample, all steps), the run's stored stats, the
+    cost table (``runs.costs.cost_table``) and the options it ran with."""
 
     row: dict
     shape: tuple[int, int, int]
     table: pd.DataFrame
     timings: dict
     stats: dict
+    costs: pd.DataFrame
+    options: SelectOptions
 
 
-def select_run(db: str, run: str, folds: int = 5, seed: int = 0) -> SelectResult:
-    """Headline table of a complete run (every stored method) and its greedy curves, which are
-    written to ``selection_curves`` for every method (replacing earlier ones in one
-    transaction: the old curves or the new ones, never none or a mix)."""
-    with Store(db, read_only=True) as store:
-        row = store.resolve(run)
+def _band_rows(headline: Headline, draws: int, seed: int) -> pd.DataFrame:
+    """``null_bands`` rows (without run_id) of the headline's nulls."""
+    frames = []
+    for procedure, null in headline.nulls.items():
+        x = np.arange(len(null.band_lo))
+        where = {"step": x + 1} if procedure == "greedy_peak" else {"component_idx": x}
+        frames.append(
+            pd.DataFrame(
+                {"method": "exact", "procedure": procedure, **where}
+                | {"band_lo": null.band_lo, "band_hi": null.band_hi, "draws": draws, "seed": seed}
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _timing_rows(method: str, rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["what", "objective", "seconds"]).assign(method=method)
+
+
+def _computed(opts: SelectOptions, arrays: dict[str, RunArrays]):
+    """The headline (exact and projected arrays), every method's curves and the
+    ``select_timings`` rows, timed."""
+    exact = arrays.pop("exact")
+    t0 = time.perf_counter()
+    steps = greedy_select(*exact.core, n_params=exact.known_n_params, valid=exact.valid)
+    timed = [(GREEDY, "accuracy", time.perf_counter() - t0)]
+    head = headline_of(exact, arrays, opts.folds, opts.seed, opts.null_draws, steps)
+    timed += [
+        (what, "accuracy", head.timings[what])
+        for what in (GREEDY_HELDOUT, BEST_SINGLE_HELDOUT, NULL)
+        if what in head.timings
+    ]
+    curves, more = greedy_curves(exact, opts.folds, opts.seed, head)
+    timings = [_timing_rows("exact", timed + more)]
+    frames = [curves]
+    for method, a in arrays.items():
+        frame, t = greedy_curves(a, opts.folds, opts.seed)
+        frames.append(frame)
+        timings.append(_timing_rows(method, t))
+    return exact.shape, head, pd.concat(frames), pd.concat(timings, ignore_index=True)
+
+
+def _store_selection(db: str, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    """Replace the run's rows of each table in one transaction (the old rows or the new ones,
+    never none or a mix)."""
+    with write_store(db) as store, store.transaction():
+        for i, (table, frame) in enumerate(tables.items()):
+            store.con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            if i == 0:
+                fault_point("select.write")
+            store.insert(table, run_id, frame)
+
+
+def select_run(opts: SelectOptions) -> SelectResult:
+    """Headline table of a complete run (every stored method) with its permutation nulls, and
+    its greedy curves; the curves, the headline rows, the greedy null band and the timings are
+    written with the run (``selection_curves``, ``headline``, ``null_bands``,
+    ``select_timings``), replacing earlier ones in one transaction."""
+    with Store(opts.db, read_only=True) as store:
+        row = store.resolve(opts.run)
         if row["status"] != "complete":
             raise GradLensError(
                 f"run '{row['name']}' is {row['status']}: rerun its compute command to finish it"
             )
         run_id = row["run_id"]
         arrays = {m: arrays_of(store, run_id, m) for m in store.methods(run_id)}
-    exact = arrays.pop("exact")
-    table = run_headline(exact, arrays, folds, seed)
-    curves, timings = greedy_curves(exact, folds, seed)
-    curves = pd.concat([curves] + [greedy_curves(a, folds, seed)[0] for a in arrays.values()])
+    methods = tuple(arrays)
+    shape, head, curves, timings = _computed(opts, arrays)
     fault_point("select.computed")
-    with write_store(db) as store, store.transaction():
-        store.con.execute("DELETE FROM selection_curves WHERE run_id = ?", [run_id])
-        fault_point("select.write")
-        store.insert("selection_curves", run_id, curves)
+    stored = head.table.assign(
+        method="exact",
+        position=np.arange(len(head.table)),
+        folds=opts.folds,
+        seed=opts.seed,
+        null_draws=opts.null_draws,
+    )
+    _store_selection(
+        opts.db,
+        run_id,
+        {
+            "selection_curves": curves,
+            "headline": stored,
+            "null_bands": _band_rows(head, opts.null_draws, opts.seed),
+            "select_timings": timings,
+        },
+    )
     stats = json.loads(row["stats"]) if row.get("stats") else {}
-    return SelectResult(row, exact.shape, table, timings, stats)
+    greedy = timings[(timings["method"] == "exact") & (timings["what"] == GREEDY)]
+    costs = cost_table(stats, timings, shape[0], methods, opts.folds, opts.null_draws)
+    by_objective = dict(zip(greedy["objective"], greedy["seconds"]))
+    return SelectResult(row, shape, head.table, by_objective, stats, costs, opts)

@@ -6,6 +6,7 @@ Arrays in, results out (shapes in ``gradlens.selection.subsets``). Split by conc
 - ``greedy``: greedy forward selection and ``GreedyStepper`` (one step at a time).
 - ``stats``: bootstrap CIs, k-fold held-out greedy and the honest held-out estimate.
 - ``headline``: the headline table, its row ids and types, typed access to its rows.
+- ``trust``: exact and held-out intervals, paired differences, permutation nulls.
 - ``outcomes``: what a subset does to each query (failures, steals, candidate roles, margin
   contributions, queries fixed and broken, parameter share, chance).
 - ``tables``: layer × kind tables, the greedy curve, projections against the exact gradient.
@@ -14,6 +15,7 @@ Arrays in, results out (shapes in ``gradlens.selection.subsets``). Split by conc
 from gradlens.selection.greedy import GreedyStepper, Step, greedy_select
 from gradlens.selection.headline import (
     BEST_SINGLE,
+    BEST_SINGLE_HELDOUT,
     BM25,
     FULL,
     GREEDY_HELDOUT,
@@ -21,11 +23,15 @@ from gradlens.selection.headline import (
     HELD_OUT,
     NOT_SELECTED,
     SELECTED_IN_SAMPLE,
+    Headline,
     HeadlineRow,
+    build_headline,
     headline,
     headline_row,
     headline_rows,
+    indistinguishable,
     projection_id,
+    versus_full,
 )
 from gradlens.selection.outcomes import (
     SubsetChange,
@@ -62,6 +68,7 @@ from gradlens.selection.tables import greedy_curve_table, layer_kind_table, proj
 
 __all__ = [
     "BEST_SINGLE",
+    "BEST_SINGLE_HELDOUT",
     "BM25",
     "EPS",
     "FULL",
@@ -71,6 +78,7 @@ __all__ = [
     "NOT_SELECTED",
     "SELECTED_IN_SAMPLE",
     "GreedyStepper",
+    "Headline",
     "HeadlineRow",
     "HeldOut",
     "HeldOutEstimate",
@@ -81,6 +89,7 @@ __all__ = [
     "accuracy",
     "bm25_top1_accuracy",
     "bootstrap_ci",
+    "build_headline",
     "candidate_roles",
     "chance",
     "component_shares",
@@ -94,6 +103,7 @@ __all__ = [
     "headline_row",
     "headline_rows",
     "heldout_estimate",
+    "indistinguishable",
     "kfold_greedy",
     "layer_kind_table",
     "margin_contributions",
@@ -105,4 +115,5 @@ __all__ = [
     "retrieved",
     "steals",
     "subset_change",
+    "versus_full",
 ]

@@ -13,14 +13,36 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
-from gradlens.selection import bootstrap_ci, correct, cosines, greedy_select
+from gradlens.selection.greedy import greedy_select
+from gradlens.selection.stats import bootstrap_ci
+from gradlens.selection.subsets import correct, cosines
 
-if TYPE_CHECKING:
-    from gradlens.store.arrays import RunArrays
+
+class RunArrays(Protocol):
+    """What these functions read of a run: ``gradlens.store.arrays.RunArrays`` or ``Core``."""
+
+    dots: np.ndarray
+    query_sq: np.ndarray
+    cand_sq: np.ndarray
+    target: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Core:
+    """dots[N,b,K], query_sq[N,K], cand_sq[N,b,K], target[N], valid[N,b] (checked shapes, as
+    ``subsets.check_shapes`` returns them): the arrays the functions here read."""
+
+    dots: np.ndarray
+    query_sq: np.ndarray
+    cand_sq: np.ndarray
+    target: np.ndarray
+    valid: np.ndarray
+
 
 #: ``null_hi`` is this quantile (numpy's linear method) of the null draws' selected accuracy.
 NULL_QUANTILE: float = 0.95

@@ -12,7 +12,8 @@ import pytest
 import gradlens
 from gradlens import selection as sel
 from gradlens.errors import GradLensError
-from gradlens.runs.read import load_arrays, run_info
+from gradlens.options import SelectOptions
+from gradlens.runs.read import load_arrays, run_info, stored_headline
 from gradlens.runs.services import import_run, run_headline, select_run
 from gradlens.store.restore import restore_run
 from tests.conftest import DEMO
@@ -56,11 +57,19 @@ def test_open_run_accessors_equal_the_direct_computation(db):
 
 
 def test_open_run_headline_is_selects(db):
+    computed = gradlens.open_run(db, "syn").headline()  # before select: computed
+    pd.testing.assert_frame_equal(computed, run_headline(load_arrays(db, "syn")), check_exact=True)
+    selected = select_run(SelectOptions(db=str(db), run="syn")).table
+    pd.testing.assert_frame_equal(computed, selected, check_exact=True)
     run = gradlens.open_run(db, "syn")
-    table = run.headline()
-    pd.testing.assert_frame_equal(table, run_headline(load_arrays(db, "syn")), check_exact=True)
-    pd.testing.assert_frame_equal(table, select_run(str(db), "syn").table, check_exact=True)
-    assert list(table["id"]) == ["full", "best_single", "greedy_peak", "greedy_heldout", "bm25"]
+    table = run.headline()  # after select: the stored rows, read back equal
+    pd.testing.assert_frame_equal(table, selected, check_exact=True)
+    stored = stored_headline(db, "syn")
+    assert (stored["folds"] == 5).all() and (stored["seed"] == 0).all()
+    assert (stored["null_draws"] == 20).all()
+    assert list(table["id"]) == [
+        "full", "best_single", "best_single_heldout", "greedy_peak", "greedy_heldout", "bm25",
+    ]  # fmt: skip
     table.loc[0, "accuracy"] = -1.0  # a caller's edit does not reach the next call
     assert run.headline().loc[0, "accuracy"] != -1.0
 
@@ -82,10 +91,12 @@ def test_the_restored_demo_headline_has_every_id(tmp_path):
     run = gradlens.open_run(db, "paraphrased")
     rows = sel.headline_rows(run.headline())
     assert [r.id for r in rows] == [
-        "full", "best_single", "greedy_peak", "greedy_heldout", "bm25", "project:sjlt:0.01",
+        "full", "best_single", "best_single_heldout", "greedy_peak", "greedy_heldout", "bm25",
+        "project:sjlt:0.01",
     ]  # fmt: skip
-    assert [r.type for r in rows] == ["not_selected"] + ["selected_in_sample"] * 2 + [
-        "held_out", "not_selected", "not_selected",
+    assert [r.type for r in rows] == [
+        "not_selected", "selected_in_sample", "held_out", "selected_in_sample", "held_out",
+        "not_selected", "not_selected",
     ]  # fmt: skip
     full = sel.headline_row(run.headline(), sel.FULL)
     assert full.accuracy == sel.accuracy(*run.arrays.core, np.arange(211), run.arrays.valid)

@@ -19,6 +19,7 @@ from gradlens.runs.report import (
     headline_strings,
     run_description,
 )
+from gradlens.selection.headline import HEADLINE_COLUMNS
 from gradlens.store.arrays import RunArrays
 from tests.unit.test_selection import loop_correct, loop_cos, make_instance
 
@@ -109,12 +110,11 @@ def test_headline_rows_have_ids_types_and_typed_access():
         dots, qsq, csq, target, names, valid=valid, n_params=np.ones(12), bm25=bm,
         projected=projected, folds=4, n_boot=200,
     )  # fmt: skip
-    assert list(table.columns) == [
-        "id", "metric", "type", "detail", "accuracy", "ci_lo", "ci_hi", "k", "param_fraction",
-    ]  # fmt: skip
+    assert list(table.columns) == list(HEADLINE_COLUMNS)
     want = {
         "full": ("full gradient", "not_selected"),
-        "best_single": ("best single component", "selected_in_sample"),
+        "best_single": ("best single component (in-sample)", "selected_in_sample"),
+        "best_single_heldout": ("best single component (held-out, 4-fold)", "held_out"),
         "greedy_peak": ("greedy peak (in-sample)", "selected_in_sample"),
         "greedy_heldout": ("greedy (held-out, 4-fold)", "held_out"),
         "bm25": ("BM25 top-1", "not_selected"),
@@ -122,10 +122,18 @@ def test_headline_rows_have_ids_types_and_typed_access():
         "project:gaussian:0.1": ("full gradient (gaussian:0.1)", "not_selected"),
     }
     assert {r.id: (r.metric, r.type) for r in sel.headline_rows(table)} == want
+    assert list(table["id"]) == list(want)
     by_metric = table.set_index("metric")
     for row in sel.headline_rows(table):
         assert row.accuracy == by_metric.loc[row.metric, "accuracy"]
-        assert row.ci_lo <= row.accuracy <= row.ci_hi
+        assert row.in_sample == (row.type == sel.SELECTED_IN_SAMPLE)
+        if row.in_sample:  # no interval of their own; a null and a held-out row instead
+            assert np.isnan(row.ci_lo) and np.isnan(row.ci_hi) and row.ci_method is None
+            assert 0 <= row.null_hi <= 1 and row.heldout_id in want
+        else:
+            assert row.ci_lo <= row.accuracy <= row.ci_hi and np.isnan(row.null_hi)
+            assert row.heldout_id is None
+        assert np.isnan(row.diff_lo) == (row.id == sel.FULL)
     full = sel.headline_row(table, sel.FULL)
     assert full.accuracy == sel.accuracy(dots, qsq, csq, target, list(range(12)), valid)
     assert full.k == 12 and full.param_fraction == 1.0 and full.projection is None
@@ -145,23 +153,40 @@ def test_formatters_and_headline_strings():
     assert format_accuracy(None) == "–" and format_accuracy(1) == "1.0000"
     assert format_interval(0.97581, 1.0) == "[0.976, 1.000]"
     assert format_interval(math.nan, 1.0) == "–"
+    nan = np.nan
     table = pd.DataFrame(
         {
-            "id": ["full", "bm25"], "metric": ["full gradient", "BM25 top-1"],
-            "type": ["not_selected"] * 2, "detail": ["all 3 components", "x"],
-            "accuracy": [0.99291, 0.5], "ci_lo": [0.97581, 0.41], "ci_hi": [1.0, 0.6],
-            "k": [3.0, np.nan], "param_fraction": [1.0, np.nan],
+            "id": ["full", "bm25", "best_single", "greedy_peak"],
+            "metric": ["full gradient", "BM25 top-1", "best single", "greedy peak"],
+            "type": ["not_selected"] * 2 + ["selected_in_sample"] * 2,
+            "detail": ["all 3 components", "x", "c1", "first 2"],
+            "in_sample": [False, False, True, True],
+            "accuracy": [0.99291, 0.5, 0.7, 0.9], "ci_lo": [0.97581, 0.41, nan, nan],
+            "ci_hi": [1.0, 0.6, nan, nan],
+            "ci_method": ["clopper-pearson"] * 2 + [None] * 2,
+            "null_hi": [nan, nan, 0.8, 0.85], "diff_lo": [nan, -0.6, -0.3, 0.01],
+            "diff_hi": [nan, -0.4, 0.1, 0.2], "k": [3.0, nan, 1.0, 2.0],
+            "param_fraction": [1.0, nan, nan, nan],
+            "heldout_id": [None, None, "best_single_heldout", "greedy_heldout"],
         }
     )  # fmt: skip
     shown = headline_strings(table)
     assert shown.loc[0].tolist() == [
-        "full", "full gradient", "all 3 components", "0.9929", "[0.976, 1.000]", "3", "100.00%",
+        "full", "full gradient", "all 3 components", "0.9929", "[0.976, 1.000]", "", "–", "3",
+        "100.00%", "",
     ]  # fmt: skip
     assert shown.loc[1, "k"] == "" and shown.loc[1, "params"] == ""
+    # the verdicts follow the numbers: bm25's paired interval excludes 0 below; best single
+    # sits under its null; greedy's paired interval excludes 0 but it was selected in-sample
+    assert shown["reading"].tolist() == [
+        "", "worse than the full gradient", "not distinguishable from selection on noise",
+        "above its null; see its held-out row",
+    ]  # fmt: skip
+    assert shown.loc[2, "95% CI"] == "–" and shown.loc[2, "null 95%"] == "0.8000"
     text = format_headline(table)
     assert "0.9929" in text and "[0.976, 1.000]" in text and "not_selected" not in text
-    header = ["metric", "detail", "accuracy", "95%", "CI", "k", "params"]
-    assert text.splitlines()[0].split() == header  # no id column
+    header = ["metric", "detail", "accuracy", "95%", "CI", "null", "95%", "Δ", "full", "95%"]
+    assert text.splitlines()[0].split()[: len(header)] == header  # no id column
 
 
 def _info(config: dict, methods: tuple[str, ...] = ("exact",)) -> RunInfo:

@@ -297,15 +297,17 @@ def test_tables_and_headline() -> None:
         folds=4,
         n_boot=200,
     )
-    assert isinstance(head, pd.DataFrame) and len(head) == 6
-    rows = head.set_index("metric")
+    assert isinstance(head, pd.DataFrame) and len(head) == 7
+    rows = head.set_index("id")
     full = sel.accuracy(dots, qsq, csq, target, list(range(12)), valid)
-    assert rows.loc["full gradient", "accuracy"] == full
-    assert rows.loc["full gradient (sjlt:0.5)", "accuracy"] == full
+    assert rows.loc["full", "accuracy"] == full
+    assert rows.loc["project:sjlt:0.5", "accuracy"] == full
     best = sel.per_component_accuracy(dots, qsq, csq, target, valid)
-    assert rows.loc["best single component", "accuracy"] == best.max()
-    assert rows.loc["best single component", "detail"] == f"c{int(np.argmax(best))}"
-    assert (head["ci_lo"] <= head["accuracy"]).all() and (head["accuracy"] <= head["ci_hi"]).all()
+    assert rows.loc["best_single", "accuracy"] == best.max()
+    assert rows.loc["best_single", "detail"] == f"c{int(np.argmax(best))}"
+    shown = head[~head["in_sample"]]
+    assert (shown["ci_lo"] <= shown["accuracy"]).all()
+    assert (shown["accuracy"] <= shown["ci_hi"]).all()
 
 
 # --------------------------------------------------------------------------------------------
