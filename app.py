@@ -23,6 +23,7 @@ RUN_PAGES = [
     st.Page("views/heatmaps.py", title="Layer heatmaps", url_path="heatmaps"),
     st.Page("views/failures.py", title="Failure cases", url_path="failures"),
     st.Page("views/project.py", title="Select vs project", url_path="project"),
+    st.Page("views/attribute.py", title="Attribute", url_path="attribute"),
 ]
 PAGES = {
     "Explore runs": [*RUN_PAGES, st.Page("views/runs.py", title="Runs", url_path="runs")],
