@@ -1,5 +1,5 @@
 """Command line: ``gradlens COMMAND`` (compute, index, generate, paraphrase, runs, export, import,
-select, lens-ranks; ``gradlens --help`` lists them all).
+select, lens-ranks, rank; ``gradlens --help`` lists them all).
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
 """
@@ -24,6 +24,7 @@ from gradlens.options import (
     IndexOptions,
     LensRanksOptions,
     ParaphraseOptions,
+    RankOptions,
     RunsOptions,
     SelectOptions,
     add_options,
@@ -176,6 +177,14 @@ def _lens_ranks(opts: LensRanksOptions) -> int:
     return 0
 
 
+def _rank(opts: RankOptions) -> int:
+    from gradlens.runs.rank import json_line, rank
+
+    ranking = rank(opts)
+    print(json_line(ranking) if opts.json else ranking.text())
+    return 0
+
+
 _HANDLERS = {
     "compute": _compute,
     "index": _index,
@@ -186,6 +195,7 @@ _HANDLERS = {
     "import": _import,
     "select": _select,
     "lens-ranks": _lens_ranks,
+    "rank": _rank,
 }
 
 

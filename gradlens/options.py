@@ -459,4 +459,5 @@ COMMANDS: dict[str, type] = {
     "import": ImportOptions,
     "select": SelectOptions,
     "lens-ranks": LensRanksOptions,
+    "rank": RankOptions,
 }
