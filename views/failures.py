@@ -137,13 +137,13 @@ left, right = st.columns([2, 3])
 cands = candidate_roles(arrays, subset, current)
 left.plotly_chart(candidate_bars(cands), width="stretch", key="fail_cands")
 left.dataframe(cands, hide_index=True, width="stretch")
-shares = margin_contributions(arrays, subset, current)
-right.plotly_chart(share_bars(shares, float(row["margin"])), width="stretch", key="fail_shares")
+contrib = margin_contributions(arrays, subset, current)
+right.plotly_chart(share_bars(contrib, float(row["margin"])), width="stretch", key="fail_shares")
 right.caption(
-    "Each bar is dot_c(query, original)/(|q_S||o_S|) − dot_c(query, retrieved)/(|q_S||r_S|): "
-    "the bars sum exactly to the margin."
+    "Each bar is one component's contribution to the margin, dot_c(query, original)/(|q_S||o_S|)"
+    " − dot_c(query, retrieved)/(|q_S||r_S|): additive, so the bars sum exactly to the margin."
 )
-widgets.download(shares[["component", "contribution"]], f"shares-{run}-{current}")
+widgets.download(contrib[["component", "contribution"]], f"margin-{run}-{current}")
 st.subheader("Training examples that steal the most queries")
 stolen = steals(arrays, subset)
 st.dataframe(stolen.head(50), hide_index=True, width="stretch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 
 import numpy as np
@@ -20,6 +21,27 @@ def _x(curve: pd.DataFrame) -> tuple[str, str, str]:
     return "step", "components in the subset", "linear"
 
 
+#: The k-fold curve's legend name: each fold's own greedy prefix of size k, scored on that
+#: fold's held-out queries (not a held-out figure for the prefix shown; its maximum over k is
+#: optimistic).
+FOLD_PREFIX = "fold prefixes of size k (held out)"
+NULL_BAND_NAME = "null: greedy on permuted originals (5–95 %)"
+#: Baseline colour by a word its name contains (first match; a projection's method label has
+#: a colon); the projection colour otherwise.
+_BASELINE_COLORS = (
+    (":", "projection"),
+    ("held out", "heldout"),
+    ("full", "full"),
+    ("BM25", "bm25"),
+    ("chance", "chance"),
+)
+
+
+def _baseline_color(name: str) -> str:
+    key = next((c for word, c in _BASELINE_COLORS if word in name), "projection")
+    return COLORS[key]
+
+
 def greedy_curve(
     curve: pd.DataFrame,
     metric: str = "accuracy",
@@ -27,11 +49,14 @@ def greedy_curve(
     current: tuple[float, float] | None = None,
     heldout: bool = True,
     title: str | None = None,
+    null_band: pd.DataFrame | None = None,
 ) -> go.Figure:
     """One greedy curve: ``curve`` has step, component, accuracy, fidelity, param_fraction
     [, heldout_accuracy] (one row per step); ``baselines`` name -> value are horizontal lines
-    (keys containing "full", "BM25", "chance" or ":" get their colour); ``current`` marks the
-    current subset at (x, y)."""
+    named in the legend with their value (coloured by ``_BASELINE_COLORS``); ``null_band``
+    (step, band_lo, band_hi: the permutation null of the greedy prefix of each size, accuracy
+    only) is a shaded band at the curve's x of the same step; ``current`` marks the current
+    subset at (x, y) and is always the last trace."""
     xcol, xtitle, xtype = _x(curve)
     fig = go.Figure()
     fig.add_trace(
@@ -56,24 +81,17 @@ def greedy_curve(
                     x=curve[xcol],
                     y=held,
                     mode="lines",
-                    name="k-fold held-out curve",
+                    name=FOLD_PREFIX,
                     line={"color": COLORS["heldout"], "dash": "dot"},
-                    hovertemplate="held-out %{y:.4f}<extra></extra>",
+                    hovertemplate="fold prefixes, held out: %{y:.4f}<extra></extra>",
                 )
             )
+    if null_band is not None and metric == "accuracy" and not null_band.empty:
+        fig.add_trace(_band_trace(curve, xcol, null_band))
+    span = curve[xcol].dropna()
     for name, value in (baselines or {}).items():
-        if value is None or not np.isfinite(value):
-            continue
-        key = next((k for k in ("full", "BM25", "chance") if k in name), None)
-        color = COLORS.get({"full": "full", "BM25": "bm25", "chance": "chance"}.get(key, ""))
-        color = color or COLORS["projection"]
-        fig.add_hline(
-            y=value,
-            line={"color": color, "dash": "dash", "width": 1},
-            annotation_text=f"{name} {value:.4f}",
-            annotation_position="bottom right",
-            annotation_font_color=color,
-        )
+        if value is not None and np.isfinite(value) and not span.empty:
+            fig.add_trace(_baseline_trace(name, value, (span.min(), span.max())))
     if current is not None:
         fig.add_trace(
             go.Scatter(
@@ -87,7 +105,43 @@ def greedy_curve(
         )
     fig.update_xaxes(title=xtitle, type=xtype)
     fig.update_yaxes(title=METRIC_LABEL.get(metric, metric))
-    return finish(fig, title or f"Greedy selection by {metric}")
+    finish(fig, title or f"Greedy selection by {metric}", height=480)
+    # many named lines: the legend goes under the plot, where it has the width
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0.0, "xanchor": "left"},
+        margin={"b": 130},
+    )
+    return fig
+
+
+def _band_trace(curve: pd.DataFrame, xcol: str, band: pd.DataFrame) -> go.Scatter:
+    """The null band as one closed polygon: band_hi left to right, band_lo back."""
+    at = curve[["step", xcol]].merge(band, on="step", how="inner").sort_values("step")
+    x = list(at[xcol]) + list(at[xcol][::-1])
+    y = list(at["band_hi"]) + list(at["band_lo"][::-1])
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="lines",
+        fill="toself",
+        fillcolor="rgba(127,127,127,0.18)",
+        line={"width": 0, "color": "rgba(127,127,127,0.4)"},
+        name=NULL_BAND_NAME,
+        hoverinfo="skip",
+    )
+
+
+def _baseline_trace(name: str, value: float, span: tuple[float, float]) -> go.Scatter:
+    """A dashed horizontal line across the curve's x range, named with its value."""
+    color = _baseline_color(name)
+    return go.Scatter(
+        x=list(span),
+        y=[value, value],
+        mode="lines",
+        name=f"{name} {value:.4f}",
+        line={"color": color, "dash": "dash", "width": 1.5},
+        hovertemplate=f"{html.escape(name)} {value:.4f}<extra></extra>",
+    )
 
 
 def select_vs_project(

@@ -37,7 +37,9 @@ def share_bars(contrib: pd.DataFrame, margin: float, top: int = 30) -> go.Figure
             hovertemplate="%{y}: %{x:+.5f}<extra></extra>",
         )
     )
-    fig.update_xaxes(title="share of the margin (green: prefers the original; red: the wrong one)")
+    fig.update_xaxes(
+        title="contribution to the margin (green: prefers the original; red: the retrieved one)"
+    )
     fig.update_yaxes(type="category")
     height = 160 + 18 * len(df)
     return finish(fig, f"Which components vote for which candidate (margin {margin:+.4f})", height)

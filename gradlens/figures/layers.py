@@ -19,8 +19,11 @@ from plotly.colors import qualitative
 
 from gradlens.figures.style import COLORS, finish, note_below
 from gradlens.models.naming import KINDS
+from gradlens.selection.cells import CellIntervals
 
 MODEL_ROW = "model"
+#: The veil over cells not distinguishable from the full gradient.
+VEIL = "rgba(255,255,255,0.7)"
 #: Colour scale of the grid (perceptually uniform; light = high).
 GRID_SCALE = "Viridis"
 #: Input-side model-wide kinds (drawn before layer 0 on the depth plot); the rest go after.
@@ -126,6 +129,8 @@ def layer_kind_grid(
     selected: Collection[int] = (),
     title: str = "Single-component accuracy",
     color_range: tuple[float, float] | None = None,
+    cells: CellIntervals | None = None,
+    fade: bool = False,
 ) -> go.Figure:
     """Per-component ``values`` [K] as a layer × kind grid of square markers.
 
@@ -135,6 +140,10 @@ def layer_kind_grid(
     gradient's accuracy) where they fall inside it, and a note under the grid states both
     (``color_range`` overrides the fitted range, e.g. one scale for two grids side by side).
     Each point's ``customdata`` is its component index; ``selected`` components are outlined.
+    With ``cells`` (``selection.cells``; ``values`` are then its accuracies) the hover gives each
+    cell's Clopper–Pearson interval and its paired interval against the full gradient, and
+    ``fade`` veils the cells whose paired interval includes 0 (a second trace, without hover,
+    so that clicks reach the square under it).
     """
     values = np.asarray(values, dtype=np.float64)
     k = len(values)
@@ -149,13 +158,13 @@ def layer_kind_grid(
     # cell size in px: big squares for a few layers, small ones (still legible) for 30+
     n_rows = max(len(rows), 1)
     cell = float(np.clip(620 / n_rows, 17, 52))
-    hover = [
-        f"<b>{html.escape(str(names[c]))}</b><br>accuracy {values[c]:.4f}<br>"
-        f"parameters {_fmt_params(sizes[c])}"
-        for c in range(k)
-    ]
+    hover = _grid_hover(names, values, sizes, cells)
     marker = _grid_marker(values, cell, (lo, hi), _colorbar_ticks(lo, hi, chance, full), outlined)
-    fig = go.Figure(_grid_trace(list(kinds), [row_label(x) for x in layers], hover, marker))
+    ys = [row_label(x) for x in layers]
+    fig = go.Figure(_grid_trace(list(kinds), ys, hover, marker))
+    if fade and cells is not None:
+        veiled = np.flatnonzero(~cells.distinct)
+        fig.add_trace(_veil_trace([kinds[c] for c in veiled], [ys[c] for c in veiled], cell))
     fig.update_xaxes(
         **_categories(cols),
         side="top",
@@ -174,6 +183,46 @@ def layer_kind_grid(
         dragmode=False,
     )
     return fig
+
+
+def _grid_hover(
+    names: Sequence[str], values: np.ndarray, sizes: np.ndarray, cells: CellIntervals | None
+) -> list[str]:
+    """Each square's hover: name, accuracy, parameters; with ``cells`` the accuracy's
+    Clopper–Pearson interval (hits/N) and the paired interval of (component − full gradient)
+    with its verdict."""
+    out = []
+    for c in range(len(values)):
+        text = f"<b>{html.escape(str(names[c]))}</b><br>accuracy {values[c]:.4f}"
+        if cells is not None:
+            text += (
+                f" [{cells.ci_lo[c]:.3f}, {cells.ci_hi[c]:.3f}]<br>"
+                f"{cells.hits[c]}/{cells.n} queries (Clopper–Pearson 95 %)<br>"
+                f"minus full gradient ({cells.full:.4f}): "
+                f"[{cells.diff_lo[c]:+.3f}, {cells.diff_hi[c]:+.3f}] (paired bootstrap): "
+                + _verdict(cells.diff_lo[c], cells.diff_hi[c])
+            )
+        out.append(text + f"<br>parameters {_fmt_params(sizes[c])}")
+    return out
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if lo > 0:
+        return "better"
+    return "worse" if hi < 0 else "not distinguishable"
+
+
+def _veil_trace(x: list[str], y: list[str], cell: float) -> go.Scatter:
+    """Translucent white squares over the cells not distinguishable from the full gradient."""
+    return go.Scatter(
+        x=x,
+        y=y,
+        mode="markers",
+        marker={"symbol": "square", "size": cell * 0.9, "color": VEIL, "line": {"width": 0}},
+        hoverinfo="skip",
+        showlegend=False,
+        name="not distinguishable from the full gradient",
+    )
 
 
 def _grid_marker(
@@ -236,19 +285,26 @@ def _grid_note(chance: float, full: float, color_range: tuple[float, float], sha
     return " · ".join(notes)
 
 
-def kind_means(values: Sequence[float] | np.ndarray, kinds: Sequence[str]) -> pd.Series:
-    """Mean of ``values`` per kind, in ``KINDS`` order (the paper's Table 1 columns)."""
-    s = pd.Series(np.asarray(values, dtype=np.float64)).groupby(list(kinds)).mean()
+def kind_means(
+    values: Sequence[float] | np.ndarray, kinds: Sequence[str], statistic: str = "mean"
+) -> pd.Series:
+    """``statistic`` (``mean`` or ``median``) of ``values`` per kind, in ``KINDS`` order (the
+    paper's Table 1 columns)."""
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic must be 'mean' or 'median', got {statistic!r}")
+    groups = pd.Series(np.asarray(values, dtype=np.float64)).groupby(list(kinds))
+    s = groups.agg(statistic)
     out = s.reindex(kind_order(kinds))
     out.index.name = "kind"
     return out
 
 
 def kind_means_bar(
-    tables: Mapping[str, pd.Series], title: str = "Mean single-component accuracy per kind"
+    tables: Mapping[str, pd.Series], statistic: str = "mean", title: str | None = None
 ) -> go.Figure:
     """Grouped bars: one group per kind (``KINDS`` order), one bar per setting (label -> Series
-    of mean accuracy indexed by kind, as ``kind_means`` gives)."""
+    of the ``statistic`` of accuracy indexed by kind, as ``kind_means`` gives)."""
+    axis = f"{statistic} single-component accuracy"
     kinds = kind_order([k for s in tables.values() for k in s.index])
     fig = go.Figure()
     for i, (label, series) in enumerate(tables.items()):
@@ -264,8 +320,8 @@ def kind_means_bar(
         )
     fig.update_layout(barmode="group", bargap=0.25)
     fig.update_xaxes(title="component kind", type="category")
-    fig.update_yaxes(title="mean single-component accuracy")
-    return finish(fig, title, height=380)
+    fig.update_yaxes(title=axis)
+    return finish(fig, title or f"{axis.capitalize()} per kind", height=380)
 
 
 def _categories(order: Sequence[str]) -> dict:

@@ -1,4 +1,5 @@
-"""Layer × kind figures (gradlens.figures.layers) on a tiny hand-built model."""
+"""Layer × kind figures (gradlens.figures.layers) on a tiny hand-built model, and the per-cell
+intervals they show (gradlens.selection.cells) against one component at a time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from gradlens.figures import (
     params_scatter,
 )
 from gradlens.models.naming import KINDS
+from gradlens.selection import correct, cosines
+from gradlens.selection.cells import CellIntervals, cell_intervals
+from gradlens.selection.trust import clopper_pearson, paired_diff_ci
+from tests.unit.test_trust import run_arrays, tiny_instance
 
 # two blocks of q / down, an embedding and a head; the kinds are listed out of KINDS order
 NAMES = ["L1.down", "embed", "L0.q", "L0.down", "lm_head", "L1.q"]
@@ -143,3 +148,56 @@ def test_params_scatter_log_x_and_every_component():
     for t in fig.data:
         for c, x, y in zip(t.customdata, t.x, t.y, strict=True):
             assert (x, y) == (N_PARAMS[c], VALUES[c])
+
+
+def test_kind_medians_equal_a_groupby_and_the_axis_says_median():
+    medians = kind_means(VALUES, KIND, "median")
+    want = pd.DataFrame({"kind": KIND, "v": VALUES}).groupby("kind")["v"].median()
+    np.testing.assert_allclose(medians.to_numpy(), want.reindex(medians.index).to_numpy())
+    fig = kind_means_bar({"a": medians}, "median")
+    assert fig.layout.yaxis.title.text == "median single-component accuracy"
+    assert fig.layout.title.text.startswith("Median")
+    with pytest.raises(ValueError, match="statistic"):
+        kind_means(VALUES, KIND, "max")
+
+
+def test_cell_intervals_equal_one_component_at_a_time():
+    dots, qsq, csq, target, valid = tiny_instance(3, n=40, k=6)
+    arrays = run_arrays(dots, qsq, csq, target, valid)
+    got = cell_intervals(arrays, draws=300, seed=5)
+    full = correct(cosines(dots, qsq, csq, np.arange(6)), target, valid)
+    assert got.n == 40 and got.full == full.mean()
+    for c in range(6):
+        one = correct(cosines(dots, qsq, csq, [c]), target, valid)
+        assert got.hits[c] == one.sum()
+        assert (got.ci_lo[c], got.ci_hi[c]) == clopper_pearson(int(one.sum()), 40)
+        lo, hi = paired_diff_ci(one, full, draws=300, seed=5)
+        assert (got.diff_lo[c], got.diff_hi[c]) == pytest.approx((lo, hi), abs=1e-12)
+        assert got.distinct[c] == (lo > 0 or hi < 0)
+    np.testing.assert_array_equal(got.accuracy, got.hits / 40)
+
+
+def test_grid_hover_gives_each_cells_intervals_and_the_veil_covers_the_others():
+    cells = CellIntervals(
+        n=100,
+        hits=np.round(VALUES * 100).astype(int),
+        ci_lo=VALUES - 0.05,
+        ci_hi=VALUES + 0.01,
+        diff_lo=np.array([0.01, -0.4, -0.02, -0.1, -0.01, -0.08]),
+        diff_hi=np.array([0.05, -0.3, 0.03, -0.01, 0.02, -0.02]),
+        full=0.9,
+    )
+    plain = grid(cells=cells)
+    assert len(plain.data) == 1  # no veil unless asked
+    hover = plain.data[0].hovertext
+    assert "[0.920, 0.980]" in hover[2] and "97/100" in hover[2]
+    assert "[-0.020, +0.030]" in hover[2] and "not distinguishable" in hover[2]
+    assert "better" in hover[0]
+    assert "worse" in hover[1] and "worse" in hover[3]
+    veil = grid(cells=cells, fade=True).data[1]
+    faded = [c for c in range(len(NAMES)) if not cells.distinct[c]]
+    assert faded == [2, 4]
+    assert list(zip(veil.x, veil.y)) == [
+        (KIND[c], "model" if LAYERS[c] is None else f"L{LAYERS[c]}") for c in faded
+    ]
+    assert veil.hoverinfo == "skip" and veil.customdata is None

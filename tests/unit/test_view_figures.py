@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 
 from gradlens.figures import candidate_bars, greedy_curve, select_vs_project, share_bars
+from gradlens.figures.curves import FOLD_PREFIX, NULL_BAND_NAME
+from gradlens.figures.style import COLORS
 from gradlens.figures.textdiff import diff_markdown, escape_markdown, word_diff
 from gradlens.runs.viewstate import ViewState
 
@@ -54,17 +56,40 @@ def _curve(k: int = 5) -> pd.DataFrame:
 
 def test_greedy_curve_traces_carry_the_data() -> None:
     curve = _curve()
-    fig = greedy_curve(
-        curve, baselines={"full gradient": 0.7, "chance (1/b)": 0.2}, current=(0.3, 0.6)
-    )
+    band = pd.DataFrame({"step": [3, 1, 2], "band_lo": [0.3, 0.1, 0.2], "band_hi": [0.5, 0.3, 0.4]})
+    lines = {"full gradient": 0.7, "chance": 0.2, "greedy (held out, whole procedure)": 0.55}
+    lines["full gradient (sjlt:0.01)"] = 0.65
+    fig = greedy_curve(curve, baselines=lines, current=(0.3, 0.6), null_band=band)
     names = [t.name for t in fig.data]
-    assert names == ["greedy (accuracy, in-sample)", "k-fold held-out curve", "current subset"]
+    assert names == [
+        "greedy (accuracy, in-sample)",
+        FOLD_PREFIX,
+        NULL_BAND_NAME,
+        "full gradient 0.7000",
+        "chance 0.2000",
+        "greedy (held out, whole procedure) 0.5500",
+        "full gradient (sjlt:0.01) 0.6500",
+        "current subset",
+    ]
     assert list(fig.data[0].y) == list(curve["accuracy"])
     assert list(fig.data[0].x) == list(curve["param_fraction"])
     assert fig.layout.xaxis.type == "log"
-    assert {s.y0 for s in fig.layout.shapes} == {0.7, 0.2}
-    # without parameter counts the x axis is the step
-    fig = greedy_curve(curve.assign(param_fraction=np.nan), metric="fidelity")
+    # the band: band_hi at steps 1..3 left to right, then band_lo back, at those steps' x
+    x3 = list(curve["param_fraction"][:3])
+    assert list(fig.data[2].x) == x3 + x3[::-1]
+    assert list(fig.data[2].y) == [0.3, 0.4, 0.5, 0.3, 0.2, 0.1]
+    # each baseline spans the curve's x range at its value, in its meaning's colour
+    for trace, value in zip(fig.data[3:7], lines.values(), strict=True):
+        assert list(trace.y) == [value, value] and list(trace.x) == [0.1, 1.0]
+    assert [t.line.color for t in fig.data[3:7]] == [
+        COLORS["full"],
+        COLORS["chance"],
+        COLORS["heldout"],
+        COLORS["projection"],
+    ]
+    assert not fig.layout.annotations  # values are in the legend, not at the right edge
+    # without parameter counts the x axis is the step; fidelity has no band and no held-out curve
+    fig = greedy_curve(curve.assign(param_fraction=np.nan), metric="fidelity", null_band=band)
     assert list(fig.data[0].x) == list(curve["step"]) and len(fig.data) == 1
 
 
@@ -82,6 +107,7 @@ def test_select_vs_project_and_failure_figures() -> None:
     bars = fig.data[0]
     assert len(bars.y) == 11 and "30 others" in bars.y
     assert np.isclose(sum(bars.x), contrib["contribution"].sum())
+    assert fig.layout.xaxis.title.text.startswith("contribution to the margin")
     cands = pd.DataFrame(
         {
             "candidate_id": ["a", "b"],
