@@ -338,7 +338,7 @@ class IndexInfo:
 class TopK:
     """The k best training rows of a ``FullSetScores``, best first (ties: lower row first):
     ``rows`` int[k], ``cosines`` float64[k], ``contributions`` float64[k, |S|] (component c's
-    dot over the subset cosine's denominator; each row sums to its cosine)."""
+    dot over the subset cosine's denominator, in subset order; each row sums to its cosine)."""
 
     rows: np.ndarray
     cosines: np.ndarray
@@ -364,19 +364,22 @@ class FullSetScores:
         return 1 + int(np.count_nonzero(self.cosine > self.cosine[row]))
 
     def top(self, k: int) -> TopK:
+        """The k best rows by ``cosine``, re-scored in float64 from their stored vectors (the
+        streamed cosines multiply in float32): ``TopK.cosines`` is the sum of the contributions,
+        the order is by that value (ties: lower row first)."""
         n = len(self.cosine)
         k = min(k, n)
-        # stable order: descending cosine, then ascending row
         if k < n:
             part = np.argpartition(-self.cosine, k - 1)[:k]
-            cut = self.cosine[part].min()
-            cand = np.flatnonzero(self.cosine >= cut)
+            cand = np.flatnonzero(self.cosine >= self.cosine[part].min())  # ties at the cut
         else:
             cand = np.arange(n)
-        order = cand[np.lexsort((cand, -self.cosine[cand]))][:k]
-        denom = np.sqrt(self.query_sqnorm * self.train_sqnorm[order]) + EPS
-        dots = self._index.row_dots(self._query, self._positions, order)
-        return TopK(order, self.cosine[order], dots / denom[:, None])
+        cand = cand[np.lexsort((cand, -self.cosine[cand]))][:k]
+        denom = np.sqrt(self.query_sqnorm * self.train_sqnorm[cand]) + EPS
+        contributions = self._index.row_dots(self._query, self._positions, cand) / denom[:, None]
+        cosines = contributions.sum(1)
+        order = np.lexsort((cand, -cosines))
+        return TopK(cand[order], cosines[order], contributions[order])
 
 
 class RunIndex:
