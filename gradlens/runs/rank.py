@@ -25,12 +25,16 @@ from rank_bm25 import BM25Okapi
 from gradlens.errors import GradLensError
 from gradlens.options import ComputeOptions, RankOptions, to_argv
 from gradlens.runs.read import examples as read_examples
-from gradlens.selection.fullset import original_ranks
+from gradlens.selection.fullset import FullSet, FullSetInputs, original_ranks
+from gradlens.selection.subsets import check_shapes
+from gradlens.selection.trust import Core
+from gradlens.store.arrays import RunArrays
 from gradlens.store.connect import read_store
 from gradlens.store.index import RunIndex, index_methods, open_index
 
 __all__ = [
     "RankSource",
+    "full_set_inputs",
     "RankedExample",
     "Ranking",
     "index_hint",
@@ -409,3 +413,53 @@ def json_line(ranking: Ranking) -> str:
         return x
 
     return json.dumps(clean(ranking.to_json()), ensure_ascii=False)
+
+
+def full_set_inputs(
+    db: str, run_id: str, exact: RunArrays, method: str | None = None
+) -> FullSetInputs | None:
+    """What ``selection.fullset.full_set_headline`` reads for run ``run_id`` (``exact``: its
+    BM25 benchmark arrays) from the run's index of ``method`` (None: ``open_source``'s default);
+    None when the run has no index. The index's queries are taken in the arrays' order, each
+    query's original is the training example with its id, and BM25 scores every training
+    example for each query's text."""
+    if not index_methods(db, run_id):
+        return None
+    src = open_source(db, run_id, method)
+    ix = src.index
+    train_row = {str(t): r for r, t in enumerate(ix.train_ids)}
+    query_row = {str(q): r for r, q in enumerate(ix.query_ids)}
+    missing = [q for q in exact.query_ids if q not in query_row or q not in train_row]
+    if missing:
+        raise GradLensError(
+            f"run '{src.name}': query {missing[0]!r} is not in its {src.method} index with an "
+            "original among the training examples"
+        )
+    rows = [query_row[q] for q in exact.query_ids]
+    slots = np.vectorize(lambda c: train_row.get(c, -1) if c is not None else -1, otypes=[int])
+    texts = src.queries.set_index("example_id")
+    bm25 = np.stack(
+        [
+            src.bm25.get_scores(
+                src.bm25_text(texts.at[q, "prompt"], texts.at[q, "response"]).split()
+            )
+            for q in exact.query_ids
+        ]
+    )
+    fs = FullSet(
+        dots=ix.all_dots(rows),
+        query_sq=np.asarray(ix.sqnorms("query"))[rows],
+        train_sq=np.asarray(ix.sqnorms("train")),
+        original=np.array([train_row[q] for q in exact.query_ids], dtype=np.int64),
+    )
+    core = Core(*check_shapes(exact.dots, exact.query_sq, exact.cand_sq, exact.target, exact.valid))
+    return FullSetInputs(
+        core=core,
+        fs=fs,
+        held=tuple(ix.info.components),
+        slot_rows=slots(exact.candidate_ids),
+        names=exact.names,
+        n_params=exact.known_n_params,
+        bm25=bm25,
+        method=src.method,
+    )

@@ -154,3 +154,105 @@ def test_shapes_are_checked() -> None:
         fullset.FullSet(np.zeros((2, 3, 4)), np.zeros((2, 4)), np.zeros((3, 5)), np.zeros(2, int))
     with pytest.raises(ValueError, match="original"):
         fullset.FullSet(np.zeros((2, 3, 4)), np.zeros((2, 4)), np.zeros((3, 4)), np.array([0, 3]))
+
+
+def benchmark(qv, tv, original, b: int, seed: int):
+    """The BM25-style benchmark of the same vectors: each query's original and b - 1 other
+    training rows as candidates, in a shuffled slot order."""
+    from gradlens.selection.trust import Core
+
+    rng = np.random.default_rng(seed)
+    q, n = len(original), tv.shape[1]
+    slot_rows = np.empty((q, b), dtype=np.int64)
+    for i, o in enumerate(original):
+        others = rng.choice(np.setdiff1d(np.arange(n), [o]), size=b - 1, replace=False)
+        slot_rows[i] = rng.permutation(np.concatenate([[o], others]))
+    dots = np.einsum("kqd,qbkd->qbk", qv, tv.transpose(1, 0, 2)[slot_rows])
+    cand_sq = (tv**2).sum(-1).T[slot_rows]
+    target = np.argmax(slot_rows == original[:, None], axis=1)
+    core = Core(dots, (qv**2).sum(-1).T, cand_sq, target, np.ones((q, b), dtype=bool))
+    return core, slot_rows
+
+
+def test_full_set_rows_equal_plain_loops() -> None:
+    from gradlens.selection import correct
+    from gradlens.selection.trust import clopper_pearson, fold_assignment, permuted_targets
+
+    qv, tv, original = vectors(11, q=12, n=15, k=4, signal=0.3)
+    core, slot_rows = benchmark(qv, tv, original, 4, 2)
+    fs = full_set_of(qv, tv, original)
+    names = [f"c{c}" for c in range(4)]
+    bm25 = np.random.default_rng(3).random((12, 15))
+    x = fullset.FullSetInputs(core, fs, (0, 1, 2, 3), slot_rows, names, None, bm25, "toy")
+    head = fullset.full_set_headline(x, folds=3, null_draws=6, seed=1, heldout_seeds=2)
+    table = head.table.set_index("id")
+
+    def row(sid, metric="recall@1"):
+        return table.loc[fullset.full_set_row_id(sid, metric)]
+
+    def bench_correct(subset, target=core.target):
+        cos = np.einsum("qbk->qb", core.dots[:, :, subset]) / (
+            np.sqrt(core.query_sq[:, subset].sum(1)[:, None] * core.cand_sq[:, :, subset].sum(2))
+            + 1e-12
+        )
+        return correct(cos, target, core.valid)
+
+    full = argsort_ranks(brute_cosines(qv, tv, range(4)), original)
+    assert row("full").accuracy == np.mean(full == 1)
+    assert (row("full").ci_lo, row("full").ci_hi) == clopper_pearson(int(np.sum(full == 1)), 12)
+    assert row("full", "MRR").accuracy == pytest.approx(np.mean(1 / full), abs=1e-15)
+    best = int(np.argmax([bench_correct([c]).sum() for c in range(4)]))
+    ranks = argsort_ranks(brute_cosines(qv, tv, [best]), original)
+    assert row("best_single").accuracy == np.mean(ranks == 1) and row("best_single").k == 1
+    assert np.isnan(row("best_single").ci_lo) and row("best_single").type == "selected_in_sample"
+    # the null: each draw's component chosen on the benchmark with permuted originals, scored
+    # over all N for the replaced originals
+    null = []
+    for t in permuted_targets(core.target, core.valid, 6, 1):
+        c = int(np.argmax([bench_correct([c], t).sum() for c in range(4)]))
+        fake = slot_rows[np.arange(12), t]
+        null.append(np.mean(argsort_ranks(brute_cosines(qv, tv, [c]), fake) == 1))
+    assert row("best_single").null_hi == pytest.approx(np.quantile(null, 0.95), abs=1e-15)
+    # held out: each fold's component chosen on the other folds' benchmark queries
+    per_seed = []
+    for s in (1, 2):
+        fold = fold_assignment(12, 3, s)
+        hit = np.zeros(12)
+        for f in range(3):
+            c = int(np.argmax([bench_correct([c])[fold != f].sum() for c in range(4)]))
+            r = argsort_ranks(brute_cosines(qv, tv, [c]), original)
+            hit[fold == f] = (r == 1)[fold == f]
+        per_seed.append(hit)
+    assert row("best_single_heldout").accuracy == pytest.approx(np.mean(per_seed), abs=1e-15)
+    bm = argsort_ranks(bm25, original)
+    assert row("bm25").accuracy == np.mean(bm == 1)
+    assert row("bm25", "MRR").accuracy == pytest.approx(np.mean(1 / bm), abs=1e-15)
+    assert set(table["type"]) == {"not_selected", "selected_in_sample", "held_out"}
+    assert row("greedy_peak").heldout_id == fullset.full_set_row_id("greedy_heldout", "recall@1")
+    assert head.curve is None
+
+
+def test_full_set_greedy_rows_and_curve() -> None:
+    qv, tv, original = vectors(12, q=10, n=12, k=4, signal=0.3)
+    core, slot_rows = benchmark(qv, tv, original, 3, 4)
+    fs = full_set_of(qv, tv, original)
+    x = fullset.FullSetInputs(core, fs, (0, 1, 2, 3), slot_rows, list("abcd"), None, None, "toy")
+    head = fullset.full_set_headline(x, folds=2, null_draws=3, greedy=True, heldout_seeds=1)
+    order, counts = loop_greedy(qv, tv, original)
+    curve = head.curve
+    assert list(curve["component_idx"]) == order and list(curve["component"]) == [
+        "abcd"[c] for c in order
+    ]
+    assert list(curve["accuracy"]) == pytest.approx([c / 10 for c in counts], abs=0)
+    assert set(curve["objective"]) == {fullset.FULL_SET_OBJECTIVE} and set(curve["method"]) == {
+        "toy"
+    }
+    peak = fullset.full_set_row_id("full_set_greedy_peak", "recall@1")
+    row = head.table.set_index("id").loc[peak]
+    assert row.accuracy == max(counts) / 10 and row.k == int(np.argmax(counts)) + 1
+    est = fullset.full_set_heldout(fs, folds=2, seeds=(0,))
+    held = head.table.set_index("id").loc[
+        fullset.full_set_row_id("full_set_greedy_heldout", "recall@1")
+    ]
+    assert held.accuracy == pytest.approx(est.accuracy, abs=1e-15)
+    np.testing.assert_array_equal(curve["heldout_accuracy"], est.runs[0].accuracy)
