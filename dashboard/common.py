@@ -4,7 +4,6 @@ stepper every session on a run shares, the page's ``Context`` and the sidebar th
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +18,20 @@ from gradlens.errors import GradLensError
 from gradlens.figures.textdiff import escape_markdown
 from gradlens.runs import read as queries
 from gradlens.runs.report import run_description
-from gradlens.runs.services import run_headline
 from gradlens.runs.viewstate import ViewState
 from gradlens.selection import (
+    BM25,
+    FULL,
+    GREEDY_HELDOUT,
     GreedyStepper,
     accuracy,
     chance,
     greedy_curve_table,
     greedy_select,
+    headline_rows,
     per_component_accuracy,
 )
+from gradlens.selection.cells import CellIntervals, cell_intervals
 from gradlens.store.arrays import RunArrays
 from gradlens.store.connect import write_store
 
@@ -114,16 +117,45 @@ def single_accuracy(db: str, run: str, method: str, ver: tuple) -> np.ndarray:
     return per_component_accuracy(*a.core, valid=a.valid)
 
 
-@st.cache_data(show_spinner="Computing the headline (greedy, 5-fold held-out over 3 seeds)…")
-def headline(db: str, run: str, ver: tuple) -> tuple[pd.DataFrame, dict]:
-    """The run's headline table over every stored method, and measured greedy timings."""
-    info = run_info(db, run, ver)
-    exact = arrays(db, run, "exact", ver)
-    projected = {m: arrays(db, run, m, ver) for m in info.methods if m != "exact"}
-    t0 = time.perf_counter()
-    greedy_select(*exact.core, valid=exact.valid)
-    timings = {"accuracy": time.perf_counter() - t0}
-    return run_headline(exact, projected), timings
+@st.cache_data(show_spinner=False)
+def stored_headline(db: str, run: str, ver: tuple) -> pd.DataFrame | None:
+    """The headline rows ``gradlens select`` stored with the run (with their nulls and paired
+    intervals); None when it never ran. Pages read these and never recompute them."""
+    return queries.stored_headline(db, run)
+
+
+@st.cache_data(show_spinner=False)
+def null_band(db: str, run: str, method: str, ver: tuple) -> pd.DataFrame | None:
+    """The stored null band of the greedy curve (step, band_lo, band_hi), None when not
+    stored (``select`` not run, or a method it does not draw nulls for)."""
+    return queries.null_band(db, run, method, "greedy_peak")
+
+
+@st.cache_data(show_spinner=False)
+def costs(db: str, run: str, ver: tuple) -> pd.DataFrame:
+    """The run's cost table in the paper's Table 2 rows (``runs.costs``)."""
+    return queries.costs(db, run)
+
+
+def greedy_lines(db: str, run: str, method: str, ver: tuple) -> dict[str, float]:
+    """The greedy chart's horizontal lines (accuracy objective): chance, then from the stored
+    headline the full gradient (exact and each projection), BM25 top-1 and the whole greedy
+    procedure's held-out estimate; without one, the full gradient alone."""
+    lines = {"chance": baselines(db, run, method, ver)[0]}
+    head = stored_headline(db, run, ver)
+    if head is None:
+        return lines | {"full gradient": baselines(db, run, "exact", ver)[1]}
+    for row in headline_rows(head):
+        if row.id in (FULL, BM25) or row.projection is not None:
+            lines[row.metric] = row.accuracy
+        elif row.id == GREEDY_HELDOUT:
+            lines["greedy, whole procedure held out"] = row.accuracy
+    return lines
+
+
+def select_hint(db: str, run: str) -> str:
+    """What to run for a run without a stored headline."""
+    return f"`gradlens select --db {db} --run {run}`"
 
 
 @st.cache_data(show_spinner=False)
@@ -162,10 +194,16 @@ def baselines(db: str, run: str, method: str, ver: tuple) -> tuple[float, float]
     return chance(a), accuracy(*a.core, subset=np.arange(a.shape[2]), valid=a.valid)
 
 
+@st.cache_data(show_spinner=False)
+def cells(db: str, run: str, method: str, ver: tuple) -> CellIntervals:
+    """Every component's interval and paired difference from the full gradient (tens of ms)."""
+    return cell_intervals(arrays(db, run, method, ver))
+
+
 @dataclass(frozen=True)
 class RunPanel:
     """One run as a page draws it: its info, method, arrays, single-component accuracy (K,),
-    chance and full-gradient accuracy."""
+    chance, full-gradient accuracy and each component's intervals (``CellIntervals``)."""
 
     info: queries.RunInfo
     method: str
@@ -173,6 +211,7 @@ class RunPanel:
     single: np.ndarray
     chance: float
     full: float
+    cells: CellIntervals
 
     @property
     def short(self) -> str:
@@ -193,7 +232,8 @@ def run_panel(ctx: Context, run: queries.RunInfo) -> RunPanel:
     single = single_accuracy(ctx.db, run.name, method, ctx.ver)
     chance, full = baselines(ctx.db, run.name, method, ctx.ver)
     a = arrays(ctx.db, run.name, method, ctx.ver)
-    return RunPanel(run, method, a, np.asarray(single, dtype=np.float64), chance, full)
+    intervals = cells(ctx.db, run.name, method, ctx.ver)
+    return RunPanel(run, method, a, np.asarray(single, dtype=np.float64), chance, full, intervals)
 
 
 def runs_table(db: str, ver: tuple) -> pd.DataFrame:

@@ -1,8 +1,10 @@
-"""Widgets the pages share: a table with its CSV download, figures side by side, the second run
-drawn beside the current one, and the components a chart click or a routed pick selects."""
+"""Widgets the pages share: a table with its CSV download, a stored headline with its flags,
+figures side by side, the second run drawn beside the current one, and the components a chart
+click or a routed pick selects."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from numbers import Integral
 
@@ -11,6 +13,16 @@ import streamlit as st
 
 from dashboard import common, state
 from gradlens.runs.read import RunInfo
+from gradlens.runs.report import format_accuracy, format_interval, headline_strings
+from gradlens.selection import (
+    HELD_OUT,
+    NOT_SELECTED,
+    SELECTED_IN_SAMPLE,
+    HeadlineRow,
+    headline_row,
+    headline_rows,
+    indistinguishable,
+)
 
 NONE = "(none)"
 #: The last click applied per chart key: a chart keeps its selection across reruns, and a click
@@ -31,6 +43,63 @@ def table(frame: pd.DataFrame, download_as: str | None = None, **dataframe_args:
     if download_as is not None:
         download(frame, download_as)
     return event
+
+
+# -- the headline ---------------------------------------------------------------------------------
+#: Row types in words (the headline's ``type`` column).
+TYPES = {
+    NOT_SELECTED: "not selected",
+    SELECTED_IN_SAMPLE: "selected in-sample",
+    HELD_OUT: "held out",
+}
+#: The headline table's columns as the pages show them.
+HEADLINE_SHOWN = ["metric", "type", "accuracy", "95% CI", "reading", "null 95%", "Δ full 95%"]
+HEADLINE_SHOWN += ["CI method", "k", "params", "detail"]
+
+
+def headline_table(head: pd.DataFrame, download_as: str) -> None:
+    """A stored headline as a table: ``report.headline_strings`` with each row's type and the
+    method of its interval (none for a row selected on these queries)."""
+    methods = [m if isinstance(m, str) else "none (in-sample)" for m in head["ci_method"]]
+    shown = headline_strings(head)
+    shown["type"] = head["type"].map(TYPES).to_numpy()
+    shown["CI method"] = methods
+    widths = {c: st.column_config.TextColumn(width="small") for c in ("accuracy", "k", "params")}
+    widths["reading"] = st.column_config.TextColumn(width="large")
+    table(shown[HEADLINE_SHOWN], download_as, column_config=widths)
+
+
+def _flag(row: HeadlineRow, held: HeadlineRow | None) -> str:
+    """One in-sample row against its null, and its held-out counterpart."""
+    verdict = "at or below" if indistinguishable(row) else "above"
+    text = f"**{row.metric}** {format_accuracy(row.accuracy)} is {verdict} its null's "
+    text += f"95th percentile, {format_accuracy(row.null_hi)}."
+    if held is not None:
+        text += (
+            f" Held out: **{held.metric}** {format_accuracy(held.accuracy)} "
+            f"{format_interval(held.ci_lo, held.ci_hi)}."
+        )
+    return text
+
+
+def selection_flags(head: pd.DataFrame) -> None:
+    """For the rows selected on the run's own queries: "not distinguishable from selection on
+    noise" where a row is at or below its permutation null's ``null_hi`` (a warning), a note
+    where it is above; each with its held-out row."""
+    rows = [r for r in headline_rows(head) if r.in_sample and not math.isnan(r.null_hi)]
+    draws = int(head["null_draws"].iloc[0]) if "null_draws" in head else None
+    null = (
+        "the same selection rerun with each query's original replaced by a random other "
+        f"candidate ({draws} draws)"
+    )
+    low = [r for r in rows if indistinguishable(r)]
+    for group, box, lead in (
+        (low, st.warning, "**Not distinguishable from selection on noise**"),
+        ([r for r in rows if r not in low], st.info, "**Above selection on noise**"),
+    ):
+        if group:
+            lines = [_flag(r, headline_row(head, r.heldout_id or "")) for r in group]
+            box(f"{lead}: compared with {null}.\n\n" + "\n\n".join(lines))
 
 
 def side_by_side(items: Sequence, figure: Callable, key: str) -> None:

@@ -1,7 +1,8 @@
 """Greedy selection, one step at a time: step forward/back, run to the end, reset, or edit the
 subset by hand; after every change the subset's accuracy, parameter share, fidelity and (for a
-greedy prefix) held-out accuracy, its place on the curve, and the queries the change fixed or
-broke."""
+greedy prefix) the fold prefixes' held-out accuracy at its size, its place on the curve (with
+the stored null band and the whole procedure's held-out estimate), and the queries the change
+fixed or broke."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dashboard import common, state, widgets
 from gradlens.figures import greedy_curve
 from gradlens.runs.report import format_accuracy
 from gradlens.runs.viewstate import OBJECTIVES
-from gradlens.selection import BM25, FULL, headline_rows, param_fraction, subset_change
+from gradlens.selection import param_fraction, subset_change
 
 FIGURE_KEY = "greedy_figure"
 NAN = float("nan")
@@ -51,18 +52,6 @@ def set_objective() -> None:
     state.set_view(state.view().replace(objective=st.session_state["greedy_objective"]))
 
 
-def baselines(metric: str) -> dict[str, float]:
-    """The curve's horizontal lines: chance, the full gradient (exact and each projection) and
-    BM25 top-1, for the accuracy objective."""
-    if metric != "accuracy":
-        return {}
-    lines = {"chance": common.baselines(db, run, method, ver)[0]}
-    for row in headline_rows(common.headline(db, run, ver)[0]):
-        if row.id in (FULL, BM25) or row.projection is not None:
-            lines[row.projection or row.metric] = row.accuracy
-    return lines
-
-
 def chart(curve: pd.DataFrame, metric: str, current: tuple[float, float] | None):
     """The curve's figure, built once per session and curve: plotly takes tens of milliseconds
     to build and validate it, and a step only moves the current-subset marker (its last
@@ -71,8 +60,9 @@ def chart(curve: pd.DataFrame, metric: str, current: tuple[float, float] | None)
     key = (db, run, method, metric, ver)
     held = st.session_state.get(FIGURE_KEY)
     if held is None or held[0] != key:
-        lines = baselines(metric)
-        fig = greedy_curve(curve, metric=metric, baselines=lines, current=(NAN, NAN))
+        lines = common.greedy_lines(db, run, method, ver) if metric == "accuracy" else {}
+        band = common.null_band(db, run, method, ver)
+        fig = greedy_curve(curve, metric, lines, current=(NAN, NAN), null_band=band)
         st.session_state[FIGURE_KEY] = held = (key, fig)
     x, y = current if current is not None else (NAN, NAN)
     held[1].data[-1].update(x=[x], y=[y], visible=current is not None)
@@ -101,7 +91,10 @@ st.title("Greedy selection")
 st.caption(
     "Each step adds the component whose addition retrieves the most originals (or keeps the "
     "subset's cosines closest to the full gradient's: fidelity); ties go to the lowest index. "
-    "The curve is in-sample; the held-out figure scores each prefix on queries greedy did not see."
+    "The curve is in-sample: chosen and scored on the same queries. The grey band is what the "
+    "same greedy finds when each query's original is replaced by a random other candidate; the "
+    "line *greedy, whole procedure held out* is the honest estimate of running greedy and "
+    "keeping its peak (`gradlens select` stores both)."
 )
 st.session_state["greedy_objective"] = state.view().objective
 st.radio("Objective", OBJECTIVES, key="greedy_objective", horizontal=True, on_change=set_objective)
@@ -132,13 +125,15 @@ m[0].metric("accuracy", format_accuracy(acc), help="fraction of queries whose or
 m[1].metric("parameter fraction", "–" if frac is None else f"{frac:.3%}")
 m[2].metric("fidelity", format_accuracy(fid), help="cosine to the full gradient's cosines")
 m[3].metric(
-    "held-out (k-fold)",
+    "fold prefixes of size k, held out",
     format_accuracy(held),
-    help="the k-fold held-out curve at this k (only while the subset is a greedy prefix "
-    "of this objective; computed by `gradlens select`)",
+    help="greedy rerun on each fold's training part; its first k components (a different set "
+    "per fold) scored on that fold's held-out queries. Not a held-out figure for the subset "
+    "shown, and its maximum over k is optimistic (k is then chosen on the held-out queries). "
+    "Shown while the subset is a greedy prefix of this objective; stored by `gradlens select`.",
 )
 if not is_prefix:
-    st.caption("The subset is no longer a greedy prefix, so no held-out figure applies.")
+    st.caption("The subset is no longer a greedy prefix, so no fold-prefix figure applies.")
 x = frac if frac is not None else len(subset)
 current = (x, acc if v.objective == "accuracy" else fid) if subset else None
 st.plotly_chart(chart(curve, v.objective, current), width="stretch", key="greedy_chart")

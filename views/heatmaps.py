@@ -1,7 +1,8 @@
 """Layer heatmaps: every component's single-component retrieval accuracy as a layer × kind grid
-(click a square to make that component the subset), both query settings side by side when the
-database holds two runs of the same model and data; below, the mean per kind (paper's Table 1),
-accuracy vs depth (Fig. 3) and vs parameter count (Fig. 2)."""
+(click a square to make it the subset; hover for its intervals; the components not
+distinguishable from the full gradient faded), both query settings side by side when the
+database holds two runs of the same model and data; below, the mean or median per kind (paper's
+Table 1), accuracy vs depth (Fig. 3) and vs parameter count (Fig. 2)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ def color_range(panels: list[common.RunPanel], shared: bool) -> tuple[float, flo
 
 
 def draw_grid(panel: common.RunPanel, selected: set[str], crange, col) -> tuple[str, object]:
-    """``panel``'s layer × kind grid in ``col``, the current subset outlined; returns the chart's
-    key and its selection event."""
+    """``panel``'s layer × kind grid in ``col``, the current subset outlined, the cells not
+    distinguishable from the full gradient faded when asked; returns the chart's key and its
+    selection event."""
     names = panel.arrays.names
     fig = layer_kind_grid(
         panel.single,
@@ -42,6 +44,8 @@ def draw_grid(panel: common.RunPanel, selected: set[str], crange, col) -> tuple[
         selected={i for i, n in enumerate(names) if n in selected},
         title=panel.label,
         color_range=crange,
+        cells=panel.cells,
+        fade=fade,
     )
     key = f"heatmap_grid::{panel.info.name}::{panel.method}"
     with col:
@@ -78,6 +82,13 @@ shared = len(panels) == 2 and st.checkbox(
     help="off: each grid spans its own run's range (differences within a run stand out); "
     "on: equal colours mean equal accuracy across the two runs",
 )
+fade = st.checkbox(
+    "Fade the components not distinguishable from the full gradient",
+    value=True,
+    key="heatmap_fade",
+    help="faded: the paired bootstrap interval of (component − full gradient) over the same "
+    "queries includes 0, so these queries cannot tell the component from the full gradient",
+)
 selected = {names[c] for c in v.subset}
 cols = st.columns(len(panels)) if len(panels) > 1 else [st.container()]
 crange = color_range(panels, shared)
@@ -87,23 +98,29 @@ st.caption(
     + ("the two runs' joint range" if shared else "each run's own range")
     + " (not 0–1), so small differences show; the colour bar marks chance (the mean over "
     "queries of 1/candidates) and the full gradient's accuracy where they fall inside it. "
-    "Outlined: the current subset. Hover for the name, accuracy and parameter count."
+    "Outlined: the current subset. Hover for the name, the accuracy with its exact "
+    "(Clopper–Pearson) 95 % interval, its paired interval against the full gradient and the "
+    "parameter count. "
+    + ", ".join(f"{p.short}: {int(p.cells.distinct.sum())} of {len(p.single)}" for p in panels)
+    + " components differ from the full gradient (paired interval excludes 0)."
 )
 for (key, event), p in zip(events, panels, strict=True):
     widgets.select_clicked(key, event, p.arrays.names, names)
 
-st.subheader("Mean accuracy per kind")
-means = {p.short: kind_means(p.single, p.arrays.kinds) for p in panels}
+st.subheader("Accuracy per kind (the paper's Table 1)")
+stat = st.radio("Statistic over the layers", ("mean", "median"), horizontal=True, key="kind_stat")
+means = {p.short: kind_means(p.single, p.arrays.kinds, stat) for p in panels}
 table = pd.DataFrame(means).rename_axis("kind").reset_index()
 st.caption(
-    "The mean single-component accuracy of each kind over its layers (the paper's Table 1), "
-    "one column per run shown above."
+    f"The {stat} single-component accuracy of each kind over its layers, one column per run "
+    "shown above. The paper's Table 1 reports means, except its K cell for paraphrased "
+    "queries (0.916), a median."
 )
 left, right = st.columns([2, 3])
 with left:
     number = {c: st.column_config.NumberColumn(format="%.4f") for c in means}
     widgets.table(table, f"kind-means-{ctx.info.name}", column_config=number)
-right.plotly_chart(kind_means_bar(means), width="stretch", key="heatmap_kind_bars")
+right.plotly_chart(kind_means_bar(means, stat), width="stretch", key="heatmap_kind_bars")
 
 st.subheader("Accuracy vs depth")
 st.caption(

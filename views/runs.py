@@ -18,21 +18,26 @@ from gradlens.runs.report import MISSING, headline_strings
 FLASH_KEY = "runs_flash"
 PICK_KEY = "runs_delete_pick"
 CONFIRM_KEY = "runs_delete_confirm"
-HELD = (
-    "The database is held by another process (an import or a job publishing its run?), so the "
-    "run was not deleted. Try again in a moment."
-)
+HELD = "The database is held by another process (an import or a job publishing its run?), so "
+HELD += "the run was not deleted. Try again in a moment."
 
 
-def headlines(db: str, ver: tuple, names: tuple[str, str]) -> pd.DataFrame:
-    """Two runs' headlines side by side: metric, then each run's accuracy and 95% CI; rows in
-    the first run's order, then those only the second has (a projection, say)."""
-    shown = [headline_strings(common.headline(db, n, ver)[0]).set_index("id") for n in names]
+def headlines(db: str, ver: tuple, names: tuple[str, str]) -> pd.DataFrame | None:
+    """Two runs' stored headlines side by side (metric, then each run's accuracy, 95% CI and
+    reading; rows in the first run's order, then the second's own); None (saying what to run)
+    when either run was never selected."""
+    stored = {n: common.stored_headline(db, n, ver) for n in names}
+    if missing := [n for n, h in stored.items() if h is None]:
+        hints = ", ".join(common.select_hint(db, n) for n in missing)
+        st.info(f"No stored headline for {', '.join(missing)}: run {hints}.")
+        return None
+    shown = [headline_strings(stored[n]).set_index("id") for n in names]
     order = list(shown[0].index) + [i for i in shown[1].index if i not in shown[0].index]
     both = pd.DataFrame({"metric": shown[0]["metric"].combine_first(shown[1]["metric"])})
     for name, h in zip(names, shown, strict=True):
         both[f"{name} accuracy"] = h["accuracy"]
         both[f"{name} 95% CI"] = h["95% CI"]
+        both[f"{name} reading"] = h["reading"]
     return both.reindex(order).fillna(MISSING).reset_index(drop=True)
 
 
@@ -109,8 +114,8 @@ if len(complete) < 2:
     st.caption("Needs two complete runs; the Overview page shows this run's headline.")
 else:
     st.caption(
-        "The headline of each run (full gradient, best single component, greedy peak in-sample "
-        "and held-out, BM25): accuracy and its 95 % bootstrap interval over queries."
+        "The headline `gradlens select` stored with each run: accuracy, 95 % interval and "
+        "reading (the Overview page says how each is computed)."
     )
     current = state.view().run
     first = current if current in complete else complete[0]
@@ -120,8 +125,8 @@ else:
     b = right.selectbox("Run B", complete, index=complete.index(second), key="runs_cmp_b")
     if a == b:
         st.info("Pick two different runs.")
-    else:
-        widgets.table(headlines(db, ver, (a, b)), f"headlines-{a}-vs-{b}")
+    elif (both := headlines(db, ver, (a, b))) is not None:
+        widgets.table(both, f"headlines-{a}-vs-{b}")
 
 # -- delete ----------------------------------------------------------------------------------------
 st.subheader("Delete a run")

@@ -116,7 +116,7 @@ def greedy_curve(
 
 def _band_trace(curve: pd.DataFrame, xcol: str, band: pd.DataFrame) -> go.Scatter:
     """The null band as one closed polygon: band_hi left to right, band_lo back."""
-    at = curve[["step", xcol]].merge(band, on="step", how="inner").sort_values("step")
+    at = curve[list(dict.fromkeys(["step", xcol]))].merge(band, on="step").sort_values("step")
     x = list(at[xcol]) + list(at[xcol][::-1])
     y = list(at["band_hi"]) + list(at["band_lo"][::-1])
     return go.Scatter(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dashboard import common
 from gradlens.cli import main
 from tests.conftest import REPO
 from tests.helpers import synthetic_import_args
@@ -19,16 +20,23 @@ def db(tmp_path):
     return path
 
 
-def test_app_opens_on_the_overview_with_the_headline(db, monkeypatch):
+def test_app_opens_on_the_overview_and_reads_the_headline_select_stored(db, monkeypatch):
     monkeypatch.setenv("GRADLENS_DB", str(db))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert at.sidebar.selectbox(key="gl_run").value == "syn"
+    # never selected: no headline is computed on the page, it says what to run
+    assert not at.metric
+    assert f"`gradlens select --db {db} --run syn`" in at.info[0].value
+    assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
+    common.refresh()  # what the version's 5 s time-to-live does on a server
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    assert not at.exception
     labels = [m.label for m in at.metric]
-    assert "full gradient" in labels and "greedy peak (in-sample)" in labels
+    assert labels == ["full gradient", "best single, held out", "greedy, held out"]
     assert at.dataframe[0].value["metric"].tolist()[:2] == [
         "full gradient",
-        "best single component",
+        "best single component (in-sample)",
     ]
 
 

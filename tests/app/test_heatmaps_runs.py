@@ -12,7 +12,9 @@ import pytest
 
 from gradlens.cli import main
 from gradlens.runs import read as queries
+from gradlens.runs.report import headline_strings
 from gradlens.selection import per_component_accuracy
+from gradlens.selection.cells import cell_intervals
 from tests.conftest import REPO
 from tests.helpers import synthetic_import_args
 
@@ -30,11 +32,13 @@ def import_args(tmp_path, db, setting: str, run: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """A DuckDB file with runs ``syn`` (setting a) and ``syn_b`` (setting b)."""
+    """A DuckDB file with runs ``syn`` (setting a) and ``syn_b`` (setting b), both selected."""
     tmp = tmp_path_factory.mktemp("heatmaps")
     db = tmp / "two.duckdb"
     assert main(synthetic_import_args(tmp, db)) == 0
     assert main(import_args(tmp, db, "b", "syn_b")) == 0
+    for run in ("syn", "syn_b"):
+        assert main(["select", "--db", str(db), "--run", run, "--null-draws", "5"]) == 0
     return db
 
 
@@ -61,15 +65,23 @@ def decode(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def grids(at: AppTest) -> list[dict]:
-    """The layer × kind grid traces on the page (scatter traces of square markers)."""
+def squares(at: AppTest) -> list[dict]:
+    """Every trace of square markers on the page: the grids and their veils."""
     out = []
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        for trace in spec["data"]:
-            if trace.get("marker", {}).get("symbol") == "square":
-                out.append(trace)
+        out += [t for t in spec["data"] if t.get("marker", {}).get("symbol") == "square"]
     return out
+
+
+def grids(at: AppTest) -> list[dict]:
+    """The layer × kind grid traces on the page (square markers carrying component indices)."""
+    return [t for t in squares(at) if "customdata" in t]
+
+
+def veils(at: AppTest) -> list[dict]:
+    """The veils over the cells not distinguishable from the full gradient (no hover)."""
+    return [t for t in squares(at) if t.get("hoverinfo") == "skip"]
 
 
 # -- Layer heatmaps ---------------------------------------------------------------------------
@@ -85,6 +97,29 @@ def test_heatmap_grid_shows_single_component_accuracy(one_run, monkeypatch):
     # one run only: nothing to compare with
     assert not any(s.label in ("Compare with", "Other setting") for s in at.selectbox)
     assert at.download_button  # the kind-means table downloads as CSV
+
+
+def test_heatmap_hover_and_veil_follow_each_components_intervals(one_run, monkeypatch):
+    at = app(one_run, monkeypatch, "views/heatmaps.py")
+    a = queries.load_arrays(one_run, "syn")
+    cells = cell_intervals(a)
+    (grid,) = grids(at)
+    custom = decode(grid["customdata"]).astype(int)
+    for pos, c in enumerate(custom):
+        hover = grid["hovertext"][pos]
+        assert f"[{cells.ci_lo[c]:.3f}, {cells.ci_hi[c]:.3f}]" in hover
+        assert f"{cells.hits[c]}/{a.shape[0]} queries" in hover
+        assert f"[{cells.diff_lo[c]:+.3f}, {cells.diff_hi[c]:+.3f}]" in hover
+    (veil,) = veils(at)
+    where = {(x, y) for x, y in zip(grid["x"], grid["y"], strict=True)}
+    faded = {(grid["x"][p], grid["y"][p]) for p, c in enumerate(custom) if not cells.distinct[c]}
+    assert set(zip(veil["x"], veil["y"], strict=True)) == faded and faded <= where
+    assert f"{int(cells.distinct.sum())} of {len(custom)} components differ" in " ".join(
+        c.value for c in at.caption
+    )
+    at.checkbox(key="heatmap_fade").uncheck().run()
+    assert not at.exception, at.exception
+    assert not veils(at) and len(grids(at)) == 1
 
 
 def test_heatmap_pick_sets_the_subset(one_run, monkeypatch):
@@ -155,6 +190,12 @@ def test_runs_page_lists_runs_and_compares_headlines(two_runs, monkeypatch):
     assert "setting=b" in table.set_index("name").loc["syn_b", "data"]
     both = at.dataframe[1].value
     assert {"syn accuracy", "syn_b accuracy", "syn 95% CI", "syn_b 95% CI"} <= set(both.columns)
+    assert {"syn reading", "syn_b reading"} <= set(both.columns)
+    for run in ("syn", "syn_b"):
+        stored = headline_strings(queries.stored_headline(two_runs, run)).set_index("metric")
+        shown = both.set_index("metric")
+        for col in ("accuracy", "95% CI", "reading"):
+            assert list(shown[f"{run} {col}"]) == list(stored.loc[shown.index, col])
     full = both.set_index("metric").loc["full gradient"]
     a = queries.load_arrays(two_runs, "syn")
     from gradlens.selection import accuracy
@@ -167,6 +208,9 @@ def test_runs_page_deletes_a_run(tmp_path, monkeypatch):
     assert main(synthetic_import_args(tmp_path, db)) == 0
     assert main(import_args(tmp_path, db, "b", "syn_b")) == 0
     at = app(db, monkeypatch, "views/runs.py")
+    # never selected: the comparison says what to run instead of computing a headline
+    hint = next(i.value for i in at.info if "No stored headline" in i.value)
+    assert all(f"`gradlens select --db {db} --run {r}`" in hint for r in ("syn", "syn_b"))
     button = at.button(key="runs_delete")
     assert button.disabled
     at.selectbox(key="runs_delete_pick").set_value("syn_b").run()

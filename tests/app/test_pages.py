@@ -15,7 +15,17 @@ import pytest
 from gradlens.cli import main
 from gradlens.runs import read as queries
 from gradlens.runs.viewstate import ViewState
-from gradlens.selection import EPS, greedy_select
+from gradlens.selection import (
+    BEST_SINGLE_HELDOUT,
+    EPS,
+    FULL,
+    GREEDY_HELDOUT,
+    GREEDY_PEAK,
+    NOT_SELECTED,
+    greedy_select,
+    headline_row,
+    headline_rows,
+)
 from tests.conftest import REPO
 from tests.helpers import synthetic_selected_db
 
@@ -82,6 +92,28 @@ def test_greedy_stepping_matches_greedy_select_and_step_back_restores(db, monkey
     assert at.session_state["gl_view"].subset == ()
 
 
+def test_greedy_chart_draws_the_stored_null_band_and_whole_procedure_estimate(db, monkeypatch):
+    from gradlens.figures.curves import FOLD_PREFIX, NULL_BAND_NAME
+
+    at = app(db, monkeypatch, "greedy")
+    assert not at.exception
+    traces = {t["name"]: t for t in chart_data(at, "greedy_chart")}
+    band = queries.null_band(db, "syn")
+    curve = queries.curves(db, "syn")
+    curve = curve[curve["objective"] == "accuracy"]
+    xcol = "param_fraction" if curve["param_fraction"].notna().all() else "step"
+    x = list(curve.set_index("step", drop=False).loc[band["step"], xcol])
+    drawn = traces[NULL_BAND_NAME]
+    np.testing.assert_allclose(values(drawn["x"]), x + x[::-1])
+    want = list(band["band_hi"]) + list(band["band_lo"][::-1])
+    np.testing.assert_allclose(values(drawn["y"]), want)
+    held = headline_row(queries.stored_headline(db, "syn"), GREEDY_HELDOUT).accuracy
+    line = traces[f"greedy, whole procedure held out {held:.4f}"]
+    np.testing.assert_allclose(values(line["y"]), [held, held])
+    assert FOLD_PREFIX in traces
+    assert "fold prefixes of size k, held out" in [m.label for m in at.metric]
+
+
 def test_a_copied_url_reopens_the_same_view(db, monkeypatch):
     view = ViewState(run="syn", subset=(2, 0), objective="fidelity")
     at = app(db, monkeypatch, "greedy", view)
@@ -115,17 +147,41 @@ def test_failure_table_and_bars_against_numpy(db, monkeypatch):
     assert np.isclose(values(bars["x"]).sum(), margin, atol=1e-12)
 
 
-def test_overview_shows_what_selection_computes(db, monkeypatch):
+def test_overview_shows_the_stored_headline_typed_with_its_methods_and_costs(db, monkeypatch):
+    from dashboard.widgets import TYPES
+    from gradlens.runs.report import format_interval
     from gradlens.selection import accuracy
+    from gradlens.selection.trust import clopper_pearson
 
     a = queries.load_arrays(db, "syn")
+    n, _, k = a.shape
+    rows = headline_rows(queries.stored_headline(db, "syn"))
+    by_id = {r.id: r for r in rows}
     at = app(db, monkeypatch)
     assert not at.exception
     shown = {m.label: m.value for m in at.metric}
-    k = a.shape[2]
     assert shown["full gradient"] == f"{accuracy(*a.core, np.arange(k), a.valid):.4f}"
+    assert shown["greedy, held out"] == f"{by_id[GREEDY_HELDOUT].accuracy:.4f}"
+    assert shown["best single, held out"] == f"{by_id[BEST_SINGLE_HELDOUT].accuracy:.4f}"
     peak = max(s.accuracy for s in greedy_select(*a.core, valid=a.valid))
-    assert shown["greedy peak (in-sample)"] == f"{peak:.4f}"
+    assert by_id[GREEDY_PEAK].accuracy == pytest.approx(peak, abs=1e-12)
+    table = at.dataframe[0].value
+    assert list(table["metric"]) == [r.metric for r in rows]
+    assert list(table["type"]) == [TYPES[r.type] for r in rows]
+    columns = (table["95% CI"], table["CI method"], table["reading"])
+    for r, shown_ci, method, reading in zip(rows, *columns, strict=True):
+        if r.type == NOT_SELECTED:  # exact: recomputed from the row's count
+            hits = round(r.accuracy * n)
+            assert method == "clopper-pearson"
+            assert shown_ci == format_interval(*clopper_pearson(hits, n))
+        elif r.in_sample:  # no interval of its own, never better or worse than the full gradient
+            assert method == "none (in-sample)" and shown_ci == "–"
+            assert "better" not in reading and "worse" not in reading
+        if not r.in_sample and r.id != FULL:
+            assert ("better" in reading) == (r.diff_lo > 0)
+            assert ("worse" in reading) == (r.diff_hi < 0)
+    costs = at.dataframe[1].value
+    assert list(costs["step"]) == list(queries.costs(db, "syn")["step"])
 
 
 def _paper_subsample(tmp_path, n_queries: int = 120):
@@ -163,9 +219,19 @@ def test_paper_subsample_overview_matches_selection(tmp_path, monkeypatch):
         assert main(args) == 0
     at = app(db, monkeypatch)
     assert not at.exception
+    # before select: each run says what to run, and nothing is computed for it
+    assert not at.metric
+    hints = " ".join(i.value for i in at.info)
+    assert all(f"--run {s}`" in hints for s in ("paraphrased", "model_generated"))
+    for setting in ("paraphrased", "model_generated"):
+        assert main(["select", "--db", str(db), "--run", setting, "--null-draws", "5"]) == 0
+    at = app(db, monkeypatch)
+    assert not at.exception
     values = [m.value for m in at.metric]
+    flags = " ".join(box.value for box in [*at.warning, *at.info])
     for setting in ("paraphrased", "model_generated"):
         a = queries.load_arrays(db, setting)
         full = accuracy(*a.core, np.arange(a.shape[2]), a.valid)
         peak = max(s.accuracy for s in greedy_select(*a.core, valid=a.valid))
-        assert f"{full:.4f}" in values and f"{peak:.4f}" in values
+        assert f"{full:.4f}" in values
+        assert f"**greedy peak (in-sample)** {peak:.4f}" in flags

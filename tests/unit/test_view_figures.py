@@ -91,6 +91,8 @@ def test_greedy_curve_traces_carry_the_data() -> None:
     # without parameter counts the x axis is the step; fidelity has no band and no held-out curve
     fig = greedy_curve(curve.assign(param_fraction=np.nan), metric="fidelity", null_band=band)
     assert list(fig.data[0].x) == list(curve["step"]) and len(fig.data) == 1
+    fig = greedy_curve(curve.assign(param_fraction=np.nan), null_band=band)
+    assert list(fig.data[2].x) == [1, 2, 3, 3, 2, 1]
 
 
 def test_select_vs_project_and_failure_figures() -> None:
