@@ -7,7 +7,7 @@ out; no Streamlit; tested on tiny arrays).
   depth and vs parameter count.
 - ``failures``: per-component shares of a failure's margin, candidate cosines.
 - ``lenses``: the backward lens and input-embedding gradients; token labels for plotly.
-- ``pairs``: the pair inspector's cosine grid and per-token bars.
+- ``pairs``: the pair inspector's cosine grid, per-token bars and token matrix.
 - ``textdiff``: word-level differences between two texts.
 """
 
@@ -35,7 +35,7 @@ from gradlens.figures.lenses import (
     target_cosine_heatmap,
     token_label,
 )
-from gradlens.figures.pairs import pair_cosine_grid, token_bars
+from gradlens.figures.pairs import pair_cosine_grid, token_bars, token_cosine_heatmap
 
 __all__ = [
     "backward_lens_heatmap",
@@ -61,5 +61,6 @@ __all__ = [
     "shift_share_figure",
     "target_cosine_heatmap",
     "token_bars",
+    "token_cosine_heatmap",
     "token_label",
 ]

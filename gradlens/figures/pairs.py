@@ -152,3 +152,43 @@ def token_bars(
         margin={"t": 80, "b": 110},
     )
     return fig
+
+
+def token_cosine_heatmap(
+    cosines: np.ndarray,
+    frame_a: pd.DataFrame,
+    frame_b: pd.DataFrame,
+    labels: tuple[str, str] = ("A", "B"),
+    identical: float = 0.999,
+) -> go.Figure:
+    """The token matrix: cos(g_t(a), g_u(b)) float[n_a, n_b], a's loss-bearing tokens as rows
+    (top to bottom in order), b's as columns, on the fixed diverging scale -1 … +1; each cell
+    shows its cosine, ``=`` where it is ≥ ``identical``. Frames: position and token of each
+    example's tokens (``TokenDecomposition.frame()``); ``labels`` name the examples."""
+    cos = np.asarray(cosines, dtype=np.float64)
+    la, lb = (html.escape(str(x), quote=False) for x in labels)
+    ya, xb = _token_axis(frame_a), _token_axis(frame_b)
+    text = [[("= " if v >= identical else "") + f"{v:+.3f}" for v in row] for row in cos]
+    fig = go.Figure(
+        go.Heatmap(
+            z=cos,
+            x=xb,
+            y=ya,
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 12},
+            zmin=-1.0,
+            zmax=1.0,
+            zmid=0.0,
+            colorscale=COSINE_SCALE,
+            colorbar={"title": {"text": "cosine"}},
+            xgap=2,
+            ygap=2,
+            hovertemplate=f"{la}'s %{{y}} · {lb}'s %{{x}}<br>cosine %{{z:+.4f}}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category", title=f"{lb}'s loss-bearing tokens", side="bottom")
+    fig.update_yaxes(type="category", title=f"{la}'s loss-bearing tokens", autorange="reversed")
+    height = 200 + 44 * len(ya)
+    title = f"Per-token gradients: cosine of each token of {la} with each token of {lb}"
+    return finish(fig, title, max(height, 320))
