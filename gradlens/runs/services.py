@@ -18,6 +18,7 @@ from gradlens.faults import fault_point
 from gradlens.files import file_digest
 from gradlens.options import SelectOptions
 from gradlens.runs.costs import cost_table
+from gradlens.runs.rank import full_set_inputs, index_hint
 from gradlens.runs.read import arrays_of
 from gradlens.selection import (
     Headline,
@@ -27,6 +28,7 @@ from gradlens.selection import (
     greedy_select,
     kfold_greedy,
 )
+from gradlens.selection.fullset import FULL_SET_OBJECTIVE, full_set_headline
 from gradlens.store.arrays import RunArrays
 from gradlens.store.connect import write_store
 from gradlens.store.database import Store
@@ -277,6 +279,42 @@ def _store_selection(db: str, run_id: str, tables: dict[str, pd.DataFrame]) -> N
             store.insert(table, run_id, frame)
 
 
+def _full_set(opts: SelectOptions, row: dict, exact: RunArrays, head: Headline):
+    """The full-set rows of a run with an index (``selection.fullset``; with
+    ``--full-set-greedy`` also greedy by full-set recall@1), None for a run without one
+    (GradLensError saying what to run when ``--full-set-greedy`` asks for them)."""
+    inputs = full_set_inputs(opts.db, row["run_id"], exact)
+    if inputs is None:
+        if opts.full_set_greedy:
+            raise GradLensError(f"--full-set-greedy: {index_hint(row, opts.db)}")
+        return None
+    return full_set_headline(
+        inputs, head.steps, opts.folds, opts.seed, opts.null_draws, opts.full_set_greedy
+    )
+
+
+def _with_full_set(opts: SelectOptions, full, head: Headline, stored, curves, timings):
+    """The printed table, stored headline rows, curves and timings with the full-set rows
+    (stored under the index's method), curve and times added."""
+    if full is None:
+        return head.table, stored, curves, timings
+    rows = full.table.assign(
+        method=full.method,
+        position=np.arange(len(full.table)),
+        folds=opts.folds,
+        seed=opts.seed,
+        null_draws=opts.null_draws,
+    )
+    times = [(what, FULL_SET_OBJECTIVE, s) for what, s in full.timings.items()]
+    times = _timing_rows(full.method, times)
+    return (
+        pd.concat([head.table, full.table], ignore_index=True),
+        pd.concat([stored, rows], ignore_index=True),
+        pd.concat([curves, full.curve], ignore_index=True) if full.curve is not None else curves,
+        pd.concat([timings, times], ignore_index=True),
+    )
+
+
 def select_run(opts: SelectOptions) -> SelectResult:
     """Headline table of a complete run (every stored method) with its permutation nulls, and
     its greedy curves; the curves, the headline rows, the greedy null band and the timings are
@@ -290,8 +328,14 @@ def select_run(opts: SelectOptions) -> SelectResult:
             )
         run_id = row["run_id"]
         arrays = {m: arrays_of(store, run_id, m) for m in store.methods(run_id)}
-    methods = tuple(arrays)
+    if not arrays:
+        raise GradLensError(
+            f"run '{row['name']}' has no queries (a training set indexed on its own): nothing "
+            "to select; use gradlens rank"
+        )
+    methods, exact = tuple(arrays), arrays["exact"]
     shape, head, curves, timings = _computed(opts, arrays)
+    full = _full_set(opts, row, exact, head)
     fault_point("select.computed")
     stored = head.table.assign(
         method="exact",
@@ -300,6 +344,7 @@ def select_run(opts: SelectOptions) -> SelectResult:
         seed=opts.seed,
         null_draws=opts.null_draws,
     )
+    table, stored, curves, timings = _with_full_set(opts, full, head, stored, curves, timings)
     _store_selection(
         opts.db,
         run_id,
@@ -314,4 +359,4 @@ def select_run(opts: SelectOptions) -> SelectResult:
     greedy = timings[(timings["method"] == "exact") & (timings["what"] == GREEDY)]
     costs = cost_table(stats, timings, shape[0], methods, opts.folds, opts.null_draws)
     by_objective = dict(zip(greedy["objective"], greedy["seconds"]))
-    return SelectResult(row, shape, head.table, by_objective, stats, costs, opts)
+    return SelectResult(row, shape, table, by_objective, stats, costs, opts)
