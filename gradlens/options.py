@@ -385,7 +385,7 @@ class SelectOptions(_Validated):
     db: str = option(help="DuckDB file")
     run: str = option(help="run name or id")
     folds: int = option(5, help="k for held-out evaluation", minimum=1)
-    seed: int = option(0, help="fold seed")
+    seed: int = option(0, help="seed of the folds, the bootstrap and the null draws")
     null_draws: int = option(
         20,
         help="draws of the permutation null of the in-sample selected rows (0: none)",
