@@ -24,8 +24,14 @@ from rank_bm25 import BM25Okapi
 
 from gradlens.errors import GradLensError
 from gradlens.options import ComputeOptions, RankOptions, to_argv
+from gradlens.runs.read import curves, stored_headline
 from gradlens.runs.read import examples as read_examples
-from gradlens.selection.fullset import FullSet, FullSetInputs, original_ranks
+from gradlens.selection.fullset import (
+    FULL_SET_OBJECTIVE,
+    FullSet,
+    FullSetInputs,
+    original_ranks,
+)
 from gradlens.selection.subsets import check_shapes
 from gradlens.selection.trust import Core
 from gradlens.store.arrays import RunArrays
@@ -34,6 +40,7 @@ from gradlens.store.index import RunIndex, index_methods, open_index
 
 __all__ = [
     "RankSource",
+    "full_set_curve",
     "full_set_inputs",
     "RankedExample",
     "Ranking",
@@ -42,6 +49,7 @@ __all__ = [
     "rank",
     "rank_query",
     "rank_text",
+    "stored_full_set",
 ]
 
 #: The index method ``gradlens compute --index`` is suggested with for a run without one.
@@ -463,3 +471,26 @@ def full_set_inputs(
         bm25=bm25,
         method=src.method,
     )
+
+
+def stored_full_set(db: str, run: str) -> tuple[str, pd.DataFrame] | None:
+    """(index method, the full-set headline rows ``select`` stored under it) of a run, or None
+    (no index, or ``select`` not run since it got one). The rows are ``stored_headline``'s
+    columns; their ids are ``selection.fullset.full_set_row_id``'s."""
+    for method in index_methods(db, run):
+        table = stored_headline(db, run, method)
+        if table is not None and len(table):
+            return method, table
+    return None
+
+
+def full_set_curve(db: str, run: str) -> pd.DataFrame | None:
+    """The stored curve of greedy by full-set recall@1 (``select --full-set-greedy``): the
+    ``curves`` columns, objective ``FULL_SET_OBJECTIVE``, method the index's; None when not
+    computed."""
+    for method in index_methods(db, run):
+        frame = curves(db, run, method)
+        frame = frame[frame["objective"] == FULL_SET_OBJECTIVE]
+        if len(frame):
+            return frame.reset_index(drop=True)
+    return None

@@ -155,3 +155,37 @@ def test_runs_without_an_index_say_what_to_run(tmp_path, tiny_model_dir, data, c
     assert main(["rank", "--db", str(db), "--run", "syn", "--query-id", "q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "imported as dot products" in err
+
+
+def test_select_adds_the_full_set_rows_and_greedy_by_full_set_recall(indexed, capsys, tmp_path):
+    from gradlens.runs.rank import full_set_curve, full_set_inputs, stored_full_set
+    from gradlens.runs.read import load_arrays, run_info
+    from gradlens.selection.fullset import full_set_greedy, full_set_row_id, retrieval
+
+    args = ["select", "--db", str(indexed), "--run", "small", "--folds", "2", "--null-draws", "3"]
+    capsys.readouterr()
+    assert main([*args, "--full-set-greedy", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)["headline"]}
+    method, stored = stored_full_set(str(indexed), "small")
+    assert method == "sjlt:d16" and list(stored["id"]) == [
+        i for i in rows if i.startswith("all_n:")
+    ]
+    assert all(("recall" in r["metric"] or "MRR" in r["metric"]) and "all N" in r["metric"]
+               for i, r in rows.items() if i.startswith("all_n:"))  # fmt: skip
+    x = full_set_inputs(str(indexed), run_info(str(indexed), "small").run_id,
+                        load_arrays(str(indexed), "small"))  # fmt: skip
+    full = retrieval(x.fs)
+    assert rows[full_set_row_id("full", "recall@1")]["accuracy"] == full.recall(1)
+    assert rows[full_set_row_id("full", "MRR")]["accuracy"] == pytest.approx(full.mrr, abs=1e-15)
+    curve = full_set_curve(str(indexed), "small")
+    steps = full_set_greedy(x.fs)
+    assert list(curve["accuracy"]) == [s.accuracy for s in steps]
+    peak = rows[full_set_row_id("full_set_greedy_peak", "recall@1")]
+    assert peak["accuracy"] == max(s.accuracy for s in steps) and peak["null_hi"] is not None
+    # without an index: no full-set rows, and --full-set-greedy says what to run
+    plain = tmp_path / "plain.duckdb"
+    assert main(synthetic_import_args(tmp_path, plain)) == 0
+    capsys.readouterr()
+    assert main(["select", "--db", str(plain), "--run", "syn", "--full-set-greedy"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--full-set-greedy" in err and "imported" in err
