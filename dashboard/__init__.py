@@ -9,4 +9,5 @@ widgets.
 - ``models``: the one loaded model per server and its lock.
 - ``model_widgets``, ``pair_widgets``, ``job_widgets``: the model, Pair inspector and Compute
   pages' widgets.
+- ``backward_widgets``: the Backward lens page's widgets.
 """

@@ -1,6 +1,8 @@
 """Stage 7, lenses: single-example gradient views computed with a loaded model.
 
-- ``backward``: the backward lens (MLP gradients in the vocabulary).
+- ``backward``: the backward lens (MLP gradients in the vocabulary, the shift).
+- ``ranks``: the backward lens over many prompts (``gradlens lens-ranks``, the paper's Fig. 4).
+- ``edit``: one gradient step on one MLP matrix, the model restored.
 - ``embedding``: input-embedding gradients and their optimisation.
 - ``pairs``: the pair inspector (per-token gradients of two examples).
 """
