@@ -69,7 +69,8 @@ class BackwardLens:
     projection, 0 where δ_t = 0; target_cosine [layers, n]: cosine of the raw −δ_t with the
     target's row of the output embedding (0 where δ_t = 0); target_cosine_rank [layers, n]: the
     target's rank (1 = top) among all vocabulary rows by that cosine, 0 where δ_t = 0;
-    ff1_rank [layers]: numeric rank of FF1's gradient (≤ n); ff1_shape: that gradient's shape.
+    ff1_rank [layers]: numeric rank of FF1's gradient (≤ n); ff1_shape: that gradient's shape;
+    vocab_size: the tokens the ranks run over.
     """
 
     prompt: str
@@ -88,6 +89,7 @@ class BackwardLens:
     target_cosine_rank: np.ndarray
     ff1_rank: np.ndarray
     ff1_shape: tuple[int, int]
+    vocab_size: int
 
     @property
     def n_tokens(self) -> int:
@@ -150,6 +152,23 @@ class BackwardLens:
             }
         )
 
+    def shift_summary(self) -> str:
+        """The shift at ``answer_position`` in words: its strongest layer (cosine, rank by
+        cosine, rank in the logit lens) and the layers where each reading ranks the target
+        first."""
+        shift = self.shift_frame()
+        best = shift.loc[shift["target_cosine"].idxmax()]
+        target = repr(self.target_tokens[0])
+        by_cosine = _layer_ranges(shift.loc[shift["cosine_rank"] == 1, "layer"])
+        by_lens = _layer_ranges(shift.loc[shift["logit_lens_rank"] == 1, "layer"])
+        return (
+            f"At the last prompt position the step moves layer {int(best.layer)}'s MLP output "
+            f"most towards the output embedding of {target}: cosine {best.target_cosine:.3f}, rank "
+            f"{int(best.cosine_rank):,} of {self.vocab_size:,} tokens by cosine, "
+            f"{int(best.logit_lens_rank):,} in the logit lens. {target} is the top token by "
+            f"cosine in {by_cosine}; in the logit lens in {by_lens}."
+        )
+
     def rank_frame(self) -> pd.DataFrame:
         """ff1_rank per layer beside n."""
         return pd.DataFrame(
@@ -176,6 +195,21 @@ class MlpPass:
     def ff1_ranks(self) -> list[int]:
         """The numeric rank of each layer's FF1 gradient ``Σ_t d1_t x_tᵀ``."""
         return [factored_rank(d, x) for d, x in zip(self.d1, self.x)]
+
+
+def _layer_ranges(layers) -> str:
+    """``layers 18–29``, ``layers 3, 5–7``, ``layer 4`` or ``no layer``."""
+    values = sorted(int(v) for v in layers)
+    if not values:
+        return "no layer"
+    runs: list[list[int]] = [[values[0], values[0]]]
+    for v in values[1:]:
+        if v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    text = ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in runs)
+    return f"layer {text}" if len(values) == 1 else f"layers {text}"
 
 
 def _decode_grid(tokenizer, ids: torch.Tensor, empty: torch.Tensor) -> TokenGrid:
@@ -245,6 +279,7 @@ def backward_lens(
         target_cosine_rank=zeroed(cosine_rank).numpy().astype(np.int64),
         ff1_rank=np.array(run.ff1_ranks(), dtype=np.int64),
         ff1_shape=tuple(mlp_modules(model)[0][0].weight.shape),
+        vocab_size=min(len(tokenizer), unembedding(model).weight.shape[0]),
     )
 
 

@@ -176,21 +176,27 @@ def read_lens_ranks(source: str | Path | io.IOBase, name: str = "") -> pd.DataFr
     return frame[list(COLUMNS)]
 
 
-def lens_ranks_text(frame: pd.DataFrame) -> str:
-    """The Fig. 4 statistic as a table and one summary line (what the command prints)."""
+def lens_ranks_summary(frame: pd.DataFrame) -> str:
+    """One sentence: how often rank(∇FF1) = n (all layers, and before the last), and how often
+    the target is the top token at the last layer by cosine and by the logit lens."""
     stat = fig4_statistic(frame)
-    n_prompts = frame["id"].nunique()
     last = stat.iloc[-1]
     equal = float((frame["ff1_rank"] == frame["n_tokens"]).mean())
     before_last = frame[frame["layer"] < stat["layer"].max()]
     equal_before = float((before_last["ff1_rank"] == before_last["n_tokens"]).mean())
-    table = stat.to_string(index=False, float_format=lambda v: f"{v:.3f}")
     return (
-        f"{table}\n{n_prompts} prompts x {len(stat)} layers: rank(grad FF1) = n in "
-        f"{equal:.1%} of (prompt, layer) pairs ({equal_before:.1%} before the last layer); "
-        f"at the last layer the target is the top token by cosine for {last.share_cosine_top:.1%} "
-        f"of the prompts, by the logit lens for {last.share_lens_top:.1%}"
+        f"{frame['id'].nunique()} prompts x {len(stat)} layers: rank(grad FF1) = n in "
+        f"{equal:.1%} of (prompt, layer) pairs ({equal_before:.1%} before the last layer, "
+        f"{last.share_rank_n:.1%} in it); at the last layer the target is the top token by "
+        f"cosine for {last.share_cosine_top:.1%} of the prompts, in the logit lens for "
+        f"{last.share_lens_top:.1%}"
     )
+
+
+def lens_ranks_text(frame: pd.DataFrame) -> str:
+    """The Fig. 4 statistic as a table and the summary (what the command prints)."""
+    table = fig4_statistic(frame).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    return f"{table}\n{lens_ranks_summary(frame)}"
 
 
 def run_lens_ranks(opts: LensRanksOptions) -> pd.DataFrame:
@@ -219,8 +225,8 @@ def run_lens_ranks(opts: LensRanksOptions) -> pd.DataFrame:
 
         def advance() -> None:
             bar.update()
-            if reporter is not None:
-                reporter.advance(passes=bar.n)
+            if reporter is not None:  # one forward and one backward pass a prompt
+                reporter.advance(passes=reporter.done + 1)
 
         frame = lens_ranks(model, tokenizer, items, advance)
     if out is not None:

@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.figures import backward_lens_heatmap, ff1_rank_figure, rank_check, token_label
+from gradlens.figures import (
+    backward_lens_heatmap,
+    ff1_rank_figure,
+    fig4_figure,
+    rank_check,
+    shift_figure,
+    shift_share_figure,
+    target_cosine_heatmap,
+    token_label,
+)
 from gradlens.lenses.backward import backward_lens, factored_rank
 from gradlens.lenses.edit import MATRICES, one_step_edit, stepped
 from gradlens.lenses.ranks import COLUMNS, LensPrompt, fig4_statistic, lens_ranks
@@ -427,3 +436,33 @@ def test_edit_and_lens_refuse_what_they_cannot_do(tokenizer):
     ):
         with pytest.raises(GradLensError, match="decoder-only"):
             call()
+
+
+def test_shift_and_fig4_figures(tokenizer):
+    model = build_tiny("gpt2", tokenizer)
+    lens = backward_lens(model, tokenizer, "<b>bold</b> is", " <i>")
+    heat = target_cosine_heatmap(lens)
+    z = np.array(heat.data[0].z, dtype=float)
+    reached = lens.vjp_norm > 0
+    assert np.isnan(z[~reached]).all()
+    np.testing.assert_allclose(z[reached], lens.target_cosine[reached])
+    texts = [c for row in heat.data[0].text for c in row]
+    assert all("<" not in c for c in texts) and "<" not in heat.layout.title.text
+    rank = int(lens.target_cosine_rank[-1, -1])
+    assert heat.data[0].text[-1][-1] == (f"#{rank}" if rank < 1000 else f"#{rank // 1000}k")
+    shift = shift_figure(lens)
+    assert list(shift.data[0].y) == lens.target_cosine[:, lens.answer_position].tolist()
+    assert list(shift.data[2].y) == lens.target_rank[:, lens.answer_position].tolist()
+    assert "<" not in shift.layout.title.text
+    assert (
+        "of ' <':" in lens.shift_summary() and f"{lens.vocab_size:,} tokens" in lens.shift_summary()
+    )
+    frame = lens_ranks(model, tokenizer, ITEMS)
+    stats = {"<script>": fig4_statistic(frame), "b": fig4_statistic(frame.assign(ff1_rank=0))}
+    fig4 = fig4_figure(stats)
+    assert [t.name for t in fig4.data] == ["&lt;script&gt;", "b"]
+    assert list(fig4.data[0].y) == stats["<script>"]["share_rank_n"].tolist()
+    assert list(fig4.data[1].y) == [0.0, 0.0]
+    shares = shift_share_figure(stats)
+    assert len(shares.data) == 4
+    assert list(shares.data[3].y) == stats["b"]["share_lens_top"].tolist()
