@@ -68,6 +68,7 @@ __all__ = [
     "index_digest",
     "index_root",
     "method_slug",
+    "open_folder",
     "open_index",
     "place_index",
     "publish_folder",
@@ -232,20 +233,32 @@ class IndexWriter:
         """Row ``row`` of ``split``: one float32 vector [d_c] per component (in ``components``
         order). Its squared norms are taken in float64 from the float32 values; a float16
         index stores each vector divided by its norm."""
-        if len(vectors) != len(self.components):
-            raise ValueError(f"{len(vectors)} vectors for {len(self.components)} components")
-        sq = np.empty(len(vectors), dtype=np.float64)
-        for k, (v, out) in enumerate(zip(vectors, self._files[split])):
-            v = np.asarray(v, dtype=np.float32).reshape(-1)
-            if v.shape[0] != out.shape[1]:
-                raise ValueError(f"component {self.components[k]}: {v.shape[0]} != {out.shape[1]}")
-            sq[k] = np.dot(v.astype(np.float64), v.astype(np.float64))
-            if self.dtype == "float16":
-                v = v / np.float32(np.sqrt(sq[k])) if sq[k] > 0 else v
-            out[row] = v
-        self._sq[split][row] = sq
+        self._store(split, row, [np.asarray(v, dtype=np.float32).reshape(1, -1) for v in vectors])
         fault_point("index.write")
         self._written[split][row] = True
+
+    def write_block(self, split: str, start: int, blocks: Sequence[np.ndarray]) -> None:
+        """Rows ``start ..`` of ``split`` at once: one float32 [rows, d_c] block per component
+        (as ``write`` row by row; for bulk writers such as benchmarks/index_scale.py)."""
+        n = self._store(split, start, [np.asarray(b, dtype=np.float32) for b in blocks])
+        self._written[split][start : start + n] = True
+
+    def _store(self, split: str, start: int, blocks: Sequence[np.ndarray]) -> int:
+        if len(blocks) != len(self.components):
+            raise ValueError(f"{len(blocks)} vectors for {len(self.components)} components")
+        n = blocks[0].shape[0]
+        sq = np.empty((n, len(blocks)), dtype=np.float64)
+        for k, (v, out) in enumerate(zip(blocks, self._files[split])):
+            if v.shape != (n, out.shape[1]):
+                raise ValueError(f"component {self.components[k]}: {v.shape} != {out.shape[1]}")
+            v64 = v.astype(np.float64)
+            sq[:, k] = np.einsum("ij,ij->i", v64, v64)
+            if self.dtype == "float16":
+                norm = np.sqrt(sq[:, k]).astype(np.float32)
+                v = v / np.where(norm > 0, norm, np.float32(1))[:, None]
+            out[start : start + n] = v
+        self._sq[split][start : start + n] = sq
+        return n
 
     def finalize(self) -> dict:
         """Flush every file, drop the masks, record each file's digest in
@@ -396,10 +409,32 @@ class RunIndex:
         self._maps: dict[tuple[str, int], np.ndarray] = {}
 
     def _file(self, split: str, position: int) -> np.ndarray:
+        """A component file memory-mapped whole (kept: for reading a few rows)."""
         key = (split, position)
         if key not in self._maps:
             c = self.info.components[position]
             self._maps[key] = np.load(self.folder / _component_file(split, c), mmap_mode="r")
+        return self._maps[key]
+
+    def _mapped_rows(self, name: str, rows: slice) -> np.ndarray:
+        """Rows ``rows`` of the ``.npy`` file ``name`` (relative to the folder), mapped for
+        this chunk only: the pages a streamed score touches leave the process's memory with
+        the chunk, so its resident size stays that of one chunk whatever N is."""
+        whole = self._file_header(name)
+        offset, dtype, cols = whole
+        n = rows.stop - rows.start
+        if n <= 0:
+            return np.empty((0, cols), dtype=dtype)
+        start = offset + rows.start * cols * dtype.itemsize
+        return np.memmap(self.folder / name, dtype, "r", start, (n, cols))
+
+    def _file_header(self, name: str) -> tuple[int, np.dtype, int]:
+        """(data offset, dtype, columns) of a 2-D ``.npy`` file (read once)."""
+        key = ("header", name)
+        if key not in self._maps:
+            m = np.load(self.folder / name, mmap_mode="r")
+            self._maps[key] = (m.offset, m.dtype, m.shape[1])
+            del m
         return self._maps[key]
 
     def sqnorms(self, split: str) -> np.ndarray:
@@ -470,15 +505,15 @@ class RunIndex:
         n = self.info.n_train
         dots = np.zeros(n, dtype=np.float64)
         t_sq = np.zeros(n, dtype=np.float64)
-        sq = self.sqnorms("train")
         pos = list(positions)
         scaled = self.info.dtype == "float16"
+        names = [_component_file("train", self.info.components[k]) for k in pos]
         for rows in self._chunks(chunk_rows):
-            block_sq = np.asarray(sq[rows][:, pos])
+            block_sq = self._mapped_rows("train/sqnorms.npy", rows)[:, pos]
             t_sq[rows] = block_sq.sum(1)
             acc = dots[rows]
             for j, k in enumerate(pos):
-                part = np.asarray(self._file("train", k)[rows], dtype=np.float32) @ query[k]
+                part = np.asarray(self._mapped_rows(names[j], rows), dtype=np.float32) @ query[k]
                 acc += np.sqrt(block_sq[:, j]) * part if scaled else part
         cosine = dots / (np.sqrt(q_sq * t_sq) + EPS)
         subset_idx = tuple(self.info.components[k] for k in positions)
@@ -498,6 +533,27 @@ class RunIndex:
             t = self._rows("train", k, slice(None)).astype(np.float64)
             out[:, :, j] = q @ t.T
         return out
+
+
+def open_folder(folder: str | Path, run_id: str = "") -> RunIndex:
+    """The finished method folder ``folder`` read without a database (its
+    ``description.json``); example ids are the row numbers as text (benchmarks, tests)."""
+    folder = Path(folder)
+    d = read_description(folder)
+    if d is None:
+        raise GradLensError(f"{folder}: not a finished index folder (no {_DESCRIPTION})")
+    rows = d["rows"]
+    info = IndexInfo(
+        run_id,
+        d["method"],
+        tuple(d["components"]),
+        tuple(d["dims"]),
+        d["dtype"],
+        rows.get("train", 0),
+        rows.get("query", 0),
+    )
+    ids = {s: np.array([str(r) for r in range(n)], dtype=object) for s, n in rows.items()}
+    return RunIndex(folder, info, ids)
 
 
 def index_methods(db: str | Path, run: str) -> list[str]:
