@@ -37,7 +37,8 @@ with right:
     )
     src = aw.source(ctx.db, ctx.info.name, method, ctx.ver)
     subset = aw.held(src, aw.pick_subset(ctx, src))
-    top = st.slider("Training examples shown", 1, min(50, src.index.info.n_train), 10, key="attr_k")
+    most = min(50, src.index.info.n_train)
+    top = st.slider("Training examples shown", 1, most, min(10, most), key="attr_k")
 
 with left:
     typed = st.radio(
