@@ -16,7 +16,7 @@ from gradlens.cli import main
 from gradlens.runs import read
 from gradlens.runs.costs import COST_COLUMNS
 from gradlens.selection.headline import HEADLINE_COLUMNS
-from gradlens.selection.trust import clopper_pearson
+from gradlens.selection.trust import clopper_pearson, permutation_null
 from gradlens.store.database import Store
 from tests.cli.test_compute import run as compute_run
 from tests.cli.test_compute import small_data  # noqa: F401  (fixture)
@@ -215,3 +215,31 @@ def test_every_cost_row_is_a_stored_time(projected_run):
     for before, after in zip(costs.itertuples(), changed.itertuples(), strict=True):
         assert after.seconds == pytest.approx(want[after.step], rel=1e-12), after.step
         assert after.seconds != before.seconds, after.step
+
+
+def test_select_reuses_its_greedy_runs_without_changing_the_curves(tmp_path):
+    """select computes the accuracy greedy and the seed's k-fold run once (for the headline) and
+    stores them as the curves: equal to computing each curve on its own."""
+    db = tmp_path / "x.duckdb"
+    assert main(synthetic_import_args(tmp_path, db)) == 0
+    assert main(["select", "--db", str(db), "--run", "syn", "--folds", "3", "--seed", "4"]) == 0
+    a = read.load_arrays(db, "syn")
+    stored = read.curves(db, "syn")
+    for objective in ("accuracy", "fidelity"):
+        curve = stored[stored["objective"] == objective]
+        steps = sel.greedy_select(
+            *a.core, objective=objective, n_params=a.known_n_params, valid=a.valid
+        )
+        assert curve["component_idx"].tolist() == [s.component_idx for s in steps]
+        assert curve["accuracy"].tolist() == [s.accuracy for s in steps]
+        held = sel.kfold_greedy(*a.core, folds=3, seed=4, objective=objective, valid=a.valid)
+        assert curve["heldout_accuracy"].tolist() == held.accuracy.tolist()
+    for procedure, x in (("greedy_peak", "step"), ("best_single", "component_idx")):
+        band = read.null_band(db, "syn", procedure=procedure)
+        null = permutation_null(a, procedure, draws=20, seed=4)
+        first = 1 if procedure == "greedy_peak" else 0
+        assert band[x].tolist() == list(range(first, a.shape[2] + first))
+        assert band["band_lo"].tolist() == null.band_lo.tolist()
+        assert band["band_hi"].tolist() == null.band_hi.tolist()
+        row = procedure  # the row ids are the procedures' names
+        assert read.stored_headline(db, "syn").set_index("id").loc[row, "null_hi"] == null.null_hi
