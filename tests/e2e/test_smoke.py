@@ -74,6 +74,18 @@ def test_every_page_serves_the_shipped_demo(page, app_server, tmp_path_factory):
     for run in ("paraphrased", "model-generated"):
         assert main(["import", "--db", str(db), "--from", str(DEMO / "runs" / run)]) == 0
     base = app_server(db)
+    # the overview's flag, read on the page, follows the numbers select stored with the demo
+    from gradlens.runs.read import stored_headline
+    from gradlens.selection import headline_rows, indistinguishable
+
+    text = visit(page, base, "/?run=model-generated")
+    for row in headline_rows(stored_headline(db, "model-generated")):
+        if row.in_sample:
+            verdict = "at or below" if indistinguishable(row) else "above"
+            want = f"{row.metric} {row.accuracy:.4f} is {verdict} its null's 95th percentile, "
+            assert want + f"{row.null_hi:.4f}" in text, text[:3000]
+    assert "Not distinguishable from selection on noise" in text
+    shot(page, "demo-overview-flag")
     view = "run=model-generated&subset=162,43,2,33"
     for path, expected in (
         ("/", "0.9919"),  # the paraphrased full gradient, as `gradlens select` prints it
