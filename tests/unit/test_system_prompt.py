@@ -50,6 +50,7 @@ class _NoSystemTemplate:
         self.refuse = refuse
 
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        assert not tokenize  # render_chat asks for text
         if self.refuse and any(m["role"] == "system" for m in messages):
             raise ValueError("System role not supported")
         body = "".join(f"[{m['role']}]{m['content']}" for m in messages)
