@@ -7,11 +7,19 @@ out; no Streamlit; tested on tiny arrays).
   depth and vs parameter count.
 - ``failures``: per-component shares of a failure's margin, candidate cosines.
 - ``lenses``: the backward lens and input-embedding gradients; token labels for plotly.
+- ``embedding``: the input-embedding experiment on random sentences (KL curves, distances,
+  displacements, where the tokens went).
 - ``pairs``: the pair inspector's cosine grid, per-token bars and token matrix.
 - ``textdiff``: word-level differences between two texts.
 """
 
 from gradlens.figures.curves import greedy_curve, select_vs_project
+from gradlens.figures.embedding import (
+    displacement_histogram,
+    distance_histograms,
+    kl_curves,
+    move_cosines,
+)
 from gradlens.figures.failures import candidate_bars, share_bars
 from gradlens.figures.layers import (
     depth_lines,
@@ -41,6 +49,8 @@ __all__ = [
     "backward_lens_heatmap",
     "candidate_bars",
     "depth_lines",
+    "displacement_histogram",
+    "distance_histograms",
     "distance_lines",
     "ff1_rank_figure",
     "fig4_figure",
@@ -48,8 +58,10 @@ __all__ = [
     "greedy_curve",
     "kind_means",
     "kind_means_bar",
+    "kl_curves",
     "layer_kind_grid",
     "loss_line",
+    "move_cosines",
     "optimization_animation",
     "pair_cosine_grid",
     "params_grid",
