@@ -13,14 +13,22 @@ have gradient cosine 0.46 in T5? For examples a and b with gradients g_a, g_b (t
   *other* example's gradient, and its *contribution* ``<g_t, g_other>/(|g||g_other|)`` to the
   full cosine (contributions sum to the cosine). ``gap = share - contribution`` splits
   ``1 - cosine`` exactly over the tokens of either example: the token with the largest gap is
-  the one that most makes the two gradients differ.
+  the one that most makes the two gradients differ;
+- the token matrix ``token_cosines`` [n_a × n_b]: the cosine between g_t of a and g_u of b for
+  every pair of loss-bearing tokens (a token whose prefix is shared has the same g_t in both
+  examples: cosine 1).
 
-Per-token gradients take one backward pass per loss token (on one retained forward graph), so
-this suits short targets; every dot product is accumulated in float64. Tokenisation: decoder LMs
-as a run does it (``data.tokenize_example``: chat template, labels -100 on the prompt) or, with
-``chat_template=False``, the raw text prompt + response (no template, no end token);
-encoder-decoder models (T5) read the prompt as the encoder input and predict the response
-(labels; the tokenizer's end token appended), raw text. See docs/design.md, "Per-example loss".
+The mean and sum reductions give the same cosines (the 1/n factor scales a whole gradient, or
+every g_t of an example alike). Per-token gradients take one backward pass per loss token (on
+one retained forward graph) and are never formed: their dot products come from the factors of
+each layer's gradient (``gradlens.lenses.token_gram``), so this suits up to ``MAX_SPLIT_TOKENS``
+loss-bearing tokens per example; every dot product is accumulated in float64.
+
+Tokenisation: decoder LMs as a run does it (``data.tokenize_example``: chat template, labels
+-100 on the prompt) or, with ``chat_template=False``, the raw text prompt + response (no
+template, no end token); encoder-decoder models (T5) read the prompt as the encoder input and
+predict the response (labels; the tokenizer's end token appended), raw text. See
+docs/design.md, "Per-example loss".
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from torch import nn
 
 from gradlens.data.examples import IGNORE_INDEX, Example, tokenize_example
 from gradlens.errors import DataError
+from gradlens.lenses.token_gram import recording, token_gram
 from gradlens.models.loading import Component, discover_components
 from gradlens.models.surgery import frozen
 from gradlens.models.tokens import decode_each
@@ -45,6 +54,10 @@ from gradlens.options import LOSS_ON, REDUCTIONS
 EPS = 1e-12
 #: Scalars per float32 block of a dot product (``_dot64``).
 _BLOCK = 1 << 16
+#: Loss-bearing tokens per example the per-token split takes (one backward pass each).
+MAX_SPLIT_TOKENS = 32
+#: A token pair whose gradients have at least this cosine reads as "identical".
+IDENTICAL = 0.999
 
 
 @dataclass(frozen=True)
@@ -195,7 +208,8 @@ class PairComparison:
     cosine: full-gradient cosine; component_cosine float64[K] (NaN where either gradient is
     zero), in ``components`` order; dots, sq_a, sq_b float64[K]: <g_a,c, g_b,c>, |g_a,c|^2,
     |g_b,c|^2; norms (|g_a|, |g_b|); losses (L_a, L_b); tokens: the decompositions of a and b
-    (None when ``per_token=False``); and the settings used."""
+    (None when ``per_token=False``); the settings used; token_dots float64[n_a, n_b]:
+    <g_t(a), g_u(b)> for every pair of loss-bearing tokens (None without the split)."""
 
     a: Example
     b: Example
@@ -212,6 +226,16 @@ class PairComparison:
     reduction: str
     chat_template: bool
     encoder_decoder: bool
+    token_dots: np.ndarray | None = None
+
+    @property
+    def token_cosines(self) -> np.ndarray | None:
+        """cos(g_t(a), g_u(b)) float64[n_a, n_b] over the loss-bearing tokens (rows: a's, in
+        ``tokens[0]`` order; columns: b's), or None without the per-token split."""
+        if self.tokens is None or self.token_dots is None:
+            return None
+        norm_a, norm_b = (np.sqrt(d.sqnorm) for d in self.tokens)
+        return self.token_dots / (norm_a[:, None] * norm_b[None, :] + EPS)
 
     @property
     def names(self) -> list[str]:
@@ -266,30 +290,36 @@ def _flat_grads(loss: torch.Tensor, weights: Sequence[torch.Tensor], retain: boo
 
 
 def _decompose(
-    losses: torch.Tensor,
     enc: EncodedExample,
-    weights: Sequence[torch.Tensor],
-    own: Sequence[torch.Tensor],
-    other: Sequence[torch.Tensor],
+    own: np.ndarray,
+    other: np.ndarray,
     norms: tuple[float, float],
     tokenizer,
 ) -> TokenDecomposition:
-    """One backward pass per loss term (on the retained graph); the dots of each g_t with g,
-    g_other and itself, accumulated in float64 (``_dot64``)."""
-    n = int(losses.numel())
-    own_dot, other_dot, sqnorm = np.zeros(n), np.zeros(n), np.zeros(n)
-    for t in range(n):
-        g_t = _flat_grads(losses[t], weights, retain=t < n - 1)
-        own_dot[t] = sum(_dot64(x, y) for x, y in zip(g_t, own))
-        other_dot[t] = sum(_dot64(x, y) for x, y in zip(g_t, other))
-        sqnorm[t] = sum(_dot64(x, x) for x in g_t)
-        del g_t
+    """One example's split from the token Gram matrices: ``own`` [n, n] <g_t, g_u> within the
+    example, ``other`` [n, n_other] against the other example's tokens."""
     positions = enc.loss_positions()
     token_ids = enc.labels.cpu().numpy()[positions]
     tokens = tuple(decode_each(tokenizer, token_ids))
     return TokenDecomposition(
-        positions, token_ids, tokens, own_dot, other_dot, sqnorm, norms[0], norms[1]
+        positions,
+        token_ids,
+        tokens,
+        own.sum(1),
+        other.sum(1),
+        np.diag(own).copy(),
+        norms[0],
+        norms[1],
     )
+
+
+def _check_split(enc: EncodedExample, label: str) -> None:
+    n = len(enc.loss_positions())
+    if n > MAX_SPLIT_TOKENS:
+        raise DataError(
+            f"example {label} has {n} loss-bearing tokens; the per-token split takes up to "
+            f"{MAX_SPLIT_TOKENS}: shorten its response (or turn the split off)"
+        )
 
 
 def compare_pair(
@@ -306,8 +336,9 @@ def compare_pair(
 
     model: a HF causal LM or encoder-decoder model (eval mode; its ``requires_grad`` flags are
     restored); loss_on: ``response`` or ``all``; reduction: ``mean`` or ``sum``; chat_template:
-    False for raw text; per_token: also decompose each gradient by target token (one backward
-    pass per loss-bearing token). Raises DataError for an example with no loss-bearing token.
+    False for raw text; per_token: also decompose each gradient by target token and fill the
+    token matrix (one backward pass per loss-bearing token). Raises DataError for an example
+    with no loss-bearing token, or, with ``per_token``, more than ``MAX_SPLIT_TOKENS``.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -318,22 +349,31 @@ def compare_pair(
     ea, eb = (
         encode_example(tokenizer, ex, loss_on, chat_template, encoder_decoder) for ex in (a, b)
     )
+    if per_token:
+        _check_split(ea, "A")
+        _check_split(eb, "B")
     with frozen(model, keep=weights, eval_mode=False), torch.enable_grad():
-        la = token_losses(model, ea, reduction)
+        with recording(model, components) as calls_a:
+            la = token_losses(model, ea, reduction)
+        with recording(model, components) as calls_b:
+            lb = token_losses(model, eb, reduction)
         ga = _flat_grads(la.sum(), weights, retain=per_token)
-        lb = token_losses(model, eb, reduction)
         gb = _flat_grads(lb.sum(), weights, retain=per_token)
         losses = (float(la.detach().sum()), float(lb.detach().sum()))
         dots = np.array([_dot64(x, y) for x, y in zip(ga, gb)])
         sq_a = np.array([_dot64(x, x) for x in ga])
         sq_b = np.array([_dot64(y, y) for y in gb])
+        del ga, gb
         na, nb = math.sqrt(sq_a.sum()), math.sqrt(sq_b.sum())
-        tokens = None
+        tokens = token_dots = None
         if per_token:
-            tok_a = _decompose(la, ea, weights, ga, gb, (na, nb), tokenizer)
-            del la
-            tok_b = _decompose(lb, eb, weights, gb, ga, (nb, na), tokenizer)
+            gram = token_gram([calls_a, calls_b], [la, lb])
+            n = len(la)
+            token_dots = gram[:n, n:]
+            tok_a = _decompose(ea, gram[:n, :n], token_dots, (na, nb), tokenizer)
+            tok_b = _decompose(eb, gram[n:, n:], token_dots.T, (nb, na), tokenizer)
             tokens = (tok_a, tok_b)
+        del calls_a, calls_b
     with np.errstate(divide="ignore", invalid="ignore"):
         comp_cos = np.where((sq_a > 0) & (sq_b > 0), dots / (np.sqrt(sq_a * sq_b) + EPS), np.nan)
     return PairComparison(
@@ -352,6 +392,7 @@ def compare_pair(
         reduction=reduction,
         chat_template=chat_template,
         encoder_decoder=encoder_decoder,
+        token_dots=token_dots,
     )
 
 
@@ -422,3 +463,49 @@ def explain(cmp: PairComparison, labels: tuple[str, str] = ("A", "B")) -> str:
             f"{second.cosine_other:.2f} with {own}'s, part {second.gap:.3f}."
         )
     return text
+
+
+def _quoted(tokens: Sequence[str], idx: Sequence[int], label: str) -> str:
+    return ", ".join(f"{label}'s {tokens[i]!r}" for i in idx)
+
+
+def token_reading(cmp: PairComparison, labels: tuple[str, str] = ("A", "B")) -> str:
+    """One sentence read off the token matrix: which tokens of a and b have identical gradients
+    (cosine ≥ ``IDENTICAL``, e.g. a shared prefix), which token carries the gap (the largest part
+    of 1 − cosine, ``dominant_token``) and its best match in the other example, and which other
+    tokens match nothing. Token text is quoted with ``repr``; the caller escapes it."""
+    cos = cmp.token_cosines
+    if cos is None:
+        return "The per-token split was not computed, so there is no token matrix."
+    la, lb = labels
+    tok_a, tok_b = (d.tokens for d in cmp.tokens)
+    rows, cols = np.nonzero(cos >= IDENTICAL)
+    if len(rows):
+        pairs = [f"{la}'s {tok_a[t]!r} = {lb}'s {tok_b[u]!r}" for t, u in zip(rows, cols)]
+        shown = ", ".join(pairs[:4]) + (f" and {len(pairs) - 4} more" if len(pairs) > 4 else "")
+        text = f"{shown}: identical gradients (cosine ≥ {IDENTICAL})"
+    else:
+        text = f"No token of {la} has the gradient of a token of {lb} (every cosine < {IDENTICAL})"
+    alone_a = [t for t in range(len(tok_a)) if cos[t].max() < IDENTICAL]
+    alone_b = [u for u in range(len(tok_b)) if cos[:, u].max() < IDENTICAL]
+    if not alone_a and not alone_b:
+        agree = f"the whole gradients agree (cosine {cmp.cosine:.4f})"
+        return f"{text}; every token has its twin, and {agree}."
+    top = dominant_token(cmp)
+    own, other = (la, lb) if top.example == 0 else (lb, la)
+    line = cos[top.row] if top.example == 0 else cos[:, top.row]
+    best = int(np.argmax(line))
+    best_tok = (tok_b if top.example == 0 else tok_a)[best]
+    text += (
+        f"; the gap (1 − cosine = {1 - cmp.cosine:.3f}) is carried most by {own}'s {top.token!r} "
+        f"(position {top.position}, part {top.gap:.3f}), whose gradient has cosine at most "
+        f"{line[best]:+.3f} with {other}'s tokens ({other}'s {best_tok!r})"
+    )
+    rest_a = [t for t in alone_a if not (top.example == 0 and t == top.row)]
+    rest_b = [u for u in alone_b if not (top.example == 1 and u == top.row)]
+    if rest_a or rest_b:
+        rest = ", ".join(
+            part for part in (_quoted(tok_a, rest_a, la), _quoted(tok_b, rest_b, lb)) if part
+        )
+        text += f"; no twin either: {rest}"
+    return text + "."

@@ -5,6 +5,7 @@ the figures; and one SmolLM2 pair of the shipped demo against the cosine the dem
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,17 +15,21 @@ import torch
 
 from gradlens.data.examples import IGNORE_INDEX, Example, Tokenized, tokenize_example
 from gradlens.engine.reference import flat_component_grads
-from gradlens.figures import pair_cosine_grid, token_bars
+from gradlens.errors import DataError
+from gradlens.figures import pair_cosine_grid, token_bars, token_cosine_heatmap
 from gradlens.figures.pairs import COSINE_SCALE, UNDEFINED_COLOR
 from gradlens.lenses.pairs import (
+    IDENTICAL,
     PairComparison,
     TokenDecomposition,
     compare_pair,
     dominant_token,
     encode_example,
     explain,
+    token_reading,
 )
 from gradlens.models.loading import discover_components
+from gradlens.options import REDUCTIONS
 from tests.conftest import DEMO, build_tiny
 from tests.unit.test_t5_bert_discovery import tiny_t5, word_tokenizer
 
@@ -349,3 +354,143 @@ def test_smollm2_demo_pair_matches_the_stored_cosine() -> None:
     assert got.cosine == pytest.approx(stored, abs=1e-5)
     by_comp = dots.sort_values("component_idx")["dot"].to_numpy()
     np.testing.assert_allclose(got.dots, by_comp, rtol=1e-3, atol=1e-6 * np.abs(by_comp).max())
+
+
+def _t5_per_token(model, tokenizer, ex: Example, reduction: str) -> list[torch.Tensor]:
+    """g_t of every target token of a T5 example, flat over all components, by autograd: the
+    model's own loss with every label but one set to -100 (times 1/n for the mean)."""
+    comps = discover_components(model)
+    params = dict(model.named_parameters())
+    weights = [params[c.params[0]] for c in comps]
+    eos = [tokenizer.eos_token_id]
+    src = torch.tensor([tokenizer(ex.prompt)["input_ids"] + eos])
+    tgt = torch.tensor([tokenizer(ex.response)["input_ids"] + eos])
+    out = []
+    for t in range(tgt.shape[1]):
+        only = torch.full_like(tgt, IGNORE_INDEX)
+        only[0, t] = tgt[0, t]
+        # the decoder reads the true targets (shifted) whatever the labels mask
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=tgt)
+        with torch.enable_grad():
+            loss = model(input_ids=src, decoder_input_ids=decoder_ids, labels=only).loss
+            grads = torch.autograd.grad(loss, weights)
+        scale = 1.0 / tgt.shape[1] if reduction == "mean" else 1.0
+        out.append(torch.cat([g.reshape(-1).double() for g in grads]) * scale)
+    return out
+
+
+def _untied_llama(tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(1)
+    cfg = tiny_config("llama", len(tokenizer))
+    cfg.tie_word_embeddings = False
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    return model
+
+
+@pytest.mark.parametrize("family", ["llama-untied", "gpt2", "t5"])
+def test_token_matrix_matches_per_token_autograd(family, tokenizer) -> None:
+    """token_cosines / token_dots against every g_t formed by autograd over all 2-D weights:
+    an untied Llama (an input/output embedding mix-up would show), GPT-2 (tied, Conv1D,
+    learned positions), T5 (shared embedding in both stacks, tied output, relative bias)."""
+    if family == "t5":
+        tok = word_tokenizer()
+        model, a, b = tiny_t5(len(tok), gated=True), T5_A, T5_B
+        refs = [_t5_per_token(model, tok, ex, "mean") for ex in (a, b)]
+    else:
+        tok = tokenizer
+        model = _untied_llama(tok) if family == "llama-untied" else build_tiny(family, tok)
+        a, b = A, B
+        refs = [
+            [torch.cat(g).double() for g in _per_token_reference(model, tok, ex, "mean")]
+            for ex in (a, b)
+        ]
+    got = compare_pair(model, tok, a, b)
+    ga, gb = (torch.stack(r) for r in refs)
+    dots = (ga @ gb.T).numpy()
+    cos = dots / np.outer(ga.norm(dim=1).numpy(), gb.norm(dim=1).numpy())
+    assert got.token_cosines.shape == (len(refs[0]), len(refs[1]))
+    np.testing.assert_allclose(got.token_cosines, cos, atol=2e-6)
+    np.testing.assert_allclose(got.token_dots, dots, rtol=1e-5, atol=1e-6 * np.abs(dots).max())
+    # the same tokens, in the same order, as the per-token decomposition
+    np.testing.assert_allclose(got.tokens[0].sqnorm, (ga * ga).sum(1).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got.tokens[1].other_dot, dots.sum(0), rtol=1e-5, atol=1e-9)
+    # every g_t adds up to the example's gradient: the matrix sums to <g_a, g_b>
+    assert got.token_dots.sum() == pytest.approx(got.dots.sum(), rel=1e-5)
+
+
+def test_token_matrix_is_the_same_under_either_reduction(tokenizer) -> None:
+    model = build_tiny("llama", tokenizer)
+    mean, total = (compare_pair(model, tokenizer, A, B, reduction=r) for r in REDUCTIONS)
+    assert mean.cosine == pytest.approx(total.cosine, abs=1e-6)
+    np.testing.assert_allclose(mean.token_cosines, total.token_cosines, atol=1e-6)
+    n_a, n_b = (len(d.tokens) for d in mean.tokens)
+    np.testing.assert_allclose(total.token_dots, mean.token_dots * n_a * n_b, rtol=1e-5)
+
+
+def test_t5_forum_question_structure() -> None:
+    """The forum question's structure on a tiny T5: the same pair twice → cosine 1 and every
+    token identical; one added target token ('.') → cosine below 1, the shared prefix still
+    identical token by token, and the reading names '.' among the tokens that differ."""
+    tok = word_tokenizer()
+    model = tiny_t5(len(tok), gated=True)
+    same = compare_pair(model, tok, T5_A, Example("a2", T5_A.prompt, T5_A.response))
+    assert same.cosine >= 1 - 1e-6
+    assert (np.diag(same.token_cosines) >= IDENTICAL).all()
+    assert "every token has its twin" in token_reading(same)
+    got = compare_pair(model, tok, T5_A, T5_B)
+    assert got.cosine < 0.999
+    cos = got.token_cosines
+    a_tokens, b_tokens = (d.tokens for d in got.tokens)
+    assert a_tokens == ("<extra_id_0>", "pizza", "</s>")
+    assert b_tokens == ("<extra_id_0>", "pizza", ".", "</s>")
+    # the decoder is causal: the first two targets see the same prefix in both examples
+    assert cos[0, 0] >= IDENTICAL and cos[1, 1] >= IDENTICAL
+    assert cos[:, 2].max() < IDENTICAL and cos[2, 3] < IDENTICAL  # '.', and '</s>' moved
+    reading = token_reading(got)
+    assert "A's '<extra_id_0>' = B's '<extra_id_0>', A's 'pizza' = B's 'pizza'" in reading
+    assert "'.'" in reading and "'</s>'" in reading
+    top = dominant_token(got)
+    assert f"{top.token!r} (position {top.position}, part {top.gap:.3f})" in reading
+
+
+def test_split_refuses_more_than_32_tokens(tokenizer) -> None:
+    model = build_tiny("llama", tokenizer)
+    long = Example("long", "Count", " " + " ".join(str(i) for i in range(40)))
+    with pytest.raises(DataError, match="B has .* loss-bearing tokens.*shorten"):
+        compare_pair(model, tokenizer, A, long)
+    got = compare_pair(model, tokenizer, A, long, per_token=False)
+    assert got.token_cosines is None and got.tokens is None
+
+
+def test_token_reading_on_known_numbers() -> None:
+    cmp = _synthetic(
+        [(" pizza", 0.334, 0.36), ("<|im_end|>", 0.666, 0.315)],
+        [(" pizza", 0.388, 0.36), (".", 0.169, -0.032), ("<|im_end|>", 0.443, 0.347)],
+    )
+    cmp = dataclasses.replace(
+        cmp, token_dots=0.25 * np.array([[1.0, 0.2, 0.1], [0.3, -0.089, 0.645]])
+    )  # sqnorm 0.25 on every token: the cosines are the matrix above
+    np.testing.assert_allclose(cmp.token_cosines[1], [0.3, -0.089, 0.645])
+    assert token_reading(cmp) == (
+        "A's ' pizza' = B's ' pizza': identical gradients (cosine ≥ 0.999); the gap "
+        "(1 − cosine = 0.325) is carried most by A's '<|im_end|>' (position 11, part 0.351), "
+        "whose gradient has cosine at most +0.645 with B's tokens (B's '<|im_end|>'); no twin "
+        "either: B's '.', B's '<|im_end|>'."
+    )
+
+
+def test_token_heatmap_labels_and_scale() -> None:
+    frame_a = pd.DataFrame({"position": [3, 4], "token": [" pizza", "<b>"]})
+    frame_b = pd.DataFrame({"position": [3, 4, 5], "token": [" pizza", ".", "<b>"]})
+    cos = np.array([[1.0, 0.2, 0.1], [0.3, -0.089, 0.645]])
+    fig = token_cosine_heatmap(cos, frame_a, frame_b)
+    trace = fig.data[0]
+    assert (trace.zmin, trace.zmax, trace.zmid) == (-1.0, 1.0, 0.0)
+    assert list(trace.y) == ["3·␣pizza", "4·&lt;b&gt;"]
+    assert list(trace.x) == ["3·␣pizza", "4·.", "5·&lt;b&gt;"]
+    assert trace.text[0][0] == "= +1.000" and trace.text[1][1] == "-0.089"
