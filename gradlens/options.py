@@ -50,6 +50,17 @@ def option(
     return field(default=default, metadata=meta)
 
 
+def system_prompt_option(key: bool) -> Any:
+    """``--system-prompt`` of ``compute`` (in the run key) and ``generate``."""
+    return option(
+        "default",
+        help="system turn: default (what the chat template inserts), none (no system turn) or "
+        "TEXT (a dataset's own system turns are ignored)",
+        metavar="default|none|TEXT",
+        key=key,
+    )
+
+
 def _flag(f: dataclasses.Field) -> str:
     """The field's CLI flag: its ``flag`` metadata, else ``--<name>`` with dashes."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -184,13 +195,7 @@ class ComputeOptions(_Validated):
     )
     device: str = option("cpu", help="cpu | cuda | auto")
     dtype: str = option("float32", help="model dtype", choices=("float32", "bf16"), key=True)
-    system_prompt: str = option(
-        "default",
-        help="system turn: default (what the chat template inserts), none (no system turn) or "
-        "TEXT (a dataset's own system turns are ignored)",
-        metavar="default|none|TEXT",
-        key=True,
-    )
+    system_prompt: str = system_prompt_option(key=True)
     project: str | None = option(
         None,
         help="projections METHOD:FRACTION,... with METHOD gaussian, sjlt, kron (Kronecker "
@@ -247,12 +252,7 @@ class GenerateOptions(_Validated):
     out: str = option(help="output JSONL")
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
     max_new_tokens: int = option(200, help="tokens per completion", minimum=1)
-    system_prompt: str = option(
-        "default",
-        help="system turn: default (what the chat template inserts), none (no system turn) or "
-        "TEXT; use the compute runs' setting",
-        metavar="default|none|TEXT",
-    )
+    system_prompt: str = system_prompt_option(key=False)
     device: str = option("cpu", help="cpu | cuda | auto")
     no_progress: bool = option(False, help="no progress bar")
 
