@@ -324,11 +324,22 @@ def build_headline(
     null_draws: int = 20,
     steps: Sequence[Step] | None = None,
 ) -> Headline:
-    """The headline of a run with its permutation nulls (see ``headline`` for the rows).
+    """The headline of a run (for ``gradlens select``, the dashboard and ``Run.headline``) with
+    its permutation nulls, the in-sample greedy it used and the time of each part.
 
-    ``steps``: the in-sample accuracy greedy (``greedy_select`` with this ``n_params`` and
-    ``valid``) when the caller has it already; ``null_draws``: draws of each permutation null
-    (0: none, ``null_hi`` NaN), seeded from ``seed``."""
+    Rows (ids in the module docstring): full gradient; best single component (in-sample) and
+    its held-out counterpart (each fold keeps the component its training part ranks first);
+    greedy peak (in-sample) and greedy (held-out, ``folds``-fold): the out-of-sample accuracy
+    of "run greedy and keep its peak", each fold keeping the k its training part peaks at
+    (``k`` = the median kept k); held-out rows are averaged over fold seeds
+    ``seed .. seed + heldout_seeds - 1`` and skipped when folds < 2 or > N; BM25 top-1 (when
+    bm25 [N,b] given) and, per entry of ``projected`` (method -> (dots, query_sq, cand_sq) with
+    the same N, b and target), its full-gradient accuracy. Columns: ``HEADLINE_COLUMNS`` (NaN /
+    None where not applicable): intervals by ``CI_METHODS`` at ``level``, ``null_hi`` from
+    ``null_draws`` permutation-null draws (``trust.permutation_null``; 0: none, NaN),
+    paired differences from ``n_boot`` bootstrap resamples (``trust.paired_diff_ci``), all
+    seeded from ``seed``. ``steps``: the in-sample accuracy greedy (``greedy_select`` with this
+    ``n_params`` and ``valid``) when the caller has it already."""
     dots, query_sq, cand_sq, target, valid = check_shapes(dots, query_sq, cand_sq, target, valid)
     core = Core(dots, query_sq, cand_sq, target, valid)
     n, _, k = dots.shape
@@ -364,50 +375,7 @@ def build_headline(
     return Headline(rows.frame(), nulls, list(steps), timings, x.curves.get("heldout"))
 
 
-def headline(
-    dots: np.ndarray,
-    query_sq: np.ndarray,
-    cand_sq: np.ndarray,
-    target: np.ndarray,
-    names: Sequence[str],
-    valid: np.ndarray | None = None,
-    n_params: Sequence[float] | None = None,
-    bm25: np.ndarray | None = None,
-    projected: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
-    folds: int = 5,
-    seed: int = 0,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    heldout_seeds: int = 3,
-    null_draws: int = 20,
-) -> pd.DataFrame:
-    """Summary table for ``gradlens select``, the dashboard and ``Run.headline``.
-
-    Rows (ids in the module docstring): full gradient; best single component (in-sample) and
-    its held-out counterpart (each fold keeps the component its training part ranks first);
-    greedy peak (in-sample) and greedy (held-out, ``folds``-fold): the out-of-sample accuracy
-    of "run greedy and keep its peak", each fold keeping the k its training part peaks at
-    (``k`` = the median kept k); held-out rows are averaged over fold seeds
-    ``seed .. seed + heldout_seeds - 1`` and skipped when folds < 2 or > N; BM25 top-1 (when
-    bm25 [N,b] given) and, per entry of ``projected`` (method -> (dots, query_sq, cand_sq) with
-    the same N, b and target), its full-gradient accuracy. Columns: ``HEADLINE_COLUMNS`` (NaN /
-    None where not applicable): intervals by ``CI_METHODS`` at ``level``, ``null_hi`` from
-    ``null_draws`` permutation-null draws (``trust.permutation_null``), paired differences from
-    ``n_boot`` bootstrap resamples (``trust.paired_diff_ci``), all seeded from ``seed``."""
-    return build_headline(
-        dots,
-        query_sq,
-        cand_sq,
-        target,
-        names,
-        valid,
-        n_params,
-        bm25,
-        projected,
-        folds,
-        seed,
-        n_boot,
-        level,
-        heldout_seeds,
-        null_draws,
-    ).table
+def headline(*args, **kwargs) -> pd.DataFrame:
+    """The headline table alone: ``build_headline(*args, **kwargs).table`` (the rows, columns
+    and options are described there)."""
+    return build_headline(*args, **kwargs).table
