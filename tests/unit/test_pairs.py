@@ -26,9 +26,12 @@ from gradlens.lenses.pairs import (
     dominant_token,
     encode_example,
     explain,
+    token_losses,
     token_reading,
 )
+from gradlens.lenses.token_gram import recording, token_gram
 from gradlens.models.loading import discover_components
+from gradlens.models.surgery import frozen
 from gradlens.options import REDUCTIONS
 from tests.conftest import DEMO, build_tiny
 from tests.unit.test_t5_bert_discovery import tiny_t5, word_tokenizer
@@ -494,3 +497,44 @@ def test_token_heatmap_labels_and_scale() -> None:
     assert list(trace.y) == ["3·␣pizza", "4·&lt;b&gt;"]
     assert list(trace.x) == ["3·␣pizza", "4·.", "5·&lt;b&gt;"]
     assert trace.text[0][0] == "= +1.000" and trace.text[1][1] == "-0.089"
+
+
+def test_token_gram_in_chunks_equals_it_whole(tokenizer) -> None:
+    """A budget of one byte holds one term at a time (each chunk's Gram with every later term,
+    recomputed): the same matrix as all terms held at once."""
+    model = build_tiny("gpt2", tokenizer)
+    comps = discover_components(model)
+    params = dict(model.named_parameters())
+    weights = [params[c.params[0]] for c in comps]
+    calls, losses = [], []
+    with frozen(model, keep=weights, eval_mode=False), torch.enable_grad():
+        for ex in (A, B):
+            with recording(model, comps) as recorded:
+                losses.append(token_losses(model, encode_example(tokenizer, ex)))
+            calls.append(recorded)
+        whole = token_gram(calls, losses)
+        chunked = token_gram(calls, losses, budget=1)
+    assert whole.shape == (5, 5)
+    # the same float32 products, summed in other groupings
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6 * np.abs(whole).max())
+    np.testing.assert_allclose(whole, whole.T, rtol=1e-6)
+
+
+def test_smollm2_pizza_token_matrix() -> None:
+    """The forum pair on SmolLM2 with the chat template: the shared ' pizza' has the same
+    per-token gradient in both examples; the end-of-turn tokens (their context changed) and B's
+    '.' do not, and the reading says so."""
+    from gradlens.models.loading import load_model
+
+    model, tok = load_model("smollm2")
+    got = compare_pair(model, tok, A, B)
+    cos = got.token_cosines
+    assert [d.tokens for d in got.tokens] == [
+        (" pizza", "<|im_end|>"),
+        (" pizza", ".", "<|im_end|>"),
+    ]
+    assert cos[0, 0] >= IDENTICAL
+    assert cos[1].max() < IDENTICAL and cos[:, 1].max() < IDENTICAL
+    reading = token_reading(got)
+    assert reading.startswith("A's ' pizza' = B's ' pizza': identical gradients")
+    assert "'.'" in reading and "'<|im_end|>'" in reading
