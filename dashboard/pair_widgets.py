@@ -5,13 +5,20 @@ in text areas, dataframes, plotly figures and escaped Markdown only."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import state, widgets
 from dashboard.model_widgets import token_table
-from gradlens.figures import pair_cosine_grid, token_bars
+from gradlens.figures import pair_cosine_grid, token_bars, token_cosine_heatmap
 from gradlens.figures.textdiff import escape_markdown
-from gradlens.lenses.pairs import PairComparison, explain
+from gradlens.lenses.pairs import (
+    IDENTICAL,
+    MAX_SPLIT_TOKENS,
+    PairComparison,
+    explain,
+    token_reading,
+)
 from gradlens.options import LOSS_ON, REDUCTIONS
 
 SIDES = ("a", "b")
@@ -25,8 +32,13 @@ HELP = {
     "all: every token but the first",
     "chat": "on: formatted as a run does it (user turn = prompt, assistant turn = response); "
     "off: the raw text prompt + response",
-    "per_token": "one extra backward pass per loss-bearing token: slow for long responses",
+    "per_token": "one extra backward pass per loss-bearing token, up to "
+    f"{MAX_SPLIT_TOKENS} per example: gives the token matrix and the per-token split",
 }
+REDUCTION_NOTE = (
+    "Mean or sum never changes a pair's cosine, nor any per-component or per-token cosine: the "
+    "1/n of the mean scales a whole gradient, and every token's gradient in it, alike."
+)
 
 
 def editor(side: str, part: str) -> str:
@@ -134,7 +146,29 @@ def comparison(cmp: PairComparison) -> None:
     cols[3].metric("loss A", f"{cmp.losses[0]:.4f}")
     cols[4].metric("loss B", f"{cmp.losses[1]:.4f}")
     st.info(escape_markdown(explain(cmp)))
-    st.caption(f"Settings: {settings}.")
+    st.caption(f"Settings: {settings}. {REDUCTION_NOTE}")
+
+
+def token_matrix(cmp: PairComparison) -> None:
+    """The cosine of every token of A with every token of B, and the sentence that reads it."""
+    st.subheader("Token matrix")
+    cosines = cmp.token_cosines
+    if cosines is None:
+        st.info("The token matrix needs the per-token split (tick **Per-token split** and Run).")
+        return
+    st.info(escape_markdown(token_reading(cmp)))
+    frames = [tok.frame() for tok in cmp.tokens]
+    fig = token_cosine_heatmap(cosines, *frames, identical=IDENTICAL)
+    st.plotly_chart(fig, width="stretch", key="pair_token_matrix")
+    st.caption(
+        "cos(g_t, g_u) between the gradient of each loss-bearing token t of A and u of B, over "
+        f"all 2-D weights; = marks cosine ≥ {IDENTICAL} (identical: a token predicted from the "
+        "same context in both examples). Computed from each layer's factors "
+        f"(δ_t x_tᵀ), never forming a per-token gradient; up to {MAX_SPLIT_TOKENS} loss-bearing "
+        "tokens per example (shorten a longer response)."
+    )
+    matrix = pd.DataFrame(cosines, index=frames[0]["token"], columns=frames[1]["token"])
+    widgets.download(matrix.reset_index(names="A's token"), "pair-token-matrix")
 
 
 def per_component(cmp: PairComparison) -> None:

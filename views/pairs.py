@@ -52,8 +52,9 @@ st.caption(
     "per component (2-D weight) and per target token: each loss-bearing token's gradient g_t "
     "(the mean's 1/n included, so the g_t add up to the example's gradient g) as a *share* "
     "⟨g_t, g⟩/|g|² of its example's gradient (the shares sum to 1) and as the cosine of g_t "
-    "with the other example's gradient. Encoder-decoder models (T5) read the prompt as the "
-    "input and the response as the target (raw text)."
+    "with the other example's gradient; the token matrix compares every token of A with every "
+    "token of B. Encoder-decoder models (T5) read the prompt as the input and the response as "
+    "the target (raw text)."
 )
 spec = lens_model().spec
 pair_widgets.sent_pair_note(spec)
@@ -74,5 +75,6 @@ cmp = run_on_model(
 )
 
 pair_widgets.comparison(cmp)
-pair_widgets.per_component(cmp)
+pair_widgets.token_matrix(cmp)
 pair_widgets.per_token(cmp)
+pair_widgets.per_component(cmp)

@@ -52,3 +52,35 @@ def test_a_sent_pair_fills_the_editors_once(tmp_path, monkeypatch):
     at.run()
     assert not at.exception
     assert editors(at) == ["What is 2+2?", "4", "What is 3+3?", "6"]
+
+
+def test_run_shows_the_token_matrix_and_its_reading(tmp_path, tiny_model_dir, monkeypatch):
+    """Run on a tiny Llama: the reading of the token matrix (as ``token_reading`` writes it),
+    its heatmap and the note on the reduction; a response past 32 loss tokens is one error
+    line that says to shorten it."""
+    from dashboard.models import _load
+    from gradlens.data.examples import Example
+    from gradlens.lenses.pairs import compare_pair, token_reading
+
+    monkeypatch.setenv("GRADLENS_DB", str(tmp_path / "none.duckdb"))
+    spec = str(tiny_model_dir)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["model_spec"] = spec
+    at.run()
+    at.switch_page("views/pairs.py").run()
+    a, b = ("I like to eat", " pizza"), ("I like to eat", " pizza.")
+    at.session_state["pair_inputs"] = (spec, a, b, "response", "mean", True, True)
+    at.run()
+    assert not at.exception and not at.error
+    lm = _load(spec, False)
+    cmp = compare_pair(lm.model, lm.tokenizer, Example("A", *a), Example("B", *b))
+    reading = token_reading(cmp)
+    shown = [i.value.replace("\\", "") for i in at.info]
+    assert reading in shown, shown
+    assert any("never changes a pair's cosine" in c.value for c in at.caption)
+    long = ("Count", " " + " ".join(str(i) for i in range(40)))
+    at.session_state["pair_inputs"] = (spec, a, long, "response", "mean", True, True)
+    at.run()
+    assert not at.exception
+    (error,) = [e.value for e in at.error]
+    assert "loss-bearing tokens" in error and "shorten its response" in error
