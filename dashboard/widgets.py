@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import common, state
 from gradlens.runs.read import RunInfo
-from gradlens.runs.report import format_accuracy, format_interval, headline_strings
+from gradlens.runs.report import cost_strings, format_accuracy, format_interval, headline_strings
 from gradlens.selection import (
     HELD_OUT,
     NOT_SELECTED,
@@ -67,6 +67,13 @@ def headline_table(head: pd.DataFrame, download_as: str) -> None:
     widths = {c: st.column_config.TextColumn(width="small") for c in ("accuracy", "k", "params")}
     widths["reading"] = st.column_config.TextColumn(width="large")
     table(shown[HEADLINE_SHOWN], download_as, column_config=widths)
+
+
+def cost_table(costs: pd.DataFrame, download_as: str) -> None:
+    """A run's cost rows (``runs.costs``) as ``report.cost_strings`` shows them, in a static
+    table whose long *includes* texts wrap, and its CSV download (seconds as numbers)."""
+    st.table(cost_strings(costs).set_index("step"))
+    download(costs, download_as)
 
 
 def _flag(row: HeadlineRow, held: HeadlineRow | None) -> str:

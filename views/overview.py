@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import common, state, widgets
 from gradlens.runs.read import RunInfo
-from gradlens.runs.report import cost_strings, format_accuracy, run_description
+from gradlens.runs.report import format_accuracy, run_description
 from gradlens.selection import BEST_SINGLE_HELDOUT, FULL, GREEDY_HELDOUT, headline_row
 
 #: The headline rows shown as big numbers (none selected on the queries it scores).
@@ -45,7 +45,7 @@ def tables(ctx: common.Context, run: RunInfo, head: pd.DataFrame | None, titled:
     if head is not None:
         widgets.headline_table(head, f"headline-{run.name}")
     st.markdown("**Cost** (the paper's Table 2 rows, measured with this run)")
-    widgets.table(cost_strings(common.costs(ctx.db, run.name, ctx.ver)), f"costs-{run.name}")
+    widgets.cost_table(common.costs(ctx.db, run.name, ctx.ver), f"costs-{run.name}")
     with st.expander("Run details"):
         st.table(pd.DataFrame(run_description(run).table_rows(), columns=["", "value"]))
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import common, state, widgets
 from gradlens.figures import select_vs_project
-from gradlens.runs.report import cost_strings, format_accuracy
+from gradlens.runs.report import format_accuracy
 from gradlens.selection import projection_table
 
 ctx = state.context()
@@ -32,9 +32,10 @@ if proj.empty:
         "random projections with selection."
     )
 for metric in ("accuracy", "fidelity"):
-    curves = {f"greedy by {metric} (exact)": common.greedy_curve(db, run, "exact", metric, ver)}
-    for m in projected:
-        curves[f"greedy by {metric} ({m})"] = common.greedy_curve(db, run, m, metric, ver)
+    curves = {
+        f"greedy by {metric} ({m}, in-sample)": common.greedy_curve(db, run, m, metric, ver)
+        for m in ["exact", *projected]
+    }
     ref = full if metric == "accuracy" else 1.0
     st.plotly_chart(
         select_vs_project(curves, proj, ref, metric=metric),
@@ -52,4 +53,4 @@ st.caption(
     "caching is the paper's procedure (fresh passes per query, densified and projected), timed "
     "by `compute` on a few queries and extrapolated to the run."
 )
-widgets.table(cost_strings(common.costs(db, run, ver)), f"costs-{run}")
+widgets.cost_table(common.costs(db, run, ver), f"costs-{run}")

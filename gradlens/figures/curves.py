@@ -154,7 +154,7 @@ def select_vs_project(
     """Select vs project (paper's Figs. 4/5): greedy curves by method (label -> curve frame, as
     in ``greedy_curve``) against the parameter fraction, each projection's full-gradient
     ``metric`` at its dimension fraction (``projections``: method, fraction, accuracy,
-    fidelity), and the exact full gradient as a line."""
+    fidelity), and the exact full gradient as a line named in the legend with its value."""
     fig = go.Figure()
     palette = [COLORS["greedy"], COLORS["projection"], "#8c564b", "#e377c2"]
     for i, (label, curve) in enumerate(greedy.items()):
@@ -177,19 +177,16 @@ def select_vs_project(
                 y=projections[metric],
                 mode="markers+text",
                 text=projections["method"],
-                textposition="top center",
+                textposition="bottom center",
                 name="random projection (all components)",
                 marker={"color": COLORS["projection"], "size": 12, "symbol": "diamond"},
                 hovertemplate="%{text}: %{y:.4f}<extra></extra>",
             )
         )
-    if full is not None and np.isfinite(full):
-        fig.add_hline(
-            y=full,
-            line={"color": COLORS["full"], "dash": "dash", "width": 1},
-            annotation_text=f"full gradient {full:.4f}",
-            annotation_position="bottom right",
-        )
+    xs = [c[_x(c)[0]] for c in greedy.values()] + [projections.get("fraction", pd.Series())]
+    span = pd.concat(xs).dropna()
+    if full is not None and np.isfinite(full) and not span.empty:
+        fig.add_trace(_baseline_trace("full gradient", full, (span.min(), span.max())))
     fig.update_xaxes(title="fraction of parameters (selection) or of dimensions (projection)")
     fig.update_xaxes(type="log")
     fig.update_yaxes(title=METRIC_LABEL.get(metric, metric))

@@ -149,7 +149,7 @@ def test_failure_table_and_bars_against_numpy(db, monkeypatch):
 
 def test_overview_shows_the_stored_headline_typed_with_its_methods_and_costs(db, monkeypatch):
     from dashboard.widgets import TYPES
-    from gradlens.runs.report import format_interval
+    from gradlens.runs.report import cost_strings, format_interval
     from gradlens.selection import accuracy
     from gradlens.selection.trust import clopper_pearson
 
@@ -180,8 +180,10 @@ def test_overview_shows_the_stored_headline_typed_with_its_methods_and_costs(db,
         if not r.in_sample and r.id != FULL:
             assert ("better" in reading) == (r.diff_lo > 0)
             assert ("worse" in reading) == (r.diff_hi < 0)
-    costs = at.dataframe[1].value
-    assert list(costs["step"]) == list(queries.costs(db, "syn")["step"])
+    costs = queries.costs(db, "syn")
+    shown_costs = at.table[0]  # the second: the run's details
+    assert list(shown_costs.value.index) == list(costs["step"])
+    assert list(shown_costs.value["time"]) == list(cost_strings(costs)["time"])
 
 
 def _paper_subsample(tmp_path, n_queries: int = 120):
@@ -235,3 +237,12 @@ def test_paper_subsample_overview_matches_selection(tmp_path, monkeypatch):
         peak = max(s.accuracy for s in greedy_select(*a.core, valid=a.valid))
         assert f"{full:.4f}" in values
         assert f"**greedy peak (in-sample)** {peak:.4f}" in flags
+
+
+def test_select_vs_project_shows_the_runs_cost_rows(db, monkeypatch):
+    from gradlens.runs.report import cost_strings
+
+    at = app(db, monkeypatch, "project")
+    assert not at.exception
+    want = cost_strings(queries.costs(db, "syn")).set_index("step")
+    pd.testing.assert_frame_equal(at.table[0].value, want, check_names=False)

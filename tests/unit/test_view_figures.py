@@ -100,8 +100,12 @@ def test_select_vs_project_and_failure_figures() -> None:
         {"method": ["sjlt:0.01"], "fraction": [0.01], "accuracy": [0.8], "fidelity": [0.9]}
     )
     fig = select_vs_project({"greedy": _curve()}, proj, 0.7)
-    assert [t.name for t in fig.data] == ["greedy", "random projection (all components)"]
+    names = ["greedy", "random projection (all components)", "full gradient 0.7000"]
+    assert [t.name for t in fig.data] == names
     assert list(fig.data[1].x) == [0.01] and list(fig.data[1].y) == [0.8]
+    # the full gradient spans the projections' and the curve's x, named in the legend
+    assert list(fig.data[2].x) == [0.01, 1.0] and list(fig.data[2].y) == [0.7, 0.7]
+    assert not fig.layout.annotations
     contrib = pd.DataFrame(
         {"component": [f"c{i}" for i in range(40)], "contribution": np.linspace(-1, 1, 40)}
     )
