@@ -173,7 +173,7 @@ def edit_form(lens: BackwardLens, spec: str) -> None:
             help="FF1: the MLP's first matrix (up / c_fc); FF2: its last (down / c_proj)",
         )  # fmt: skip
         lr = cols[2].number_input(
-            "Learning rate", 1e-6, 1e3, 1e-2, format="%g", key="bl_edit_lr",
+            "Learning rate", 1e-6, 1e3, 0.1, format="%g", key="bl_edit_lr",
             help="one plain gradient-descent step, W ← W − lr·∇W",
         )  # fmt: skip
         k = cols[3].number_input("Top predictions", 1, 20, 5, key="bl_edit_k")
