@@ -109,9 +109,7 @@ def backward_lens_heatmap(lens: BackwardLens) -> go.Figure:
     )
     fig.update_yaxes(title="layer", dtick=1 if L <= 16 else 2)
     height = max(360, 120 + 22 * L)
-    title = (
-        f"Backward lens: tokens that −∂L/∂(MLP output) promotes (loss {lens.loss:.3f} on {target})"
-    )
+    title = f"Logit lens of −δ: promoted tokens (loss {lens.loss:.3f} on {target})"
     return finish(fig, title, height)
 
 
@@ -145,7 +143,10 @@ def ff1_rank_figure(lens: BackwardLens) -> go.Figure:
         title="numeric rank (float32)", range=[0, max(n, int(lens.ff1_rank.max())) + 1]
     )
     return finish(
-        fig, f"Rank of the first MLP matrix's gradient: {rank_check(lens.ff1_rank, n)}", 340
+        fig,
+        f"Rank of the first MLP matrix's gradient: = n in {int((lens.ff1_rank == n).sum())} of "
+        f"{len(layers)} layers ({rank_check(lens.ff1_rank, n)})",
+        340,
     )
 
 
@@ -208,7 +209,7 @@ def target_cosine_heatmap(lens: BackwardLens) -> go.Figure:
         title="prompt position",
     )
     fig.update_yaxes(title="layer", dtick=1 if L <= 16 else 2)
-    title = f"The shift: cos(−δ, output embedding of {target}); cell = its rank by cosine"
+    title = f"The shift: cos(−δ, embedding of {target}), cell: rank"
     return finish(fig, title, max(360, 120 + 22 * L))
 
 
@@ -256,6 +257,8 @@ def shift_figure(lens: BackwardLens) -> go.Figure:
             "type": "log",
             "autorange": "reversed",
             "showgrid": False,
+            "tickvals": [10**e for e in range(len(str(int(ranks.max()))))],
+            "tickformat": ",d",
         },
     )
     fig.update_xaxes(title="layer", dtick=1 if len(frame) <= 16 else 2)
@@ -284,12 +287,8 @@ def fig4_figure(stats: Mapping[str, pd.DataFrame]) -> go.Figure:
             )
         )
     fig.update_xaxes(title="normalised layer index ℓ / (L − 1)", range=[-0.02, 1.02])
-    fig.update_yaxes(
-        title="share of prompts with rank(∇FF1) = n", tickformat=".0%", range=[0, 1.05]
-    )
-    return finish(
-        fig, "Rank of the FF1 gradient equals the prompt length n (the paper's Fig. 4)", 360
-    )
+    fig.update_yaxes(title="prompts with rank(∇FF1) = n", tickformat=".0%", range=[0, 1.05])
+    return _legend_below(fig, "The paper's Fig. 4: rank(∇FF1) = prompt length n")
 
 
 def shift_share_figure(stats: Mapping[str, pd.DataFrame]) -> go.Figure:
@@ -316,9 +315,17 @@ def shift_share_figure(stats: Mapping[str, pd.DataFrame]) -> go.Figure:
             )
     fig.update_xaxes(title="normalised layer index ℓ / (L − 1)", range=[-0.02, 1.02])
     fig.update_yaxes(title="share of prompts, target top-1", tickformat=".0%", range=[0, 1.05])
-    return finish(
-        fig, "The shift over the prompts: the target ranked first at the last position", 360
+    return _legend_below(fig, "The target first at the last position")
+
+
+def _legend_below(fig: go.Figure, title: str) -> go.Figure:
+    """``finish`` for a half-width figure: its legend under the plot, not beside the title."""
+    fig = finish(fig, title, 420)
+    fig.update_layout(
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0.0, "xanchor": "left"},
+        margin={"b": 120},
     )
+    return fig
 
 
 # -- input embeddings ----------------------------------------------------------------------------
