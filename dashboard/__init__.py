@@ -10,4 +10,5 @@ widgets.
 - ``model_widgets``, ``pair_widgets``, ``job_widgets``: the model, Pair inspector and Compute
   pages' widgets.
 - ``backward_widgets``: the Backward lens page's widgets.
+- ``embedding_widgets``: the Input embeddings page's forms and results.
 """

@@ -127,7 +127,7 @@ class Optimization:
     whose embedding has the highest cosine with the current one; frozen [n]: special tokens,
     never moved; typical_distance: median L2 distance between random pairs of vocabulary
     embeddings (the scale to read ``distance`` against); optimizer: ``adam`` or ``sgd``;
-    moves: where each token went (``Moves``, n rows).
+    moves: where each token went (``Moves``, n rows); dim: the embedding size d.
     """
 
     tokens: tuple[str, ...]
@@ -141,6 +141,7 @@ class Optimization:
     typical_distance: float
     optimizer: str = "adam"
     moves: Moves | None = None
+    dim: int = 0
 
     @property
     def steps(self) -> int:
@@ -449,6 +450,7 @@ def optimize_inputs(
         frozen=is_special.cpu().numpy(),
         typical_distance=typical_distance(model, tokenizer, seed=seed),
         optimizer=optimizer,
+        dim=int(vocab.shape[1]),
         moves=read_moves(
             tokenizer,
             vocab,

@@ -1,0 +1,228 @@
+"""Widgets of the Input embeddings page: the two experiments' forms (random sentences, one text)
+and their results. Decoded tokens are user text: they are shown in dataframes and plotly
+figures only."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dashboard.model_widgets import token_table
+from dashboard.state import SESSION
+from gradlens.figures import (
+    displacement_histogram,
+    distance_histograms,
+    distance_lines,
+    grad_norm_bars,
+    kl_curves,
+    loss_line,
+    move_cosines,
+    optimization_animation,
+)
+from gradlens.lenses.embedding import OPTIMIZERS, InputGradients, Optimization
+from gradlens.lenses.embedding_batch import BatchOptimization
+
+EXAMPLE_TEXT = "The animal that says neigh is a"
+EXAMPLE_PROMPT = "The animal that says bark is a"
+EXAMPLE_TOKEN = " dog"
+KINDS = {
+    "prompt": "a target prompt (KL to its next-token distribution)",
+    "token": "a target token (cross-entropy)",
+}
+OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
+#: What sets the distance a token travels, per optimiser (shown beside the results).
+DISTANCE_NOTE = {
+    "adam": "Adam's first step is lr·g/(|g| + ε) per coordinate, so it moves every free token "
+    "by lr·√d ({first:.3f} here) whatever its gradient, and each later step by about lr per "
+    "coordinate: the distance travelled is set by lr × steps, not by the loss landscape.",
+    "sgd": "Plain SGD moves a token by lr·‖g‖: the distance follows each token's gradient (a "
+    "token the loss barely depends on hardly moves).",
+}
+MOVE_COLUMNS = {
+    "distance": st.column_config.NumberColumn("moved", format="%.3f"),
+    "first_step": st.column_config.NumberColumn("first step", format="%.4f"),
+    "start_cosine": st.column_config.TextColumn("start: nearest (cos)"),
+    "end_cosine": st.column_config.TextColumn("end: nearest (cos)"),
+    "start_euclid": st.column_config.TextColumn("start: nearest (L2)"),
+    "end_euclid": st.column_config.TextColumn("end: nearest (L2)"),
+    "heading": st.column_config.TextColumn(
+        "heading", help="argmax_v cos(e_end − e_start, e_v − e_start)"
+    ),
+    "heading_cosine": st.column_config.NumberColumn("heading cos", format="%+.3f"),
+    "grad_cosine": st.column_config.NumberColumn("cos(g, e)", format="%+.3f"),
+}
+MOVE_TOKENS = ("start_cosine", "end_cosine", "start_euclid", "end_euclid", "heading")
+
+
+def _optimizer_and_lr(prefix: str, default_lr: float) -> tuple[str, float]:
+    left, right = st.columns(2)
+    optimizer = left.radio(
+        "Optimiser",
+        OPTIMIZERS,
+        format_func=OPTIMIZER_NAMES.get,
+        horizontal=True,
+        key=f"{prefix}_optimizer",
+        persist_state=SESSION,
+    )
+    lr = right.number_input(  # from 0.0001 to 10, in steps of 0.01
+        "Learning rate",
+        0.0001,
+        10.0,
+        default_lr,
+        0.01,
+        "%.4f",
+        key=f"{prefix}_lr",
+        persist_state=SESSION,
+    )
+    return str(optimizer), float(lr)
+
+
+def batch_form() -> tuple | None:
+    """The random-sentence experiment's settings and Run: (target prompt, sentences, steps,
+    optimiser, lr, seed) when Run is pressed, else None."""
+    with st.form("ieb_form"):
+        target = st.text_input(
+            "Target prompt", value=EXAMPLE_PROMPT, key="ieb_target", persist_state=SESSION
+        )
+        c1, c2, c3 = st.columns(3)
+        batch = c1.number_input(
+            "Sentences",
+            1,
+            64,
+            16,
+            key="ieb_batch",
+            persist_state=SESSION,
+            help="random sentences of 6–12 tokens each",
+        )
+        steps = c2.number_input("Steps", 1, 500, 100, key="ieb_steps", persist_state=SESSION)
+        seed = c3.number_input("Seed", 0, 10_000, 0, key="ieb_seed", persist_state=SESSION)
+        optimizer, lr = _optimizer_and_lr("ieb", 0.01)
+        submitted = st.form_submit_button("Run", type="primary")
+    if not submitted:
+        return None
+    return target, int(batch), int(steps), optimizer, lr, int(seed)
+
+
+def batch_results(batch: BatchOptimization) -> None:
+    """The metrics, what sets the distance, the four figures and the per-token table."""
+    moved = float(np.median(batch.moves.distance))
+    cols = st.columns(4)
+    cols[0].metric("mean KL at the start", f"{batch.mean_kl[0]:.3f}")
+    cols[1].metric(
+        f"mean KL after {batch.steps} steps",
+        f"{batch.mean_kl[-1]:.3f}",
+        delta=f"{batch.mean_kl[-1] - batch.mean_kl[0]:+.3f}",
+        delta_color="inverse",
+    )
+    cols[2].metric(
+        "median distance travelled",
+        f"{moved:.3f}",
+        help=f"{moved / batch.typical_distance:.2f}× the median vocabulary distance",
+    )
+    cols[3].metric("median distance between two vocabulary tokens", f"{batch.typical_distance:.3f}")
+    note = DISTANCE_NOTE[batch.optimizer].format(first=batch.first_step_expected)
+    st.info(f"{note} Measured first step: median {np.median(batch.moves.first_step):.4f}.")
+    st.plotly_chart(kl_curves(batch), width="stretch", key="ieb_kl")
+    left, right = st.columns(2)
+    left.plotly_chart(distance_histograms(batch), width="stretch", key="ieb_dist")
+    right.plotly_chart(displacement_histogram(batch), width="stretch", key="ieb_disp")
+    st.plotly_chart(move_cosines(batch.moves), width="stretch", key="ieb_cos")
+    st.caption(
+        "Back-projection: each token's nearest vocabulary token by cosine and by L2 distance, "
+        "at the start (a random draw) and at the end; heading: the vocabulary token its "
+        "displacement points at most, e_v − e_start, with that cosine; cos(g, e): the first "
+        "gradient against the token's own embedding."
+    )
+    token_table(
+        batch.frame(), "input-embeddings-batch", tokens=MOVE_TOKENS, column_config=MOVE_COLUMNS
+    )
+
+
+def text_form() -> tuple | None:
+    """The one-text experiment's settings and Run: (text, kind, target, k, steps, optimiser, lr)
+    when Run is pressed, else None."""
+    with st.form("ie_form"):
+        text = st.text_input("Text", value=EXAMPLE_TEXT, key="ie_text", persist_state=SESSION)
+        kind = st.radio(
+            "Target",
+            list(KINDS),
+            format_func=KINDS.get,
+            horizontal=True,
+            key="ie_kind",
+            persist_state=SESSION,
+        )
+        left, right = st.columns(2)
+        prompt = left.text_input(
+            "Target prompt", value=EXAMPLE_PROMPT, key="ie_target_prompt", persist_state=SESSION
+        )
+        token = right.text_input(
+            "Target token (its first token; mind the leading space)",
+            value=EXAMPLE_TOKEN,
+            key="ie_target_token",
+            persist_state=SESSION,
+        )
+        c1, c2 = st.columns(2)
+        top_k = c1.number_input("Nearest tokens (k)", 1, 20, 5, key="ie_k", persist_state=SESSION)
+        steps = c2.number_input("Steps", 1, 200, 20, key="ie_steps", persist_state=SESSION)
+        optimizer, lr = _optimizer_and_lr("ie", 0.05)
+        submitted = st.form_submit_button("Run", type="primary")
+    if not submitted:
+        return None
+    target = token if kind == "token" else prompt
+    return text, str(kind), target, int(top_k), int(steps), optimizer, lr
+
+
+def text_results(grads: InputGradients, opt: Optimization) -> None:
+    """The gradient per token, then the optimisation: metrics, animation, curves, tables."""
+    moved = opt.distance[-1]
+    cols = st.columns(4)
+    cols[0].metric("loss", f"{grads.loss:.4f}", help="at the original text")
+    cols[1].metric(
+        f"loss after {opt.steps} steps",
+        f"{opt.loss[-1]:.4f}",
+        delta=f"{opt.loss[-1] - opt.loss[0]:+.4f}",
+        delta_color="inverse",
+    )
+    cols[2].metric(
+        "typical vocabulary distance",
+        f"{opt.typical_distance:.3f}",
+        help="median L2 distance between random pairs of vocabulary embeddings",
+    )
+    cols[3].metric(
+        "largest distance travelled",
+        f"{moved.max():.3f}",
+        help=f"{moved.max() / opt.typical_distance:.2f}× the typical distance",
+    )
+    st.plotly_chart(grad_norm_bars(grads), width="stretch", key="ie_norms")
+    token_table(
+        grads.frame(),
+        "input-gradients",
+        token_lists=("nearest", "nearest_direction"),
+        column_config={
+            "grad_norm": st.column_config.NumberColumn("‖∂L/∂e‖", format="%.4g"),
+            "nearest": st.column_config.ListColumn("nearest to −∂L/∂e"),
+            "nearest_direction": st.column_config.ListColumn("best move e_v − eₜ"),
+        },
+    )
+    st.subheader(f"Optimising the input embeddings ({OPTIMIZER_NAMES[opt.optimizer]})")
+    st.info(DISTANCE_NOTE[opt.optimizer].format(first=opt.lr * np.sqrt(opt.dim)))
+    st.caption(
+        "Press ▶ Play (or drag the slider): bars are each token's distance from its start, "
+        "labels its nearest vocabulary token (cosine) at that step. Grey bars: special tokens "
+        "(frozen)."
+    )
+    st.plotly_chart(optimization_animation(opt), width="stretch", key="ie_anim")
+    st.plotly_chart(distance_lines(opt), width="stretch", key="ie_dist")
+    st.plotly_chart(loss_line(opt), width="stretch", key="ie_loss")
+    frame = opt.moves.frame()
+    frame.insert(0, "token", list(opt.tokens))
+    token_table(
+        frame,
+        "input-moves",
+        tokens=("token", *MOVE_TOKENS),
+        note=False,
+        column_config=MOVE_COLUMNS,
+    )
+    token_table(
+        opt.frame(), "input-optimisation", tokens=("token", "nearest"), note=False, height=280
+    )
