@@ -154,8 +154,9 @@ def greedy_lines(db: str, run: str, method: str, ver: tuple) -> dict[str, float]
 
 
 def select_hint(db: str, run: str) -> str:
-    """What to run for a run without a stored headline."""
-    return f"`gradlens select --db {db} --run {run}`"
+    """What to run for a run without a stored headline, as Markdown that shows the command's
+    text as it is (whatever the path and run name hold)."""
+    return escape_markdown(f"gradlens select --db {db} --run {run}")
 
 
 @st.cache_data(show_spinner=False)

@@ -100,9 +100,8 @@ st.caption(
     "queries of 1/candidates) and the full gradient's accuracy where they fall inside it. "
     "Outlined: the current subset. Hover for the name, the accuracy with its exact "
     "(Clopper–Pearson) 95 % interval, its paired interval against the full gradient and the "
-    "parameter count. "
-    + ", ".join(f"{p.short}: {int(p.cells.distinct.sum())} of {len(p.single)}" for p in panels)
-    + " components differ from the full gradient (paired interval excludes 0)."
+    "parameter count; the note under each grid counts the components that differ from the full "
+    "gradient (paired interval excludes 0)."
 )
 for (key, event), p in zip(events, panels, strict=True):
     widgets.select_clicked(key, event, p.arrays.names, names)

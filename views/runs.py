@@ -29,7 +29,7 @@ def headlines(db: str, ver: tuple, names: tuple[str, str]) -> pd.DataFrame | Non
     stored = {n: common.stored_headline(db, n, ver) for n in names}
     if missing := [n for n, h in stored.items() if h is None]:
         hints = ", ".join(common.select_hint(db, n) for n in missing)
-        st.info(f"No stored headline for {', '.join(missing)}: run {hints}.")
+        st.info(f"No stored headline for {escape_markdown(', '.join(missing))}: run {hints}.")
         return None
     shown = [headline_strings(stored[n]).set_index("id") for n in names]
     order = list(shown[0].index) + [i for i in shown[1].index if i not in shown[0].index]

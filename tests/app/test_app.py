@@ -27,7 +27,7 @@ def test_app_opens_on_the_overview_and_reads_the_headline_select_stored(db, monk
     assert at.sidebar.selectbox(key="gl_run").value == "syn"
     # never selected: no headline is computed on the page, it says what to run
     assert not at.metric
-    assert f"`gradlens select --db {db} --run syn`" in at.info[0].value
+    assert common.select_hint(str(db), "syn") in at.info[0].value
     assert main(["select", "--db", str(db), "--run", "syn", "--folds", "2"]) == 0
     common.refresh()  # what the version's 5 s time-to-live does on a server
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()

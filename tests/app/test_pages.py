@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dashboard import common
 from gradlens.cli import main
 from gradlens.runs import read as queries
 from gradlens.runs.viewstate import ViewState
@@ -224,7 +225,7 @@ def test_paper_subsample_overview_matches_selection(tmp_path, monkeypatch):
     # before select: each run says what to run, and nothing is computed for it
     assert not at.metric
     hints = " ".join(i.value for i in at.info)
-    assert all(f"--run {s}`" in hints for s in ("paraphrased", "model_generated"))
+    assert all(common.select_hint(str(db), s) in hints for s in ("paraphrased", "model_generated"))
     for setting in ("paraphrased", "model_generated"):
         assert main(["select", "--db", str(db), "--run", setting, "--null-draws", "5"]) == 0
     at = app(db, monkeypatch)
