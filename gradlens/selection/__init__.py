@@ -7,6 +7,8 @@ Arrays in, results out (shapes in ``gradlens.selection.subsets``). Split by conc
 - ``stats``: bootstrap CIs, k-fold held-out greedy and the honest held-out estimate.
 - ``headline``: the headline table, its row ids and types, typed access to its rows.
 - ``trust``: exact and held-out intervals, paired differences, permutation nulls.
+- ``cells``: every single component's exact interval and paired difference from the full
+  gradient (the layer heatmaps' cells).
 - ``outcomes``: what a subset does to each query (failures, steals, candidate roles, margin
   contributions, queries fixed and broken, parameter share, chance).
 - ``tables``: layer × kind tables, the greedy curve, projections against the exact gradient.
