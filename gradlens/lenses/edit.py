@@ -110,7 +110,7 @@ def one_step_edit(
     target: str,
     layer: int,
     matrix: str = "FF2",
-    lr: float = 1e-2,
+    lr: float = 0.1,
     top_k: int = 10,
 ) -> OneStepEdit:
     """One step of gradient descent on one MLP matrix towards ``target`` after ``prompt`` (the
