@@ -84,6 +84,23 @@ def backward_lens_heatmap(lens: BackwardLens) -> go.Figure:
             )
         text.append(row_text)
         hover.append(row_hover)
+    title = f"Logit lens of −δ: promoted tokens (loss {lens.loss:.3f} on {target})"
+    scale = {"colorscale": LENS_SCALE, "colorbar": {"title": {"text": "log₁₀ ‖δ‖"}}}
+    return _layer_position_map(z, text, hover, lens.tokens, title, scale)
+
+
+def _layer_position_map(
+    z: np.ndarray,
+    text: list[list[str]],
+    hover: list[list[str]],
+    tokens: Sequence[str],
+    title: str,
+    scale: dict,
+) -> go.Figure:
+    """A layer × position heatmap of ``z`` [L, n] (NaN: blank) with ``text`` in each cell,
+    ``hover`` labels, the positions' tokens on the x axis; ``scale``: the Heatmap's colour
+    arguments."""
+    L, n = z.shape
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -94,23 +111,20 @@ def backward_lens_heatmap(lens: BackwardLens) -> go.Figure:
             textfont={"size": 10},
             hovertext=hover,
             hovertemplate="%{hovertext}<extra></extra>",
-            colorscale=LENS_SCALE,
-            colorbar={"title": {"text": "log₁₀ ‖δ‖"}},
             xgap=1,
             ygap=1,
+            **scale,
         )
     )
     fig.update_xaxes(
         tickmode="array",
         tickvals=list(range(n)),
-        ticktext=position_labels(lens.tokens),
+        ticktext=position_labels(tokens),
         side="bottom",
         title="prompt position",
     )
     fig.update_yaxes(title="layer", dtick=1 if L <= 16 else 2)
-    height = max(360, 120 + 22 * L)
-    title = f"Logit lens of −δ: promoted tokens (loss {lens.loss:.3f} on {target})"
-    return finish(fig, title, height)
+    return finish(fig, title, max(360, 120 + 22 * L))
 
 
 def ff1_rank_figure(lens: BackwardLens) -> go.Figure:
@@ -183,34 +197,10 @@ def target_cosine_heatmap(lens: BackwardLens) -> go.Figure:
                 for t in range(n)
             ]
         )
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=list(range(n)),
-            y=list(range(L)),
-            text=text,
-            texttemplate="%{text}",
-            textfont={"size": 10},
-            hovertext=hover,
-            hovertemplate="%{hovertext}<extra></extra>",
-            colorscale="RdBu",
-            zmid=0.0,
-            zmin=-bound,
-            zmax=bound,
-            colorbar={"title": {"text": "cosine"}},
-            xgap=1,
-            ygap=1,
-        )
-    )
-    fig.update_xaxes(
-        tickmode="array",
-        tickvals=list(range(n)),
-        ticktext=position_labels(lens.tokens),
-        title="prompt position",
-    )
-    fig.update_yaxes(title="layer", dtick=1 if L <= 16 else 2)
     title = f"The shift: cos(−δ, embedding of {target}), cell: rank"
-    return finish(fig, title, max(360, 120 + 22 * L))
+    scale = {"colorscale": "RdBu", "zmid": 0.0, "zmin": -bound, "zmax": bound}
+    scale["colorbar"] = {"title": {"text": "cosine"}}
+    return _layer_position_map(z, text, hover, lens.tokens, title, scale)
 
 
 def shift_figure(lens: BackwardLens) -> go.Figure:

@@ -44,7 +44,7 @@ def build(family: str, tokenizer, seed: int = 0) -> nn.Module:
 
     torch.manual_seed(seed)
     cfg = tiny_config("llama", len(tokenizer))
-    cfg.tie_word_embeddings = False
+    cfg.update({"tie_word_embeddings": False})
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
     return model
