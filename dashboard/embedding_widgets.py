@@ -103,23 +103,30 @@ def batch_form() -> tuple | None:
     return target, int(batch), int(steps), optimizer, lr, int(seed)
 
 
-def batch_results(batch: BatchOptimization) -> None:
-    """The metrics, what sets the distance, the four figures and the per-token table."""
-    moved = float(np.median(batch.moves.distance))
+def _metrics(loss: str, curve: np.ndarray, moved: tuple[str, float], typical: float) -> None:
+    """Four metrics: ``loss`` at the start and after the steps (``curve``), the distance
+    ``moved`` (label, value) and the median distance between two vocabulary tokens."""
     cols = st.columns(4)
-    cols[0].metric("mean KL at the start", f"{batch.mean_kl[0]:.3f}")
+    cols[0].metric(f"{loss} at the start", f"{curve[0]:.4f}")
     cols[1].metric(
-        f"mean KL after {batch.steps} steps",
-        f"{batch.mean_kl[-1]:.3f}",
-        delta=f"{batch.mean_kl[-1] - batch.mean_kl[0]:+.3f}",
+        f"{loss} after {len(curve) - 1} steps",
+        f"{curve[-1]:.4f}",
+        delta=f"{curve[-1] - curve[0]:+.4f}",
         delta_color="inverse",
     )
-    cols[2].metric(
-        "median distance travelled",
-        f"{moved:.3f}",
-        help=f"{moved / batch.typical_distance:.2f}× the median vocabulary distance",
+    label, value = moved
+    cols[2].metric(label, f"{value:.3f}", help=f"{value / typical:.2f}× the vocabulary distance")
+    cols[3].metric(
+        "median distance between two vocabulary tokens",
+        f"{typical:.3f}",
+        help="median L2 distance between random pairs of vocabulary embeddings",
     )
-    cols[3].metric("median distance between two vocabulary tokens", f"{batch.typical_distance:.3f}")
+
+
+def batch_results(batch: BatchOptimization) -> None:
+    """The metrics, what sets the distance, the four figures and the per-token table."""
+    moved = ("median distance travelled", float(np.median(batch.moves.distance)))
+    _metrics("mean KL", batch.mean_kl, moved, batch.typical_distance)
     note = DISTANCE_NOTE[batch.optimizer].format(first=batch.first_step_expected)
     st.info(f"{note} Measured first step: median {np.median(batch.moves.first_step):.4f}.")
     st.plotly_chart(kl_curves(batch), width="stretch", key="ieb_kl")
@@ -174,25 +181,8 @@ def text_form() -> tuple | None:
 
 def text_results(grads: InputGradients, opt: Optimization) -> None:
     """The gradient per token, then the optimisation: metrics, animation, curves, tables."""
-    moved = opt.distance[-1]
-    cols = st.columns(4)
-    cols[0].metric("loss", f"{grads.loss:.4f}", help="at the original text")
-    cols[1].metric(
-        f"loss after {opt.steps} steps",
-        f"{opt.loss[-1]:.4f}",
-        delta=f"{opt.loss[-1] - opt.loss[0]:+.4f}",
-        delta_color="inverse",
-    )
-    cols[2].metric(
-        "typical vocabulary distance",
-        f"{opt.typical_distance:.3f}",
-        help="median L2 distance between random pairs of vocabulary embeddings",
-    )
-    cols[3].metric(
-        "largest distance travelled",
-        f"{moved.max():.3f}",
-        help=f"{moved.max() / opt.typical_distance:.2f}× the typical distance",
-    )
+    moved = ("largest distance travelled", float(opt.distance[-1].max()))
+    _metrics("loss", opt.loss, moved, opt.typical_distance)
     st.plotly_chart(grad_norm_bars(grads), width="stretch", key="ie_norms")
     token_table(
         grads.frame(),

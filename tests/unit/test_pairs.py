@@ -50,14 +50,19 @@ def _cosines(ga: list[torch.Tensor], gb: list[torch.Tensor]) -> tuple[float, np.
     return dots.sum() / math.sqrt(sa.sum() * sb.sum()), dots / np.sqrt(sa * sb)
 
 
-def _t5_grads(model, tokenizer, ex: Example, reduction: str) -> list[torch.Tensor]:
-    """Reference for T5: the model's own loss (labels=, its own shift to decoder inputs)."""
-    comps = discover_components(model)
+def _t5_inputs(model, tokenizer, ex: Example) -> tuple[list, torch.Tensor, torch.Tensor]:
+    """Every component's weight, and the encoder input and targets (end token appended)."""
     params = dict(model.named_parameters())
-    weights = [params[c.params[0]] for c in comps]
+    weights = [params[c.params[0]] for c in discover_components(model)]
     eos = [tokenizer.eos_token_id]
     src = torch.tensor([tokenizer(ex.prompt)["input_ids"] + eos])
     tgt = torch.tensor([tokenizer(ex.response)["input_ids"] + eos])
+    return weights, src, tgt
+
+
+def _t5_grads(model, tokenizer, ex: Example, reduction: str) -> list[torch.Tensor]:
+    """Reference for T5: the model's own loss (labels=, its own shift to decoder inputs)."""
+    weights, src, tgt = _t5_inputs(model, tokenizer, ex)
     with torch.enable_grad():
         loss = model(input_ids=src, labels=tgt).loss  # mean over the target tokens
         if reduction == "sum":
@@ -362,12 +367,7 @@ def test_smollm2_demo_pair_matches_the_stored_cosine() -> None:
 def _t5_per_token(model, tokenizer, ex: Example, reduction: str) -> list[torch.Tensor]:
     """g_t of every target token of a T5 example, flat over all components, by autograd: the
     model's own loss with every label but one set to -100 (times 1/n for the mean)."""
-    comps = discover_components(model)
-    params = dict(model.named_parameters())
-    weights = [params[c.params[0]] for c in comps]
-    eos = [tokenizer.eos_token_id]
-    src = torch.tensor([tokenizer(ex.prompt)["input_ids"] + eos])
-    tgt = torch.tensor([tokenizer(ex.response)["input_ids"] + eos])
+    weights, src, tgt = _t5_inputs(model, tokenizer, ex)
     out = []
     for t in range(tgt.shape[1]):
         only = torch.full_like(tgt, IGNORE_INDEX)
