@@ -23,14 +23,9 @@ METHODS = "sjlt:d16,exact:L1.q+L0.gate"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """8 demo training examples and the paraphrases of 4 of them."""
-    root = tmp_path_factory.mktemp("rank-data")
-    train = (DEMO / "train.jsonl").read_text(encoding="utf-8").splitlines()[:8]
-    para = (DEMO / "paraphrased.jsonl").read_text(encoding="utf-8").splitlines()[:8:2]
-    (root / "train.jsonl").write_text("\n".join(train) + "\n", encoding="utf-8")
-    (root / "queries.jsonl").write_text("\n".join(para) + "\n", encoding="utf-8")
-    return root / "train.jsonl", root / "queries.jsonl"
+def data():
+    """The small demo set: 16 training examples and their 16 paraphrases."""
+    return DEMO / "small" / "train.jsonl", DEMO / "small" / "paraphrased.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +85,8 @@ def test_results_are_an_argsort_of_brute_force_cosines_with_bm25_and_contributio
         ix = open_index(
             str(indexed), "small", "exact:L1.q+L0.gate" if method == "exact" else method
         )
-        for row, qid in enumerate(ix.query_ids):
-            args = ["--query-id", qid, "--method", method, "--top", "8"]
+        for row, qid in enumerate(ix.query_ids[:4]):
+            args = ["--query-id", qid, "--method", method, "--top", "16"]
             out = rank_json(capsys, indexed, *args, *(["--subset", subset] if subset else []))
             names = out["subset"]
             assert names == (subset.split(",") if subset else names)
@@ -116,7 +111,7 @@ def test_text_output_and_generate(indexed, capsys):
     assert main(["rank", "--db", str(indexed), "--run", "small", "--query-id", "demo_003",
                  "--top", "3"]) == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("query demo_003 of run 'small' against all 8 training examples")
+    assert out[0].startswith("query demo_003 of run 'small' against all 16 training examples")
     assert len(out) == 1 + 1 + 3 + 1 and out[-1].startswith("original demo_003 (query): rank ")
     got = rank_json(capsys, indexed, "--prompt", "What is 2+2?", "--generate",
                     "--max-new-tokens", "6", "--top", "2")  # fmt: skip
