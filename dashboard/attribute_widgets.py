@@ -2,7 +2,9 @@
 pickers, the ranking (a stored query from the index; typed text through the run's own model,
 loaded on first use and held with ``holding``), and the results: the original's rank, one row per
 training example with its contribution bars, texts and the way into the Pair inspector. Texts
-are user text: shown in dataframes, text elements and plotly figures only."""
+are user text: shown in dataframes, text elements and plotly figures only. Also the full-set
+rows ``select`` stores, where other pages show them: the Overview's both views, the greedy
+page's curve of greedy by full-set recall@1."""
 
 from __future__ import annotations
 
@@ -15,8 +17,21 @@ import streamlit as st
 from dashboard import common, state, widgets
 from dashboard.models import holding, loaded_model
 from gradlens.errors import GradLensError
+from gradlens.figures import greedy_curve
 from gradlens.figures.style import finish
-from gradlens.runs.rank import Ranking, RankSource, index_hint, open_source, rank_query, rank_text
+from gradlens.runs.rank import (
+    Ranking,
+    RankSource,
+    both_views,
+    full_set_curve,
+    full_set_lines,
+    index_hint,
+    open_source,
+    rank_query,
+    rank_text,
+    stored_full_set,
+)
+from gradlens.selection.fullset import FULL_SET_OBJECTIVE
 from gradlens.store.connect import read_store
 from gradlens.store.index import index_methods
 
@@ -199,3 +214,56 @@ def send(ctx: common.Context, r: Ranking, example_id: str, prompt: str, response
     options = {k: ctx.info.config.get(k) for k in ("loss_on", "reduction", "model")}
     state.send_pair(state.SentPair(a, b, **options))
     st.switch_page("views/pairs.py")
+
+
+# -- the full-set rows on the Overview and the greedy page ---------------------------------------
+@st.cache_data(show_spinner=False)
+def full_set(db: str, run: str, ver: tuple) -> tuple[str, pd.DataFrame] | None:
+    """(index method, full-set rows) ``select`` stored for the run; None without them."""
+    return stored_full_set(db, run)
+
+
+@st.cache_data(show_spinner=False)
+def full_set_greedy_curve(db: str, run: str, ver: tuple) -> pd.DataFrame | None:
+    return full_set_curve(db, run)
+
+
+def full_set_objectives(ctx: common.Context) -> tuple[str, ...]:
+    """(``FULL_SET_OBJECTIVE``,) when ``select --full-set-greedy`` stored its curve, else ()."""
+    curve = full_set_greedy_curve(ctx.db, ctx.info.name, ctx.ver)
+    return () if curve is None else (FULL_SET_OBJECTIVE,)
+
+
+def both_views_table(ctx: common.Context, run: str, head: pd.DataFrame | None) -> None:
+    """The BM25 benchmark's figures beside the same subsets' retrieval over all N (when
+    ``select`` stored full-set rows for the run)."""
+    stored = full_set(ctx.db, run, ctx.ver)
+    if stored is None:
+        return
+    method, rows = stored
+    n = ctx.info.n_candidates if run == ctx.info.name else "b"
+    st.markdown(f"**Both views**: among the {n} BM25 candidates and among all N (index {method})")
+    widgets.table(both_views(head, rows), f"both-views-{run}")
+
+
+def full_set_greedy(ctx: common.Context) -> None:
+    """The greedy page's full-set objective: the stored curve of greedy by full-set recall@1
+    with its baselines, and a button that makes its peak prefix the session's subset."""
+    curve = full_set_greedy_curve(ctx.db, ctx.info.name, ctx.ver)
+    stored = full_set(ctx.db, ctx.info.name, ctx.ver)
+    if curve is None or stored is None:
+        st.info(f"Run `gradlens select --full-set-greedy` on `{ctx.info.name}` for this curve.")
+        return
+    st.caption(
+        f"Greedy by recall@1 over all N training examples (index {stored[0]}, stored by "
+        "`gradlens select --full-set-greedy`): in-sample; the line *whole procedure held out* "
+        "is the honest figure, and the Overview's table its interval and null."
+    )
+    lines = full_set_lines(stored[1])
+    fig = greedy_curve(curve, "accuracy", lines, title="recall@1 over all N (in-sample)")
+    st.plotly_chart(fig, width="stretch", key="greedy_full_set_chart")
+    peak = int(curve["accuracy"].to_numpy().argmax()) + 1
+    if st.button(f"Use its peak prefix ({peak} components) as the subset", key="greedy_fs_peak"):
+        prefix = [int(c) for c in curve["component_idx"].iloc[:peak]]
+        state.set_view(state.view().with_subset(prefix))
+    widgets.download(curve, f"greedy-{ctx.info.name}-all-n")

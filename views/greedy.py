@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard import attribute_widgets as aw
 from dashboard import common, state, widgets
 from gradlens.figures import greedy_curve
 from gradlens.runs.report import format_accuracy
@@ -96,8 +97,14 @@ st.caption(
     "line *greedy, whole procedure held out* is the honest estimate of running greedy and "
     "keeping its peak (`gradlens select` stores both)."
 )
+objectives = OBJECTIVES + aw.full_set_objectives(ctx)
+if state.view().objective not in objectives:
+    state.correct_view(state.view().replace(objective="accuracy"))
 st.session_state["greedy_objective"] = state.view().objective
-st.radio("Objective", OBJECTIVES, key="greedy_objective", horizontal=True, on_change=set_objective)
+st.radio("Objective", objectives, key="greedy_objective", horizontal=True, on_change=set_objective)
+if state.view().objective not in OBJECTIVES:  # greedy by full-set recall@1, stored by select
+    aw.full_set_greedy(ctx)
+    st.stop()
 cols = st.columns(4)
 full = len(state.view().subset) >= len(names)
 cols[0].button("Step forward", on_click=step, args=(1,), key="step_forward", disabled=full)

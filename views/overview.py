@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard import attribute_widgets as aw
 from dashboard import common, state, widgets
 from gradlens.runs.read import RunInfo
 from gradlens.runs.report import format_accuracy, run_description
@@ -44,6 +45,7 @@ def tables(ctx: common.Context, run: RunInfo, head: pd.DataFrame | None, titled:
         st.subheader(f"`{run.name}`: headline and cost")
     if head is not None:
         widgets.headline_table(head, f"headline-{run.name}")
+    aw.both_views_table(ctx, run.name, head)
     st.markdown("**Cost** (the paper's Table 2 rows, measured with this run)")
     widgets.cost_table(common.costs(ctx.db, run.name, ctx.ver), f"costs-{run.name}")
     with st.expander("Run details"):

@@ -30,6 +30,7 @@ from gradlens.selection.fullset import (
     FULL_SET_OBJECTIVE,
     FullSet,
     FullSetInputs,
+    full_set_row_id,
     original_ranks,
 )
 from gradlens.selection.subsets import check_shapes
@@ -39,9 +40,12 @@ from gradlens.store.connect import read_store
 from gradlens.store.index import RunIndex, index_methods, open_index
 
 __all__ = [
+    "BOTH_VIEWS",
     "RankSource",
     "full_set_curve",
+    "both_views",
     "full_set_inputs",
+    "full_set_lines",
     "RankedExample",
     "Ranking",
     "index_hint",
@@ -494,3 +498,61 @@ def full_set_curve(db: str, run: str) -> pd.DataFrame | None:
         if len(frame):
             return frame.reset_index(drop=True)
     return None
+
+
+#: The subsets of the two views, as (BM25 headline row id, full-set subset id, label); the
+#: full-set greedy has no BM25 row.
+BOTH_VIEWS = (
+    ("full", "full", "full gradient"),
+    ("best_single", "best_single", "best single component (in-sample)"),
+    ("best_single_heldout", "best_single_heldout", "best single component (held out)"),
+    ("greedy_peak", "greedy_peak", "greedy peak (in-sample)"),
+    ("greedy_heldout", "greedy_heldout", "greedy (held out)"),
+    ("bm25", "bm25", "BM25"),
+    (None, "full_set_greedy_peak", "greedy by full-set recall@1 (in-sample)"),
+    (None, "full_set_greedy_heldout", "greedy by full-set recall@1 (held out)"),
+)
+
+
+def both_views(head: pd.DataFrame | None, rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per subset in both views, as strings: its BM25-b accuracy (the stored headline
+    ``head``, exact method) beside its recall@1 over all N with that row's interval, and its
+    MRR (the stored full-set ``rows``); ``–`` where a view has no such row."""
+    from gradlens.runs.report import MISSING, format_accuracy, format_interval  # (a cycle)
+
+    bm25 = {} if head is None else dict(zip(head["id"], head["accuracy"]))
+    by_id = rows.set_index("id")
+    out = []
+    for bm25_id, sid, label in BOTH_VIEWS:
+        recall = full_set_row_id(sid, "recall@1")
+        if recall not in by_id.index:
+            continue
+        r = by_id.loc[recall]
+        mrr = by_id.loc[full_set_row_id(sid, "MRR"), "accuracy"]
+        out.append(
+            {
+                "subset": label,
+                "BM25-b accuracy": format_accuracy(bm25.get(bm25_id)) if bm25_id else MISSING,
+                "recall@1, all N": format_accuracy(r["accuracy"]),
+                "95% CI": format_interval(r["ci_lo"], r["ci_hi"]),
+                "MRR, all N": format_accuracy(mrr),
+                "detail": r["detail"],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def full_set_lines(rows: pd.DataFrame) -> dict[str, float]:
+    """The horizontal lines of the chart of greedy by full-set recall@1: the full gradient,
+    BM25 and the whole procedure held out, each its recall@1 over all N."""
+    by_id = dict(zip(rows["id"], rows["accuracy"]))
+    names = {
+        "full": "full gradient (all N)",
+        "bm25": "BM25 (all N)",
+        "full_set_greedy_heldout": "greedy, whole procedure held out (all N)",
+    }
+    return {
+        label: float(by_id[full_set_row_id(sid, "recall@1")])
+        for sid, label in names.items()
+        if full_set_row_id(sid, "recall@1") in by_id
+    }

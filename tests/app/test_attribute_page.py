@@ -95,3 +95,31 @@ def test_a_run_without_an_index_says_what_to_run(tmp_path, tiny_model_dir, monke
     assert not at.exception and not at.error
     (info,) = [i.value for i in at.info]
     assert "has no gradient index" in info and "--index sjlt:d64" in info
+
+
+def test_overview_and_greedy_page_show_the_full_set_rows(indexed_db, monkeypatch):
+    from gradlens.cli import main
+    from gradlens.runs.rank import full_set_curve, stored_full_set
+
+    args = ["select", "--db", str(indexed_db), "--run", "small", "--folds", "2"]
+    assert main([*args, "--null-draws", "3", "--full-set-greedy"]) == 0
+    monkeypatch.setenv("GRADLENS_DB", str(indexed_db))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300).run()
+    assert not at.exception and not at.error
+    assert any("**Both views**" in m.value for m in at.markdown)
+    both = at.dataframe[-1].value.set_index("subset")
+    rows = stored_full_set(str(indexed_db), "small")[1].set_index("id")
+    assert (
+        both.loc["full gradient", "recall@1, all N"]
+        == f"{rows.loc['all_n:full:recall@1'].accuracy:.4f}"
+    )
+    assert both.loc["BM25", "MRR, all N"] == f"{rows.loc['all_n:bm25:MRR'].accuracy:.4f}"
+    at.switch_page("views/greedy.py").run()
+    objective = at.radio(key="greedy_objective")
+    assert "recall@1 (all N)" in objective.options
+    objective.set_value("recall@1 (all N)").run()
+    assert not at.exception and not at.error
+    at.button(key="greedy_fs_peak").click().run()
+    curve = full_set_curve(str(indexed_db), "small")
+    peak = int(curve["accuracy"].to_numpy().argmax()) + 1
+    assert at.session_state["gl_view"].subset == tuple(curve["component_idx"].iloc[:peak])
