@@ -41,13 +41,13 @@ from gradlens.store.index import RunIndex, index_methods, open_index
 
 __all__ = [
     "BOTH_VIEWS",
-    "RankSource",
-    "full_set_curve",
-    "both_views",
-    "full_set_inputs",
-    "full_set_lines",
     "RankedExample",
     "Ranking",
+    "RankSource",
+    "both_views",
+    "full_set_curve",
+    "full_set_inputs",
+    "full_set_lines",
     "index_hint",
     "open_source",
     "rank",
