@@ -42,8 +42,9 @@ class GradientEngine:
     model: a HF causal LM (eval mode); components: from ``discover_components``.
     reduction: ``mean`` (default, mean token loss) or ``sum``. ``projections``: the methods
     whose dots the job stores; ``index_projections``: further ones only an index keeps (their
-    vectors land in ``ExampleGrads.proj`` too). Hooks stay registered until
-    :meth:`close` (or the ``with`` block ends), which also restores ``requires_grad``.
+    vectors land in ``ExampleGrads.proj`` too). ``warm_up``: see ``compute``. Hooks stay
+    registered until :meth:`close` (or the ``with`` block ends), which also restores
+    ``requires_grad``.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class GradientEngine:
         reduction: str = "mean",
         projections: Sequence[ProjectionSet] = (),
         index_projections: Sequence[ProjectionSet] = (),
+        warm_up: bool = True,
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -63,6 +65,7 @@ class GradientEngine:
         self.index_projections = list(index_projections)
         self.device = next(model.parameters()).device
         self.passes = 0
+        self._warm = not warm_up
         self.projection_seconds: dict[str, float] = {
             p.method: 0.0 for p in self.projections + self.index_projections
         }
@@ -147,7 +150,21 @@ class GradientEngine:
 
     # -- compute -----------------------------------------------------------------------------
     def compute(self, batch: Sequence[Tokenized]) -> list[ExampleGrads]:
-        """One forward+backward over ``batch`` (right-padded); per-example exact gradients."""
+        """One forward+backward over ``batch`` (right-padded); per-example exact gradients.
+
+        The first call of an engine (``warm_up``) first computes its first example once and
+        discards it (not counted in ``passes``): measured on CPU, an example computed first in
+        a process can differ in the last bit from the same example computed after any other,
+        so without it a resumed job (which computes other examples first than the run it
+        resumes) would not store bit for bit what an uninterrupted one does."""
+        if not self._warm:
+            self._warm = True
+            # the whole computation, projections included: their buffers are part of the state
+            self._run(batch[:1], project=True)
+        self.passes += len(batch)
+        return self._run(batch, project=True)
+
+    def _run(self, batch: Sequence[Tokenized], project: bool) -> list[ExampleGrads]:
         n_max = max(t.n_tokens for t in batch)
         bsz = len(batch)
         ids = torch.zeros(bsz, n_max, dtype=torch.long)
@@ -166,9 +183,8 @@ class GradientEngine:
                     input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
                 ).logits
                 example_losses(logits, labels, self.reduction).sum().backward()
-            self.passes += bsz
             rows = [self._rows_with_gradient(t) for t in batch]
-            return [self._collect(i, batch[i], rows[i]) for i in range(bsz)]
+            return [self._collect(i, batch[i], rows[i], project) for i in range(bsz)]
         finally:
             self._captured = {}
 
@@ -180,7 +196,7 @@ class GradientEngine:
         has_loss = (tok.labels[1:] != IGNORE_INDEX).nonzero()
         return int(has_loss[-1]) + 1 if len(has_loss) else 0
 
-    def _collect(self, i: int, tok: Tokenized, m: int) -> ExampleGrads:
+    def _collect(self, i: int, tok: Tokenized, m: int, project: bool = True) -> ExampleGrads:
         comps: list[tuple[Term, ...]] = []
         # q/k/v (and gate/up) read the same input: share one X tensor so that dot products
         # compute its Gram matrix once (see grads.component_dots).
@@ -216,7 +232,7 @@ class GradientEngine:
         )
         del grams
         grads = ExampleGrads(tok.example.id, tok.n_tokens, comps, sqnorms.cpu().numpy())
-        for ps in self.projections + self.index_projections:
+        for ps in self.projections + self.index_projections if project else ():
             t0 = time.perf_counter()
             if ps.factored is not None:
                 parts = [_sketch_terms(ps.factored[c], terms) for c, terms in enumerate(comps)]

@@ -336,6 +336,113 @@ def test_compute_ctrl_c_says_how_to_resume(
     assert_same_rows(run_rows(db), compute_reference)
 
 
+# -- the index (compute --index) ----------------------------------------------------------------
+
+INDEX = ["--index", "sjlt:d8,exact:L1.down"]
+#: Kill points of a compute with --index. ``index.write`` is reached once per method and row:
+#: the query rows and 4 candidates of the 3 queries make 14, the 2 training examples no query
+#: uses 4 more. 2: inside the first query's rows (nothing stored yet); 9: the third query's
+#: row, its dots not yet stored (the rerun computes that query again); 17: the last example of
+#: the pass after the queries. Then the finished folders, their move and the publish that
+#: describes them.
+INDEX_POINTS = [
+    "index.write:2",
+    "index.write:9",
+    "index.write:17",
+    "index.finalized",
+    "compute.complete",
+    "index.moved",
+    "index.record",
+    "compute.published",
+]
+#: Kill points of an index added to a published run (its own short transaction).
+ADDED_INDEX_POINTS = ["index.write:3", "index.finalized", "index.moved", "index.record"]
+
+
+def index_state(db: Path) -> dict[str, object]:
+    """The run's index rows (``index_files``, ``index_rows``, sorted) and every index file's
+    bytes by path relative to ``X.index/<run_id>/``."""
+    from gradlens.store.index import run_index_dir
+
+    with Store(db, read_only=True) as s:
+        run_id = s.con.execute("SELECT run_id FROM runs").fetchone()[0]
+        out: dict[str, object] = {
+            t: s.con.execute(f"SELECT * FROM {t} WHERE run_id = ? ORDER BY ALL", [run_id]).df()
+            for t in ("index_files", "index_rows")
+        }
+    root = run_index_dir(db, run_id)
+    out["files"] = {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+    return out
+
+
+def assert_same_index(got: dict, want: dict) -> None:
+    for table in ("index_files", "index_rows"):
+        pd.testing.assert_frame_equal(got[table], want[table], check_exact=True, obj=table)
+    assert sorted(got["files"]) == sorted(want["files"])
+    for name, data in want["files"].items():
+        assert got["files"][name] == data, name  # bit for bit
+
+
+@pytest.fixture(scope="module")
+def index_reference(gradlens_fork, tiny_model_dir, kill_data, tmp_path_factory):
+    """Rows and index of an uninterrupted compute --index, and of a compute without it to
+    which the same --index is added afterwards (with the database before that)."""
+    root = tmp_path_factory.mktemp("index-ref")
+    db = root / "same-pass.duckdb"
+    assert gradlens_fork(compute_argv(tiny_model_dir, kill_data, db) + INDEX).rc == 0
+    plain = root / "plain.duckdb"
+    assert gradlens_fork(compute_argv(tiny_model_dir, kill_data, plain)).rc == 0
+    added = root / "added.duckdb"
+    shutil.copy(plain, added)
+    assert gradlens_fork(compute_argv(tiny_model_dir, kill_data, added) + INDEX).rc == 0
+    return {
+        "same_pass": (run_rows(db), index_state(db)),
+        "plain": plain,
+        "added": (run_rows(added), index_state(added)),
+    }
+
+
+@pytest.mark.parametrize("point", INDEX_POINTS)
+def test_compute_with_index_killed_then_rerun(
+    point, gradlens_fork, tiny_model_dir, kill_data, index_reference, tmp_path
+):
+    from gradlens.store.index import work_index_dir
+
+    db = tmp_path / "x.duckdb"
+    argv = compute_argv(tiny_model_dir, kill_data, db) + INDEX
+    killed = gradlens_fork(argv, fault=point)
+    assert killed.rc == KILLED, killed.err
+    want_rows, want_index = index_reference["same_pass"]
+    if point != "compute.published":
+        assert runs_in(db) == []
+    again = gradlens_fork(argv)
+    assert again.rc == 0, again.err
+    assert_same_rows(run_rows(db), want_rows)
+    assert_same_index(index_state(db), want_index)
+    run_id = want_rows["runs"]["run_id"][0]
+    assert not work_file(db, run_id).exists() and not work_index_dir(db, run_id).exists()
+
+
+@pytest.mark.parametrize("point", ADDED_INDEX_POINTS)
+def test_index_added_to_a_published_run_killed_then_rerun(
+    point, gradlens_fork, tiny_model_dir, kill_data, index_reference, tmp_path
+):
+    db = tmp_path / "x.duckdb"
+    shutil.copy(index_reference["plain"], db)
+    argv = compute_argv(tiny_model_dir, kill_data, db) + INDEX
+    killed = gradlens_fork(argv, fault=point)
+    assert killed.rc == KILLED, killed.err
+    with Store(db, read_only=True) as s:  # the run stays as it was, undescribed index or not
+        assert s.con.execute("SELECT status FROM runs").fetchall() == [("complete",)]
+    again = gradlens_fork(argv)
+    assert again.rc == 0, again.err
+    want_rows, want_index = index_reference["added"]
+    assert_same_rows(run_rows(db), want_rows)
+    assert_same_index(index_state(db), want_index)
+
+
 # -- generate --------------------------------------------------------------------------------
 
 
