@@ -66,8 +66,6 @@ SELECTED_IN_SAMPLE = "selected_in_sample"
 HELD_OUT = "held_out"
 #: The interval each row type gets (``ci_method``); selected_in_sample rows get none.
 CI_METHODS = {NOT_SELECTED: "clopper-pearson", HELD_OUT: "bootstrap ∪ clopper-pearson"}
-#: The held-out row of each selected_in_sample row (``heldout_id``).
-HELDOUT_OF = {BEST_SINGLE: BEST_SINGLE_HELDOUT, GREEDY_PEAK: GREEDY_HELDOUT}
 
 
 def projection_id(method: str) -> str:
@@ -197,7 +195,7 @@ class _Rows:
         row |= {"in_sample": kind == SELECTED_IN_SAMPLE, "accuracy": float(corr.mean())}
         row |= {"ci_lo": lo, "ci_hi": hi, "ci_method": CI_METHODS.get(kind)}
         row |= {"null_hi": np.nan, "diff_lo": dlo, "diff_hi": dhi}
-        row |= {"k": np.nan, "param_fraction": np.nan, "heldout_id": HELDOUT_OF.get(row_id)}
+        row |= {"k": np.nan, "param_fraction": np.nan, "heldout_id": None}
         self.rows.append(row | extra)
 
     def frame(self) -> pd.DataFrame:
@@ -235,6 +233,7 @@ def _best_single_rows(rows: _Rows, x: _Inputs) -> None:
         k=1,
         param_fraction=param_fractions(np.array([best]), x.n_params, len(x.names))[0],
         null_hi=x.null_hi.get(BEST_SINGLE, np.nan),
+        heldout_id=BEST_SINGLE_HELDOUT if x.seeds is not None else None,
     )
     if x.seeds is None:
         return
@@ -270,6 +269,7 @@ def _greedy_rows(rows: _Rows, x: _Inputs, steps: Sequence[Step]) -> None:
         k=peak + 1,
         param_fraction=steps[peak].param_fraction,
         null_hi=x.null_hi.get(GREEDY_PEAK, np.nan),
+        heldout_id=GREEDY_HELDOUT if x.seeds is not None else None,
     )
     if x.seeds is None:
         return

@@ -243,3 +243,10 @@ def test_select_reuses_its_greedy_runs_without_changing_the_curves(tmp_path):
         assert band["band_hi"].tolist() == null.band_hi.tolist()
         row = procedure  # the row ids are the procedures' names
         assert read.stored_headline(db, "syn").set_index("id").loc[row, "null_hi"] == null.null_hi
+
+
+def test_without_held_out_rows_in_sample_rows_point_nowhere():
+    dots, qsq, csq, target = _instance(6, 3, 4, retrieved=True)
+    table = sel.headline(dots, qsq, csq, target, list("abcd"), folds=7, null_draws=2)
+    assert list(table["id"]) == ["full", "best_single", "greedy_peak"]  # 7 folds > 6 queries
+    assert table["heldout_id"].isna().all()
