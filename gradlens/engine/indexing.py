@@ -14,6 +14,7 @@ publishes the run, or in one of its own for a run already published).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +29,16 @@ from gradlens.engine.projection import IndexSpec
 from gradlens.engine.terms import ExampleGrads
 from gradlens.faults import fault_point
 from gradlens.models.loading import Component
+from gradlens.store.connect import read_store
 from gradlens.store.database import Store
 from gradlens.store.index import (
     SPLITS,
     IndexWriter,
     description_frames,
     ensure_index_tables,
+    has_index_tables,
     method_slug,
+    open_index,
     publish_folder,
     read_description,
     run_index_dir,
@@ -157,6 +161,33 @@ class IndexBuild:
     def labels(self) -> list[str]:
         return [s.label for s in self.specs]
 
+    def share(self, config: dict) -> int:
+        """Copy into the writers the training rows another complete run of the database
+        already indexed with the same method, for the same gradients (``SAME_GRADIENTS``
+        fields of its config equal ``config``'s: the same model, training set, loss and seed);
+        returns the rows copied."""
+        if not self.writers or not Path(self.db).exists() or "train" not in self.row_ids:
+            return 0
+        copied = 0
+        for label, writer in self.writers.items():
+            donor = _donor(self.db, self.run_id, label, config)
+            if donor is None or writer.missing("train") == []:
+                continue
+            ix = open_index(self.db, donor, label)
+            same = (ix.info.components, ix.info.dims, ix.info.dtype) == (
+                writer.components,
+                writer.dims,
+                writer.dtype,
+            ) and list(ix.train_ids) == self.row_ids["train"]
+            if not same:
+                continue
+            for start in range(0, ix.info.n_train, SHARE_ROWS):
+                rows = slice(start, min(ix.info.n_train, start + SHARE_ROWS))
+                blocks = [ix.block("train", k, rows) for k in range(len(writer.components))]
+                writer.write_block("train", start, blocks)
+            copied += ix.info.n_train
+        return copied
+
     def missing(self) -> dict[str, set[str]]:
         """Example ids some method still lacks, by split."""
         out: dict[str, set[str]] = {s: set() for s in self.row_ids}
@@ -208,6 +239,36 @@ class IndexBuild:
             "SELECT example_id FROM examples WHERE run_id = ? AND split = 'train'", [run_id]
         ).fetchall()}  # fmt: skip
         store.insert("examples", run_id, examples[~examples["example_id"].isin(have)])
+
+
+#: Config fields that fix a training example's gradient (``IndexBuild.share``).
+SAME_GRADIENTS = (
+    "model_hash", "train_hash", "loss_on", "reduction", "max_length", "dtype", "system_prompt",
+    "seed",
+)  # fmt: skip
+#: Rows copied per step by ``IndexBuild.share``.
+SHARE_ROWS = 4096
+
+
+def _donor(db: str | Path, run_id: str, method: str, config: dict) -> str | None:
+    """Another complete run of ``db`` indexed with ``method`` whose config agrees with
+    ``config`` on ``SAME_GRADIENTS`` (missing fields read as their defaults)."""
+    defaults = {"system_prompt": "default", "max_length": None}
+    with read_store(db) as store:
+        if not has_index_tables(store.con):
+            return None
+        rows = store.con.execute(
+            "SELECT DISTINCT r.run_id, r.config FROM index_files f JOIN runs r "
+            "ON r.run_id = f.run_id WHERE f.method = ? AND f.run_id <> ? "
+            "AND r.status = 'complete' ORDER BY r.run_id",
+            [method, run_id],
+        ).fetchall()
+    want = {k: config.get(k, defaults.get(k)) for k in SAME_GRADIENTS}
+    for other, text in rows:
+        theirs = json.loads(text)
+        if {k: theirs.get(k, defaults.get(k)) for k in SAME_GRADIENTS} == want:
+            return other
+    return None
 
 
 def example_frame(train: dict[str, Tokenized]) -> pd.DataFrame:

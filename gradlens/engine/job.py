@@ -493,6 +493,9 @@ def _index_build(ctx, job: _Job, setup: _Setup, state: dict):
         build = IndexBuild(
             job.opts.db, setup.run_id, job.index, setup.components, row_ids, recorded
         )
+        shared = build.share(json.loads(setup.config.to_json()))
+        if shared:
+            log.info("index: %d training rows copied from another run's index", shared)
         wanted = build.missing()
     return build, ctx.broadcast(wanted)
 

@@ -458,8 +458,12 @@ class RunIndex:
             )
         return tuple(where[c] for c in subset)
 
+    def block(self, split: str, position: int, rows: np.ndarray | slice) -> np.ndarray:
+        """float32 [len(rows), d_c]: the vectors of the component at ``position`` (in
+        ``info.components``) of some rows (float16 scaled back by their norm)."""
+        return self._rows(split, position, rows)
+
     def _rows(self, split: str, position: int, rows: np.ndarray | slice) -> np.ndarray:
-        """float32 [len(rows), d_c]: the stored vectors (float16 scaled back by their norm)."""
         v = np.asarray(self._file(split, position)[rows], dtype=np.float32)
         if self.info.dtype == "float16":
             scale = np.sqrt(self.sqnorms(split)[rows, position]).astype(np.float32)

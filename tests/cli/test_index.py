@@ -242,3 +242,28 @@ def test_export_import_round_trips_the_index_and_delete_removes_it(runs, tmp_pat
         s.delete_run(run_id)
         assert not s.has_rows("index_files", run_id) and not s.has_rows("index_rows", run_id)
     assert not dst.exists()
+
+
+def test_training_rows_are_shared_with_an_indexed_run_of_the_same_gradients(
+    runs, tiny_model_dir, data, tmp_path
+):
+    """A second query set over the same training set, model, loss and seed copies the training
+    rows of the first run's index instead of passing them again."""
+    import shutil
+
+    from gradlens.store.index import index_root
+
+    db = tmp_path / "a.duckdb"
+    shutil.copy(runs[0], db)
+    shutil.copytree(index_root(runs[0]), index_root(db))
+    other = _write(tmp_path / "other.jsonl", QUERIES[:1])
+    argv = ["compute", "--model", str(tiny_model_dir), "--train", str(data[0]), "--queries"]
+    argv += [str(other), "--db", str(db), "--run", "o", "--candidates", "2", "--seed", str(SEED)]
+    line = _main([*argv, "--index", "sjlt:d16", "--no-progress"])
+    assert _field(line, "passes") == 1 + 2  # the query and its candidates, for their dots
+    first, second = open_index(db, "k", "sjlt:d16"), open_index(db, "o", "sjlt:d16")
+    assert second.info.n_query == 1 and list(second.train_ids) == list(first.train_ids)
+    for row in range(len(TRAIN)):
+        for a, b in zip(second.vectors("train", row), first.vectors("train", row)):
+            assert np.array_equal(a, b)
+    np.testing.assert_array_equal(second.sqnorms("train"), first.sqnorms("train"))
