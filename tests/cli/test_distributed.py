@@ -128,3 +128,36 @@ def test_readme_torchrun_commands_equal_single_process(tmp_path, tiny_model_dir)
         )
         np.testing.assert_allclose(two["dot"], one["dot"], rtol=1e-6, atol=1e-10)
         assert len(two_norms) == len(one_norms)  # every example's norms written exactly once
+
+
+def test_index_under_torchrun_equals_one_process(tmp_path, tiny_model_dir):
+    """``gradlens index`` with 2 CPU ranks: each rank passes a slice of the training set, rank 0
+    writes; the index equals the one process's."""
+    from gradlens.store.index import open_index
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join((DEMO / "train.jsonl").read_text().splitlines(True)[:7]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    args = ["--model", str(tiny_model_dir), "--train", str(train), "--run", "solo"]
+    args += ["--index", "sjlt:d8", "--no-progress"]
+    launchers = {
+        "one": [sys.executable, "-m", "gradlens", "index"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        + ["--nproc-per-node", "2", "-m", "gradlens", "--", "index"],
+    }
+    for name, launcher in launchers.items():
+        ran = subprocess.run(
+            [*launcher, *args, "--db", str(tmp_path / f"{name}.duckdb")],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=300,
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        assert ran.stdout.count("passes=7 ") == 1  # only rank 0 reports; one pass per example
+    one, two = (open_index(tmp_path / f"{n}.duckdb", "solo", "sjlt:d8") for n in launchers)
+    assert list(one.train_ids) == list(two.train_ids) and one.info == two.info
+    for row in range(7):
+        for a, b in zip(one.vectors("train", row), two.vectors("train", row)):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7 * np.abs(a).max())
