@@ -8,7 +8,8 @@ What it reads (``BatchOptimization``): each sentence's KL per step; how far each
 against the distances between random pairs of vocabulary embeddings; the displacement per
 dimension; and where each token went (``embedding.Moves``: nearest tokens by cosine and by
 Euclidean distance, the heading, cos(g, e)). A causal LM reads the prediction at a sentence's
-last token; a masked LM (BERT style) at a frozen mask token appended to it.
+last token (the sentences packed into one sequence, each seeing only itself); a masked LM (BERT
+style) at a frozen mask token appended to it.
 """
 
 from __future__ import annotations
@@ -136,13 +137,18 @@ def pair_distances(vocab: torch.Tensor, pairs: int = PAIRS, seed: int = 0) -> np
 
 
 class _Batch:
-    """The model read at each sentence's end: its next-token logits [B, V] for embeddings
-    [B, n, d] (right-padded). A masked LM gets its mask token's embedding appended."""
+    """The model read at each sentence's end: next-token logits [B, V] for embeddings [B, n, d]
+    (right-padded; ``lengths`` [B]). A causal LM reads the sentences packed into one sequence of
+    Σ lengths tokens (no padding computed): a block-diagonal causal mask and positions that
+    restart at each sentence make every sentence see only itself, as if alone. A masked LM reads
+    the padded batch with its mask token's embedding appended to each sentence."""
 
-    def __init__(self, model: nn.Module, tokenizer, lengths: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, tokenizer, lengths: torch.Tensor, dtype) -> None:
         self.model = model
-        self.rows = torch.arange(len(lengths), device=lengths.device)
-        self.read = lengths - 1
+        device = lengths.device
+        self.rows = torch.arange(len(lengths), device=device)
+        n = int(lengths.max())
+        self.free = torch.arange(n, device=device)[None, :] < lengths[:, None]
         self.mask_embedding = None
         if is_masked_lm(model):
             mask_id = getattr(tokenizer, "mask_token_id", None)
@@ -150,25 +156,34 @@ class _Batch:
                 raise GradLensError("a masked LM needs a mask token in its tokenizer")
             emb = model.get_input_embeddings()
             with torch.no_grad():
-                self.mask_embedding = emb(torch.tensor([mask_id], device=lengths.device))[0]
+                self.mask_embedding = emb(torch.tensor([mask_id], device=device))[0]
             self.read = lengths
-        n = int(self.read.max()) + 1
-        self.attention = (
-            torch.arange(n, device=lengths.device)[None, :] <= self.read[:, None]
-        ).long()
-        keep = last_logits_kwargs(model)
-        self.kwargs = {"use_cache": False}
-        if keep and self.mask_embedding is None:  # only the read positions are unembedded
-            self.kwargs["logits_to_keep"] = self.read[:, None]
+            self.kwargs = {
+                "attention_mask": (torch.arange(n + 1, device=device) <= lengths[:, None]).long()
+            }
+            return
+        sentence, position = self.free.nonzero(as_tuple=True)
+        total = len(sentence)
+        order = torch.arange(total, device=device)
+        allowed = (sentence[:, None] == sentence[None, :]) & (order[None, :] <= order[:, None])
+        blocked = torch.zeros(1, 1, total, total, dtype=dtype, device=device)
+        self.read = torch.cumsum(lengths, 0) - 1  # each sentence's last token, packed
+        self.kwargs = {
+            "attention_mask": blocked.masked_fill(~allowed, torch.finfo(dtype).min),
+            "position_ids": position[None, :],
+            "use_cache": False,
+        }
+        if last_logits_kwargs(model):  # only the read positions are unembedded
+            self.kwargs["logits_to_keep"] = self.read
 
     def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
-        if self.mask_embedding is not None:
-            pad = torch.zeros_like(embeds[:, :1])
-            embeds = torch.cat([embeds, pad], dim=1).clone()
-            embeds[self.rows, self.read] = self.mask_embedding.to(embeds.dtype)
-        out = self.model(inputs_embeds=embeds, attention_mask=self.attention, **self.kwargs)
-        if "logits_to_keep" in self.kwargs:
-            return out.logits[:, 0].float()
+        if self.mask_embedding is None:
+            out = self.model(inputs_embeds=embeds[self.free][None], **self.kwargs).logits[0]
+            return (out if "logits_to_keep" in self.kwargs else out[self.read]).float()
+        pad = torch.zeros_like(embeds[:, :1])
+        embeds = torch.cat([embeds, pad], dim=1).clone()
+        embeds[self.rows, self.read] = self.mask_embedding.to(embeds.dtype)
+        out = self.model(inputs_embeds=embeds, **self.kwargs)
         return out.logits[self.rows, self.read].float()
 
 
@@ -194,8 +209,9 @@ def optimize_batch(
     kl: list[np.ndarray] = []
     with frozen(model):
         goal = Target(model, tokenizer, "prompt", target_prompt)
-        read = _Batch(model, tokenizer, n)
-        e = start.clone().to(next(model.parameters()).dtype).requires_grad_(True)
+        dtype = next(model.parameters()).dtype
+        read = _Batch(model, tokenizer, n, dtype)
+        e = start.clone().to(dtype).requires_grad_(True)
         opt = make_optimizer(optimizer, [e], lr)
         for step in range(steps + 1):
             with torch.enable_grad():

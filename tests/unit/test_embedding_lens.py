@@ -236,6 +236,18 @@ def test_batch_first_step_and_kl_against_each_sentence_alone(lm, optimizer):
     """Every sentence's KL at the start, and every token's first step, from plain autograd on
     the sentence alone: Adam moves every token by lr·√d (up to ε), SGD by lr·‖g‖."""
     model, tok, _, target_prompt = lm
+    check_against_each_sentence_alone(model, tok, target_prompt, optimizer)
+
+
+def test_smollm2_batch_reads_each_sentence_alone():
+    """The packed batch on the bundled model (its own attention implementation)."""
+    from gradlens.models.loading import load_model
+
+    model, tok = load_model("smollm2")
+    check_against_each_sentence_alone(model, tok, TARGET_PROMPT, "sgd")
+
+
+def check_against_each_sentence_alone(model, tok, target_prompt: str, optimizer: str) -> None:
     lr = 0.01
     got = optimize_batch(model, tok, target_prompt, batch=3, steps=1, lr=lr, optimizer=optimizer)
     start, lengths = random_sentences(vocabulary(model, tok), 3, seed=0)
