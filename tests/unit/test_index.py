@@ -91,7 +91,7 @@ def test_float32_index_stores_the_vectors_and_scores_like_brute_force(tmp_path):
     np.testing.assert_allclose(ix.sqnorms("train"), want_sq, rtol=1e-12)
     query = vectors["query"][1]
     for subset, positions in ((None, (0, 1, 2)), ([5, 0], (2, 0)), ([2], (1,))):
-        scores = ix.score(query, subset, chunk_rows=10)  # several chunks, the last one short
+        scores = ix.score(query, subset, chunk_bytes=320)  # 10-row chunks, the last one short
         want, per_component = _brute_cosines(vectors, query, positions)
         # float32 products of d <= 8 terms: cosine error <= 8 * 2^-24
         np.testing.assert_allclose(scores.cosine, want, rtol=0, atol=5e-7)
@@ -129,7 +129,7 @@ def test_float16_index_keeps_unit_vectors_within_its_cosine_error(tmp_path):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-3 * np.abs(want).max())
     for q in range(3):
         want, _ = _brute_cosines(vectors, vectors["query"][q], (0, 1, 2))
-        got = ix.score(vectors["query"][q], chunk_rows=16).cosine
+        got = ix.score(vectors["query"][q], chunk_bytes=256).cosine  # 16 rows
         assert np.abs(got - want).max() < 1e-3
 
 
