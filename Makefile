@@ -41,16 +41,17 @@ demo: demo-db
 	GRADLENS_DB=$(DB) $(BIN)/streamlit run app.py --server.headless true \
 		--server.address 127.0.0.1 --server.port $(PORT) --browser.gatherUsageStats false
 
-# Recompute the demo runs from scratch (exact and sjlt:0.01), then select and export them into
+# Recompute the demo runs from scratch (exact and sjlt:0.01, with an sjlt:d32 index of every
+# example; the second run copies the training rows of the first), then select and export them into
 # $(DEMO_SHIPPED)/ (the files `make demo` restores). Takes ~25 minutes per query setting on a
 # 2-core CPU; resumable (rerun after an interruption). Delete $(COMPUTE_DB) to recompute.
 demo-compute: setup
 	$(BIN)/gradlens compute --model smollm2 --train data/demo/train.jsonl \
 		--queries data/demo/paraphrased.jsonl --db $(COMPUTE_DB) --run paraphrased \
-		--project sjlt:0.01
+		--project sjlt:0.01 --index sjlt:d32
 	$(BIN)/gradlens compute --model smollm2 --train data/demo/train.jsonl \
 		--queries data/demo/generated.jsonl --db $(COMPUTE_DB) --run model-generated \
-		--project sjlt:0.01
+		--project sjlt:0.01 --index sjlt:d32
 	$(BIN)/gradlens select --db $(COMPUTE_DB) --run paraphrased
 	$(BIN)/gradlens select --db $(COMPUTE_DB) --run model-generated
 	$(BIN)/gradlens export --db $(COMPUTE_DB) --run paraphrased --out $(DEMO_SHIPPED)/paraphrased
