@@ -411,15 +411,7 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
         log.warning(
             "resuming run '%s': %d of %d queries already stored", name, len(done), n_queries
         )
-    projections = build_projections(job.projections, setup.components, o.seed, net)
-    shared = [p.method for p in projections]
-    engine = GradientEngine(
-        net,
-        setup.components,
-        reduction=o.reduction,
-        projections=projections,
-        index_projections=build_index_sets(job.index, setup.components, o.seed, net, shared),
-    )
+    engine, projections = _engine(job, setup, net)
     extract = IndexExtractor(engine, job.index, setup.components, wanted) if job.index else None
     budget = job.max_memory if job.max_memory is not None else default_max_memory()
     on_gpu = str(engine.device).startswith("cuda")
@@ -459,21 +451,45 @@ def _compute_open_run(ctx, job: _Job, setup: _Setup, state: dict, store, net, n_
         return None
     if build is not None:
         build.finalize()
-    if projections:  # the paper's procedure, timed for the cost table (engine.costs)
-        all_cands = {
-            q: list(g.sort_values("rank")["candidate_id"])
-            for q, g in setup.candidates.groupby("query_id", sort=False)
-        }
-        run_stats["uncached_projection"] = measure_uncached(
-            net,
-            setup.components,
-            projections,
-            setup.query_tok,
-            setup.train_tok,
-            all_cands,
-            o.reduction,
-        )
+    run_stats |= _uncached(job, setup, net, projections)
     return _finish(store, job, setup, name, run_stats, build)
+
+
+def _engine(job: _Job, setup: _Setup, net) -> tuple[GradientEngine, list]:
+    """The job's engine: the ``--project`` projections (returned too) and those only the index
+    needs, with the run's seeds."""
+    o = job.opts
+    projections = build_projections(job.projections, setup.components, o.seed, net)
+    shared = [p.method for p in projections]
+    engine = GradientEngine(
+        net,
+        setup.components,
+        reduction=o.reduction,
+        projections=projections,
+        index_projections=build_index_sets(job.index, setup.components, o.seed, net, shared),
+    )
+    return engine, projections
+
+
+def _uncached(job: _Job, setup: _Setup, net, projections) -> dict:
+    """``{"uncached_projection": ...}``: the paper's procedure, timed for the cost table
+    (engine.costs), where the run stores projections; {} otherwise."""
+    if not projections:
+        return {}
+    all_cands = {
+        q: list(g.sort_values("rank")["candidate_id"])
+        for q, g in setup.candidates.groupby("query_id", sort=False)
+    }
+    measured = measure_uncached(
+        net,
+        setup.components,
+        projections,
+        setup.query_tok,
+        setup.train_tok,
+        all_cands,
+        job.opts.reduction,
+    )
+    return {"uncached_projection": measured}
 
 
 def _toks(setup: _Setup) -> dict[str, dict[str, Tokenized]]:
