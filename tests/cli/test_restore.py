@@ -227,3 +227,63 @@ def test_restore_run_python_api(exported, tmp_path):
     again = restore.restore_run(db, folder)
     assert again.already and again.run_id == first.run_id and again.digest == first.digest
     assert np.isfinite(first.seconds)
+
+
+def _with_index(db, run: str = "syn") -> str:
+    """Give the database's run an index (random vectors, 2 components, every example of the
+    run's examples table) the way a compute job records one; returns its run id."""
+    from gradlens.store.index import (
+        IndexWriter,
+        description_frames,
+        ensure_index_tables,
+        method_slug,
+        publish_folder,
+        work_index_dir,
+    )
+
+    with Store(db, read_only=True) as s:
+        run_id = s.resolve(run)["run_id"]
+        ex = s.frame("examples", run_id)
+    ids = {s: sorted(ex.loc[ex["split"] == s, "example_id"]) for s in ("train", "query")}
+    folder = work_index_dir(db, run_id) / method_slug("sjlt:d4")
+    writer = IndexWriter(folder, "sjlt:d4", (0, 3), (4, 2), {s: len(v) for s, v in ids.items()})
+    rng = np.random.default_rng(0)
+    for split, rows in ids.items():
+        for r in range(len(rows)):
+            writer.write(split, r, [rng.standard_normal(4), rng.standard_normal(2)])
+    description = writer.finalize()
+    writer.close()
+    publish_folder(folder, db, run_id, "sjlt:d4")
+    files, rows = description_frames(run_id, description, ids)
+    with Store(db) as s, s.transaction():
+        ensure_index_tables(s.con)
+        s.insert("index_files", run_id, files.drop(columns="run_id"))
+        s.insert("index_rows", run_id, rows.drop(columns="run_id"))
+    return run_id
+
+
+def test_an_index_comes_back_bit_for_bit_and_goes_with_an_export_without_one(tmp_path, capsys):
+    from gradlens.store.index import index_methods, run_index_dir
+
+    src = synthetic_selected_db(tmp_path, "src.duckdb")
+    run_id = _with_index(src)
+    out = tmp_path / "export"
+    assert main(["export", "--db", str(src), "--run", "syn", "--out", str(out)]) == 0
+    db = tmp_path / "x.duckdb"
+    assert _restore(db, out) == 0
+    assert "index_files=6 index_rows=" in capsys.readouterr().out
+    assert index_methods(db, "syn") == ["sjlt:d4"]
+    here, there = run_index_dir(src, run_id), run_index_dir(db, run_id)
+    names = sorted(p.relative_to(here) for p in here.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(there) for p in there.rglob("*") if p.is_file())
+    assert all((here / n).read_bytes() == (there / n).read_bytes() for n in names)
+    plain = tmp_path / "plain"  # the same run exported without its index
+    shutil.copytree(out, plain)
+    shutil.rmtree(plain / "index")
+    assert _restore(db, plain) == 0
+    assert index_methods(db, "syn") == [] and not there.exists()
+    (out / "index" / "index_files.parquet").write_bytes(b"not parquet")
+    capsys.readouterr()
+    assert _restore(db, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "index_files.parquet: cannot read as Parquet" in err[0]
