@@ -117,9 +117,9 @@ def _metrics(loss: str, curve: np.ndarray, moved: tuple[str, float], typical: fl
     label, value = moved
     cols[2].metric(label, f"{value:.3f}", help=f"{value / typical:.2f}× the vocabulary distance")
     cols[3].metric(
-        "median distance between two vocabulary tokens",
+        "vocabulary distance",
         f"{typical:.3f}",
-        help="median L2 distance between random pairs of vocabulary embeddings",
+        help="median L2 distance between two vocabulary embeddings (4096 random pairs)",
     )
 
 
@@ -130,10 +130,10 @@ def batch_results(batch: BatchOptimization) -> None:
     note = DISTANCE_NOTE[batch.optimizer].format(first=batch.first_step_expected)
     st.info(f"{note} Measured first step: median {np.median(batch.moves.first_step):.4f}.")
     st.plotly_chart(kl_curves(batch), width="stretch", key="ieb_kl")
-    left, right = st.columns(2)
-    left.plotly_chart(distance_histograms(batch), width="stretch", key="ieb_dist")
-    right.plotly_chart(displacement_histogram(batch), width="stretch", key="ieb_disp")
-    st.plotly_chart(move_cosines(batch.moves), width="stretch", key="ieb_cos")
+    st.plotly_chart(distance_histograms(batch), width="stretch", key="ieb_dist")
+    left, right = st.columns([2, 3])
+    left.plotly_chart(displacement_histogram(batch), width="stretch", key="ieb_disp")
+    right.plotly_chart(move_cosines(batch.moves), width="stretch", key="ieb_cos")
     st.caption(
         "Back-projection: each token's nearest vocabulary token by cosine and by L2 distance, "
         "at the start (a random draw) and at the end; heading: the vocabulary token its "
@@ -204,6 +204,11 @@ def text_results(grads: InputGradients, opt: Optimization) -> None:
     st.plotly_chart(optimization_animation(opt), width="stretch", key="ie_anim")
     st.plotly_chart(distance_lines(opt), width="stretch", key="ie_dist")
     st.plotly_chart(loss_line(opt), width="stretch", key="ie_loss")
+    st.caption(
+        "Where each token went: its nearest vocabulary token by cosine and by L2 distance at "
+        "the start and at the end, the heading (the token v its displacement points at most, "
+        "e_v − e_start, with that cosine), and cos(g, e) of the first gradient. Then every step."
+    )
     frame = opt.moves.frame()
     frame.insert(0, "token", list(opt.tokens))
     token_table(

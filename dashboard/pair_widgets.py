@@ -163,9 +163,9 @@ def token_matrix(cmp: PairComparison) -> None:
     st.caption(
         "cos(g_t, g_u) between the gradient of each loss-bearing token t of A and u of B, over "
         f"all 2-D weights; = marks cosine ≥ {IDENTICAL} (identical: a token predicted from the "
-        "same context in both examples). Computed from each layer's factors "
-        f"(δ_t x_tᵀ), never forming a per-token gradient; up to {MAX_SPLIT_TOKENS} loss-bearing "
-        "tokens per example (shorten a longer response)."
+        "same context in both examples). Computed from the factors of each layer's gradient "
+        "(Σₛ δₛ xₛᵀ: one backward pass per token, no per-token gradient formed); up to "
+        f"{MAX_SPLIT_TOKENS} loss-bearing tokens per example (shorten a longer response)."
     )
     matrix = pd.DataFrame(cosines, index=frames[0]["token"], columns=frames[1]["token"])
     widgets.download(matrix.reset_index(names="A's token"), "pair-token-matrix")

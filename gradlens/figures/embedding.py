@@ -85,7 +85,7 @@ def distance_histograms(batch: BatchOptimization) -> go.Figure:
                 x=values,
                 xbins=bins,
                 histnorm="probability",
-                name=f"{name} ({len(values)})",
+                name=f"{name} ({len(values)}; median {np.median(values):.2f})",
                 marker_color=color,
                 opacity=0.6,
                 hovertemplate="%{x}: %{y:.1%}<extra></extra>",
@@ -98,18 +98,16 @@ def distance_histograms(batch: BatchOptimization) -> go.Figure:
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title="L2 distance")
     fig.update_yaxes(title="share", tickformat=".0%")
-    title = (
-        f"Distance travelled (median {np.median(moved):.2f}) vs between vocabulary tokens "
-        f"(median {batch.typical_distance:.2f})"
+    fig = finish(fig, "Distance travelled by each token vs between two vocabulary tokens", 420)
+    fig.update_layout(
+        margin={"t": 110},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0.0, "xanchor": "left"},
     )
-    fig = finish(fig, title, 400)
-    fig.update_layout(margin={"t": 90})
     return fig
 
 
 def displacement_histogram(batch: BatchOptimization) -> go.Figure:
-    """Every coordinate of e_end − e_start (N tokens × d dimensions); for Adam, ±lr × steps
-    (the most a coordinate can move at about lr per step) marked."""
+    """Every coordinate of e_end − e_start (N tokens × d dimensions)."""
     values = np.asarray(batch.displacement, dtype=np.float64).ravel()
     fig = go.Figure(
         go.Histogram(
@@ -120,13 +118,6 @@ def displacement_histogram(batch: BatchOptimization) -> go.Figure:
             name="coordinates",
         )
     )
-    if batch.optimizer == "adam":
-        reach = batch.lr * batch.steps
-        for x in (-reach, reach):
-            fig.add_vline(x=x, line={"color": COLORS["current"], "dash": "dot"})
-        fig.add_annotation(
-            x=reach, y=1.0, yref="paper", text="±lr·steps", showarrow=False, xanchor="right"
-        )
     fig.update_xaxes(title="displacement of one coordinate (e_end − e_start)")
     fig.update_yaxes(title="coordinates")
     n, d = batch.displacement.shape
@@ -140,14 +131,11 @@ def move_cosines(moves: Moves) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(
-            "heading: max_v cos(e_end − e_start, e_v − e_start)",
-            "cos(g, e_start) of the first gradient",
-        ),
+        subplot_titles=("heading cosine", "cos(g, e_start), first gradient"),
     )
-    for col, values, color in (
-        (1, moves.heading_cosine, COLORS["original"]),
-        (2, moves.grad_cosine, COLORS["greedy"]),
+    for col, values, color, axis in (
+        (1, moves.heading_cosine, COLORS["original"], "max_v cos(e_end − e_start, e_v − e_start)"),
+        (2, moves.grad_cosine, COLORS["greedy"], "cos(g, e_start)"),
     ):
         finite = values[np.isfinite(values)]
         fig.add_trace(
@@ -161,6 +149,6 @@ def move_cosines(moves: Moves) -> go.Figure:
             row=1,
             col=col,
         )
-        fig.update_xaxes(title="cosine", row=1, col=col)
+        fig.update_xaxes(title=axis, row=1, col=col)
     fig.update_yaxes(title="tokens", row=1, col=1)
     return finish(fig, "Where the tokens went", 340)

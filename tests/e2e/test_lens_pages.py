@@ -42,7 +42,7 @@ def test_input_embeddings_runs_both_experiments(page, base_url):
         for expected in (
             "mean KL after 100 steps",
             "median distance travelled",
-            "median distance between two vocabulary tokens",
+            "vocabulary distance",
             "Adam's first step",
         ):
             assert expected in text, text[:3000]
