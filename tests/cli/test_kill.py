@@ -200,8 +200,8 @@ def kill_data(tmp_path_factory):
 
 def run_rows(db: Path, run: str | None = None) -> dict[str, pd.DataFrame]:
     """Every row of the database's run (the only one, or the one named ``run``), each table
-    sorted (order-free comparison); the ``runs`` row without created_at and stats (the
-    session's timings)."""
+    sorted (order-free comparison); the ``runs`` row without created_at and stats, and the
+    ``select_timings`` rows without their seconds (the session's timings)."""
     with Store(db, read_only=True) as s:
         run_id = s.con.execute("SELECT run_id FROM runs").fetchone()[0]
         if run is not None:
@@ -211,6 +211,7 @@ def run_rows(db: Path, run: str | None = None) -> dict[str, pd.DataFrame]:
             for t in ("runs",) + DATA_TABLES
         }
     frames["runs"] = frames["runs"].drop(columns=["created_at", "stats"])
+    frames["select_timings"] = frames["select_timings"].drop(columns=["seconds"])
     return {
         t: f.sort_values(list(f.columns), ignore_index=True, na_position="first")
         for t, f in frames.items()
