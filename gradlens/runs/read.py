@@ -195,7 +195,8 @@ def _added(store: Store, table: str, run_id: str, method: str | None) -> pd.Data
     if method is not None:
         sql += " AND method = ?"
         args.append(method)
-    frame = store.con.execute(sql + " ORDER BY rowid", args).df()
+    sql += " ORDER BY rowid"
+    frame = store.con.execute(sql, args).df()
     return None if frame.empty else frame
 
 

@@ -451,15 +451,14 @@ class Store:
         paths = []
         for table in EXPORT_TABLES:
             path = out / f"{table}.parquet"
-            if not self.has_table(table):  # an added table no writer created yet: no rows
-                columns = ", ".join(f'NULL::{t} AS "{c}"' for c, t in expected_columns()[table])
-                rows = self.con.sql(f"SELECT {columns} WHERE false").to_arrow_table()
-                pq.write_table(rows, path)
-                paths.append(path)
-                continue
-            rows = self.con.sql(
-                f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", params=[run_id]
-            ).to_arrow_table()
+            if self.has_table(table):
+                rows = self.con.sql(
+                    f"SELECT * FROM {table} WHERE run_id = ? ORDER BY rowid", params=[run_id]
+                ).to_arrow_table()
+            else:  # an added table no writer created in this file yet: no rows, its columns
+                with duckdb.connect(":memory:") as empty:
+                    empty.execute(ADDED_TABLES[table])
+                    rows = empty.sql(f"SELECT * FROM {table}").to_arrow_table()
             pq.write_table(rows, path)
             paths.append(path)
         from gradlens.store.index import export_index  # the run's index, into out/index/

@@ -250,3 +250,36 @@ def test_without_held_out_rows_in_sample_rows_point_nowhere():
     table = sel.headline(dots, qsq, csq, target, list("abcd"), folds=7, null_draws=2)
     assert list(table["id"]) == ["full", "best_single", "greedy_peak"]  # 7 folds > 6 queries
     assert table["heldout_id"].isna().all()
+
+
+def test_files_and_exports_from_before_the_added_tables(tmp_path, capsys):
+    """A database written before ``headline``, ``null_bands`` and ``select_timings`` existed is
+    read (nothing stored yet), exported (the tables empty, with their columns) and restored;
+    an export folder without their files restores too."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    from gradlens.store.database import ADDED_TABLES
+
+    db = tmp_path / "old.duckdb"
+    assert main(synthetic_import_args(tmp_path, db)) == 0
+    con = duckdb.connect(str(db))
+    for table in ADDED_TABLES:
+        con.execute(f"DROP TABLE {table}")
+    con.close()
+    assert read.stored_headline(db, "syn") is None and read.null_band(db, "syn") is None
+    assert read.costs(db, "syn")["seconds"].iloc[1:].isna().all()  # select never ran
+    out = tmp_path / "export"
+    assert main(["export", "--db", str(db), "--run", "syn", "--out", str(out)]) == 0
+    with Store(tmp_path / "fresh.duckdb") as s:  # a writer creates them: their columns
+        want = {t: s.con.sql(f"SELECT * FROM {t}").to_arrow_table().schema for t in ADDED_TABLES}
+    for table in ADDED_TABLES:
+        written = pq.read_table(out / f"{table}.parquet")
+        assert written.num_rows == 0 and written.schema.names == want[table].names
+        assert written.schema.types == want[table].types
+    assert main(["import", "--db", str(tmp_path / "a.duckdb"), "--from", str(out)]) == 0
+    for table in ADDED_TABLES:
+        (out / f"{table}.parquet").unlink()
+    assert main(["import", "--db", str(tmp_path / "b.duckdb"), "--from", str(out)]) == 0
+    assert read.stored_headline(tmp_path / "b.duckdb", "syn") is None
+    capsys.readouterr()
