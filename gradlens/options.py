@@ -61,6 +61,11 @@ def system_prompt_option(key: bool) -> Any:
     )
 
 
+def batch_size_option() -> Any:
+    """``--batch-size`` of the commands that run gradient passes."""
+    return option(None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1)
+
+
 def _flag(f: dataclasses.Field) -> str:
     """The field's CLI flag: its ``flag`` metadata, else ``--<name>`` with dashes."""
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
@@ -207,9 +212,7 @@ class ComputeOptions(_Validated):
     max_memory: str | None = option(
         None, help="gradient cache budget, e.g. 8G (default: 70%% of free memory - 1G)"
     )
-    batch_size: int | None = option(
-        None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1
-    )
+    batch_size: int | None = batch_size_option()
     trust_remote_code: bool = option(False, help="allow model code from disk")
     no_progress: bool = option(False, help="no progress bar")
 
@@ -230,17 +233,10 @@ class IndexOptions(_Validated):
     )
     device: str = option("cpu", help="cpu | cuda | auto")
     dtype: str = option("float32", help="model dtype", choices=("float32", "bf16"), key=True)
-    system_prompt: str = option(
-        "default",
-        help="system turn: default, none or TEXT (as for compute)",
-        metavar="default|none|TEXT",
-        key=True,
-    )
+    system_prompt: str = system_prompt_option(key=True)
     seed: int = option(0, help="projection seed", key=True)
-    batch_size: int | None = option(
-        None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1
-    )
     trust_remote_code: bool = option(False, help="allow model code from disk")
+    batch_size: int | None = batch_size_option()
     no_progress: bool = option(False, help="no progress bar")
 
 

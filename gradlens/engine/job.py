@@ -72,7 +72,7 @@ from gradlens.models.loading import (
 from gradlens.options import ComputeOptions, IndexOptions
 from gradlens.store.connect import read_store, write_store
 from gradlens.store.database import Store, check_database
-from gradlens.store.index import has_index_tables
+from gradlens.store.index import recorded_methods
 from gradlens.store.workfile import (
     RunLock,
     job_files,
@@ -519,12 +519,7 @@ def _index_build(ctx, job: _Job, setup: _Setup, state: dict):
 def _recorded_methods(db: str, run_id: str) -> list[str]:
     """The methods the database already describes for the run's index."""
     with read_store(db) as target:
-        if not has_index_tables(target.con):
-            return []
-        rows = target.con.execute(
-            "SELECT DISTINCT method FROM index_files WHERE run_id = ?", [run_id]
-        ).fetchall()
-    return [r[0] for r in rows]
+        return recorded_methods(target.con, run_id)
 
 
 def _fill_rest(ctx, engine, extract, build, setup: _Setup, bsz: int, reporter) -> None:

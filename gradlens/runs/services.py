@@ -131,16 +131,10 @@ def import_run(
     return ImportSummary(name, run_id, db, shape, len(tables.dots), seconds)
 
 
-def run_headline(
-    exact: RunArrays,
-    projected: dict[str, RunArrays] | None = None,
-    folds: int = 5,
-    seed: int = 0,
-    null_draws: int = 20,
-) -> pd.DataFrame:
-    """``selection.headline`` of a run's exact arrays (n_params / BM25 only where known) and its
-    projected methods."""
-    return headline_of(exact, projected, folds, seed, null_draws).table
+def run_headline(exact: RunArrays, *args, **settings) -> pd.DataFrame:
+    """The headline table of a run's exact arrays (n_params / BM25 only where known) and its
+    projected methods: ``headline_of``'s table, with the same arguments."""
+    return headline_of(exact, *args, **settings).table
 
 
 def headline_of(

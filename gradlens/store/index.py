@@ -574,16 +574,20 @@ def open_folder(folder: str | Path, run_id: str = "") -> RunIndex:
     return RunIndex(folder, info, ids)
 
 
+def recorded_methods(con, run_id: str) -> list[str]:
+    """The methods ``con``'s database describes for the index of ``run_id``, sorted."""
+    if not has_index_tables(con):
+        return []
+    rows = con.execute(
+        "SELECT DISTINCT method FROM index_files WHERE run_id = ? ORDER BY method", [run_id]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def index_methods(db: str | Path, run: str) -> list[str]:
     """The methods indexed for ``run`` (name or id) in ``db``, sorted; [] when none."""
     with read_store(db) as store:
-        run_id = store.resolve(run)["run_id"]
-        if not has_index_tables(store.con):
-            return []
-        rows = store.con.execute(
-            "SELECT DISTINCT method FROM index_files WHERE run_id = ? ORDER BY method", [run_id]
-        ).fetchall()
-    return [r[0] for r in rows]
+        return recorded_methods(store.con, store.resolve(run)["run_id"])
 
 
 def open_index(db: str | Path, run: str, method: str) -> RunIndex:
