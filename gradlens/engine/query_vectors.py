@@ -30,6 +30,8 @@ __all__ = ["check_model", "complete", "run_model", "text_vectors"]
 TYPED_ID = "typed query"
 #: Weight fingerprints of the models checked so far (a model is hashed once per process).
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Per model: {(index method, seed): (components, projection sets)} built so far.
+_PROJECTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -56,6 +58,16 @@ def check_model(net, config: dict) -> None:
             f"the loaded model is not the run's: its weights differ from those of "
             f"'{config.get('model')}' when the run was computed"
         )
+
+
+def _projections(net, spec, seed: int):
+    """(components, index projection sets) of ``net`` for ``spec`` and ``seed``, kept per model
+    so that later queries reuse the projectors' drawn tables."""
+    held = _PROJECTIONS.setdefault(net, {})
+    if (spec.label, seed) not in held:
+        components = discover_components(net)
+        held[(spec.label, seed)] = components, build_index_sets([spec], components, seed, net)
+    return held[(spec.label, seed)]
 
 
 def _system(config: dict) -> str:
@@ -97,8 +109,7 @@ def text_vectors(
         config.get("max_length"),
         _system(config),
     )[0]
-    components = discover_components(net)
-    sets = build_index_sets([spec], components, int(config.get("seed", 0)), net)
+    components, sets = _projections(net, spec, int(config.get("seed", 0)))
     with GradientEngine(
         net, components, reduction=config.get("reduction", "mean"), index_projections=sets
     ) as engine:
