@@ -523,17 +523,19 @@ def _recorded_methods(db: str, run_id: str) -> list[str]:
 
 
 def _fill_rest(ctx, engine, extract, build, setup: _Setup, bsz: int, reporter) -> None:
-    """After the queries: one pass for each row still missing (rank 0 knows which)."""
+    """After the queries: one pass for each row still missing (rank 0 knows which); the
+    progress file counts them as units after the queries."""
     wanted = ctx.broadcast(build.missing() if ctx.is_main else None)
     extract.wanted = {split: set(ids) for split, ids in wanted.items()}
     todo = index_todo(wanted, _toks(setup))
+    if reporter is not None:
+        reporter.total += len(todo)
 
     def advance(n: int) -> None:
-        if reporter is not None:
-            reporter.passes = engine.passes
-            reporter.write("running")
+        for _ in range(n):
+            reporter.advance(engine.passes)
 
-    fill_index(ctx, engine, extract, build, todo, bsz, advance)
+    fill_index(ctx, engine, extract, build, todo, bsz, advance if reporter is not None else None)
 
 
 def _index_only(ctx, job: _Job, setup: _Setup, name: str, net, build, wanted) -> int:
