@@ -31,8 +31,9 @@ from torch import nn
 
 from gradlens.models.loading import Component
 
-#: Bytes of per-token δ rows held at once (``token_gram``'s chunks).
-BUDGET_BYTES = 1 << 30
+#: Bytes of per-token δ rows held at once (``token_gram``'s chunks): SmolLM2's 2 × 32 tokens
+#: after a 35-token prompt hold ~2.6 GB.
+BUDGET_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -137,12 +138,41 @@ def _values(c1: Call, rows1, d1, c2: Call, rows_u, d_u, gram) -> torch.Tensor:
     return (xe * d_u[:, c1.inp[rows1]].T).sum(-1)
 
 
+def _stacked(parts: list) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(rows [U], δ [T, U, d_out]) of the terms' δ rows on the union of their rows, zeros where
+    a term has none; None when a term-by-row layout would hold more than 4× the rows kept (the
+    logits' single row per term)."""
+    kept = [p for p in parts if p is not None]
+    rows, inverse = torch.unique(torch.cat([p[0] for p in kept]), return_inverse=True)
+    if len(parts) * len(rows) > 4 * len(inverse):
+        return None
+    term = torch.cat([torch.full_like(p[0], t) for t, p in enumerate(parts) if p is not None])
+    dense = kept[0][1].new_zeros(len(parts) * len(rows), kept[0][1].shape[1])
+    dense[term * len(rows) + inverse] = torch.cat([p[1] for p in kept])
+    return rows, dense.view(len(parts), len(rows), -1)
+
+
+def _linear_gram(c1: Call, parts1: list, c2: Call, parts2: list) -> torch.Tensor | None:
+    """Two linear calls whose terms share most rows: M[t, u] = Σ_s δ_{t,s}·(G δ'_u)_s with
+    G = X₁X₂ᵀ, as two matmuls over the term-by-row layouts (None: ``_stacked`` declined)."""
+    one, two = _stacked(parts1), _stacked(parts2)
+    if one is None or two is None:
+        return None
+    (rows1, d1), (rows2, d2) = one, two
+    y = (c1.inp[rows1] @ c2.inp[rows2].T) @ d2  # [T2, U1, d_out]
+    return (d1.reshape(len(parts1), -1) @ y.reshape(len(parts2), -1).T).double()
+
+
 def _call_gram(c1: Call, parts1: list, c2: Call, parts2: list) -> torch.Tensor:
     """<g_t, g'_u> restricted to one call on each side: float64 [len(parts1), len(parts2)]."""
     out = torch.zeros(len(parts1), len(parts2), dtype=torch.float64, device=c1.out.device)
     kept = [(t, p) for t, p in enumerate(parts1) if p is not None]
     if not kept or all(p is None for p in parts2):
         return out
+    if c1.linear and c2.linear:
+        block = _linear_gram(c1, parts1, c2, parts2)
+        if block is not None:
+            return block
     rows1 = torch.cat([p[0] for _, p in kept])
     d1 = torch.cat([p[1] for _, p in kept])
     term1 = torch.cat([torch.full_like(p[0], t) for t, p in kept])
