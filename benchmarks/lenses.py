@@ -176,10 +176,15 @@ def pair_benchmark(model, tok, repeat: int) -> None:
     """compare_pair with the token matrix: the pizza pair, and a 32-token response."""
     long = (Example("A", "Say a 30 times", LONG), Example("B", "Say a 30 times", LONG + "."))
     for name, (a, b) in (("pizza pair", PIZZA), ("32-token response", long)):
+        c0 = time.process_time()
         cold, warm, cmp = timed(lambda a=a, b=b: compare_pair(model, tok, a, b), repeat)
+        cpu = (time.process_time() - c0) / (1 + len(warm))
         med = statistics.median(warm) if warm else cold
         n = [len(d.tokens) for d in cmp.tokens]
-        print(f"pair inspector, {name} ({n[0]} × {n[1]} loss tokens): median {med:.2f} s")
+        print(
+            f"pair inspector, {name} ({n[0]} × {n[1]} loss tokens): median {med:.2f} s; "
+            f"process CPU {cpu:.1f} s a run (load average {os.getloadavg()[0]:.2f})"
+        )
         if name == "pizza pair":
             print(f"  cosine {cmp.cosine:.4f}; tokens {[d.tokens for d in cmp.tokens]}")
             print("  token matrix (rows A, columns B):")
