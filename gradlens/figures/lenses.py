@@ -347,7 +347,7 @@ def grad_norm_bars(grads: InputGradients) -> go.Figure:
 
 
 def optimization_animation(opt: Optimization) -> go.Figure:
-    """Animated bars (one frame per Adam step): each token's distance from its start, labelled
+    """Animated bars (one frame per optimiser step): each token's distance from its start, labelled
     with its nearest vocabulary token; the typical vocabulary distance as a dashed line."""
     labels = position_labels(opt.tokens)
     top = max(float(opt.distance.max()), opt.typical_distance) * 1.2 or 1.0
@@ -463,7 +463,7 @@ def distance_lines(opt: Optimization) -> go.Figure:
             hovertemplate="typical distance %{y:.3f}<extra></extra>",
         )
     )
-    fig.update_xaxes(title="Adam step")
+    fig.update_xaxes(title="SGD step" if opt.optimizer == "sgd" else "Adam step")
     fig.update_yaxes(title="L2 distance from the start", rangemode="tozero")
     fig = finish(fig, "Distance travelled vs the typical distance between two vocabulary tokens")
     fig.update_layout(
@@ -483,7 +483,7 @@ def loss_line(opt: Optimization) -> go.Figure:
             hovertemplate="step %{x}: loss %{y:.4f}<extra></extra>",
         )
     )
-    fig.update_xaxes(title="Adam step")
+    fig.update_xaxes(title="SGD step" if opt.optimizer == "sgd" else "Adam step")
     kind = "cross-entropy" if opt.target_kind == "token" else "KL(target ‖ model)"
     fig.update_yaxes(title=kind, rangemode="tozero")
     return finish(fig, f"Loss while optimising (lr {opt.lr:g})", 320)
