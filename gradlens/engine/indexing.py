@@ -95,6 +95,8 @@ class IndexExtractor:
         return row
 
     def vectors(self, grads: ExampleGrads) -> dict[str, list[np.ndarray]]:
+        """{label: float32 [d_c] per component the entry holds} of one computed example (the
+        projections the engine made, or the named components' dense gradients)."""
         out = {}
         for spec in self.specs:
             if spec.method == "exact":
