@@ -127,7 +127,7 @@ def test_t5_cosines_match_the_models_own_loss(reduction) -> None:
     assert a.tokens == ("<extra_id_0>", "pizza", "</s>")
     assert b.tokens == ("<extra_id_0>", "pizza", ".", "</s>")
     for d in got.tokens:
-        assert d.share.sum() == pytest.approx(1.0, abs=1e-6)
+        assert d.share.sum() == pytest.approx(1.0, abs=1e-5)  # float32 shares over n tokens
         assert d.contribution.sum() == pytest.approx(got.cosine, abs=1e-6)
 
 
@@ -176,7 +176,7 @@ def test_token_decomposition_adds_up(reduction, tokenizer) -> None:
         np.testing.assert_allclose(dec.share, want_share, atol=1e-6)
         np.testing.assert_allclose(dec.cosine_other, want_cos, atol=1e-6)
         np.testing.assert_allclose(dec.sqnorm, [float(gt @ gt) for gt in per_token], rtol=1e-5)
-        assert dec.share.sum() == pytest.approx(1.0, abs=1e-6)
+        assert dec.share.sum() == pytest.approx(1.0, abs=1e-5)  # float32 shares over n tokens
         assert dec.contribution.sum() == pytest.approx(got.cosine, abs=1e-6)
         assert dec.gap.sum() == pytest.approx(1.0 - got.cosine, abs=1e-6)
     assert got.tokens[1].tokens == (" pizza", ".", "<|im_end|>")
@@ -211,7 +211,7 @@ def test_requires_grad_is_restored_and_loss_on_all(tokenizer) -> None:
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     raw = tokenizer(A.prompt + A.response, add_special_tokens=False)["input_ids"]
     assert len(got.tokens[0].tokens) == len(raw) - 1  # every token but the first
-    assert got.tokens[0].share.sum() == pytest.approx(1.0, abs=1e-6)
+    assert got.tokens[0].share.sum() == pytest.approx(1.0, abs=1e-5)  # float32 shares over n tokens
     ids, _ = tokenize_example(tokenizer, A, loss_on="all")
     enc = encode_example(tokenizer, A, loss_on="all")  # chat template: the whole conversation
     assert list(enc.loss_positions()) == list(range(1, len(ids)))
@@ -389,7 +389,7 @@ def _untied_llama(tokenizer):
 
     torch.manual_seed(1)
     cfg = tiny_config("llama", len(tokenizer))
-    cfg.tie_word_embeddings = False
+    cfg.update({"tie_word_embeddings": False})
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     assert model.lm_head.weight is not model.model.embed_tokens.weight
     return model
