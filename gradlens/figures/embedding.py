@@ -118,11 +118,10 @@ def displacement_histogram(batch: BatchOptimization) -> go.Figure:
             name="coordinates",
         )
     )
-    fig.update_xaxes(title="displacement of one coordinate (e_end − e_start)")
-    fig.update_yaxes(title="coordinates")
     n, d = batch.displacement.shape
-    title = f"Displacement per dimension ({n} tokens × {d} dimensions)"
-    return finish(fig, title, 360)
+    fig.update_xaxes(title=f"e_end − e_start, one coordinate ({n} tokens × {d} dimensions)")
+    fig.update_yaxes(title="coordinates")
+    return finish(fig, "Displacement per dimension", 360)
 
 
 def move_cosines(moves: Moves) -> go.Figure:
