@@ -34,7 +34,8 @@ docs/design.md, "Per-example loss".
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -313,6 +314,12 @@ def _decompose(
     )
 
 
+@contextmanager
+def _no_recording(model: nn.Module, components: Sequence[Component]) -> Iterator[list]:
+    """``recording``'s stand-in without the per-token split (no module output kept)."""
+    yield []
+
+
 def _check_split(enc: EncodedExample, label: str) -> None:
     n = len(enc.loss_positions())
     if n > MAX_SPLIT_TOKENS:
@@ -352,10 +359,11 @@ def compare_pair(
     if per_token:
         _check_split(ea, "A")
         _check_split(eb, "B")
+    record = recording if per_token else _no_recording
     with frozen(model, keep=weights, eval_mode=False), torch.enable_grad():
-        with recording(model, components) as calls_a:
+        with record(model, components) as calls_a:
             la = token_losses(model, ea, reduction)
-        with recording(model, components) as calls_b:
+        with record(model, components) as calls_b:
             lb = token_losses(model, eb, reduction)
         ga = _flat_grads(la.sum(), weights, retain=per_token)
         gb = _flat_grads(lb.sum(), weights, retain=per_token)
