@@ -55,7 +55,10 @@ class DistContext:
         return f"cuda:{self.local_rank}" if dist.get_backend() == "nccl" else "cpu"
 
     def close(self) -> None:
+        """Leave the group together: no rank tears its connections down while another still
+        works (rank 0 finalizes and publishes after the last collective)."""
         if self.active and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
 
 

@@ -139,8 +139,8 @@ def test_lens_sessions_never_use_the_shared_model_at_once(tmp_path, tiny_model_d
         ("views/backward_lens.py", "bl_inputs", ("The cat sat on the", " mat", 3, False)),
         (
             "views/input_embeddings.py",
-            "ie_inputs",
-            ("The animal that says neigh is a", "token", " horse", 3, 2, 0.05),
+            "ieb_inputs",  # the default experiment: random sentences
+            ("The animal that says neigh is a", 2, 2, "adam", 0.05, 0),
         ),
         (
             "views/pairs.py",
