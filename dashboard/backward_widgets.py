@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard import widgets
 from dashboard.model_widgets import token_table
-from dashboard.models import current_model, holding, loaded_model
+from dashboard.models import current_model, loaded_model, locked
 from dashboard.state import SESSION
 from gradlens.errors import GradLensError
 from gradlens.figures import (
@@ -39,9 +39,9 @@ COMMAND = "gradlens lens-ranks --model smollm2 --prompts {prompts} --out ranks.c
 def shift_views(lens: BackwardLens) -> None:
     """The logit lens of −δ beside the shift's cosine, then the shift by layer at the last
     prompt position, with the sentence that reads it."""
-    left, right = st.columns(2)
-    left.plotly_chart(backward_lens_heatmap(lens), width="stretch", key="bl_heatmap")
-    right.plotly_chart(target_cosine_heatmap(lens), width="stretch", key="bl_cosine")
+    widgets.chart_row(
+        {"bl_heatmap": backward_lens_heatmap(lens), "bl_cosine": target_cosine_heatmap(lens)}
+    )
     st.caption(
         "Left: the tokens the logit lens of −δₜ promotes (colour log₁₀ ‖δₜ‖). Right: the "
         "paper's *shift*, the cosine of the raw −δₜ (no norm, no scaling) with the target's "
@@ -141,9 +141,7 @@ def many_prompts() -> None:
         st.info(f"No result to show: {DEMO_RANKS} is missing; name or upload a CSV.")
         return
     stats = {label: fig4_statistic(frame) for label, frame in frames.items()}
-    left, right = st.columns(2)
-    left.plotly_chart(fig4_figure(stats), width="stretch", key="bl_fig4")
-    right.plotly_chart(shift_share_figure(stats), width="stretch", key="bl_fig4_shift")
+    widgets.chart_row({"bl_fig4": fig4_figure(stats), "bl_fig4_shift": shift_share_figure(stats)})
     for label, frame in frames.items():
         st.markdown(f"**{escape_markdown(label)}**: {escape_markdown(lens_ranks_summary(frame))}.")
     label = st.selectbox("Per-layer table of", list(stats), key="bl_ranks_table")
@@ -156,8 +154,7 @@ def _edit(
     spec: str, prompt: str, target: str, layer: int, matrix: str, lr: float, k: int, _lm
 ) -> OneStepEdit:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
-    with holding(_lm):
-        return one_step_edit(_lm.model, _lm.tokenizer, prompt, target, layer, matrix, lr, k)
+    return locked(_lm, one_step_edit, prompt, target, layer, matrix, lr, k)
 
 
 def edit_form(lens: BackwardLens, spec: str) -> None:

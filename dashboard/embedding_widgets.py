@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from dashboard import widgets
 from dashboard.model_widgets import token_table
-from dashboard.state import SESSION
+from dashboard.state import kept
 from gradlens.figures import (
     displacement_histogram,
     distance_histograms,
@@ -30,6 +31,7 @@ KINDS = {
     "token": "a target token (cross-entropy)",
 }
 OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "plain SGD"}
+TOKEN_LABEL = "Target token (its first token; mind the leading space)"
 #: What sets the distance a token travels, per optimiser (shown beside the results).
 DISTANCE_NOTE = {
     "adam": "Adam's first step is lr·g/(|g| + ε) per coordinate, so it moves every free token "
@@ -54,53 +56,60 @@ MOVE_COLUMNS = {
 MOVE_TOKENS = ("start_cosine", "end_cosine", "start_euclid", "end_euclid", "heading")
 
 
-def _optimizer_and_lr(prefix: str, default_lr: float) -> tuple[str, float]:
+def _steps_and_optimizer(steps_col, prefix: str, steps: tuple[int, int], lr: float):
+    """The shared end of both forms: the number of steps (``steps``: max and default) in
+    ``steps_col``, the optimiser and its learning rate, and Run: (steps, optimiser, lr, pressed)."""
+    n = kept(
+        steps_col.number_input,
+        "Steps",
+        f"{prefix}_steps",
+        min_value=1,
+        max_value=steps[0],
+        value=steps[1],
+    )
     left, right = st.columns(2)
-    optimizer = left.radio(
+    optimizer = kept(
+        left.radio,
         "Optimiser",
-        OPTIMIZERS,
+        f"{prefix}_optimizer",
+        options=OPTIMIZERS,
         format_func=OPTIMIZER_NAMES.get,
         horizontal=True,
-        key=f"{prefix}_optimizer",
-        persist_state=SESSION,
     )
-    lr = right.number_input(  # from 0.0001 to 10, in steps of 0.01
+    rate = kept(
+        right.number_input,
         "Learning rate",
-        0.0001,
-        10.0,
-        default_lr,
-        0.01,
-        "%.4f",
-        key=f"{prefix}_lr",
-        persist_state=SESSION,
+        f"{prefix}_lr",
+        min_value=0.0001,
+        max_value=10.0,
+        value=lr,
+        step=0.01,
+        format="%.4f",
     )
-    return str(optimizer), float(lr)
+    pressed = st.form_submit_button("Run", type="primary")
+    return int(n), str(optimizer), float(rate), pressed
 
 
 def batch_form() -> tuple | None:
     """The random-sentence experiment's settings and Run: (target prompt, sentences, steps,
     optimiser, lr, seed) when Run is pressed, else None."""
     with st.form("ieb_form"):
-        target = st.text_input(
-            "Target prompt", value=EXAMPLE_PROMPT, key="ieb_target", persist_state=SESSION
-        )
+        target = kept(st.text_input, "Target prompt", "ieb_target", value=EXAMPLE_PROMPT)
         c1, c2, c3 = st.columns(3)
-        batch = c1.number_input(
+        batch = kept(
+            c1.number_input,
             "Sentences",
-            1,
-            64,
-            16,
-            key="ieb_batch",
-            persist_state=SESSION,
+            "ieb_batch",
+            min_value=1,
+            max_value=64,
+            value=16,
             help="random sentences of 6–12 tokens each",
         )
-        steps = c2.number_input("Steps", 1, 500, 100, key="ieb_steps", persist_state=SESSION)
-        seed = c3.number_input("Seed", 0, 10_000, 0, key="ieb_seed", persist_state=SESSION)
-        optimizer, lr = _optimizer_and_lr("ieb", 0.01)
-        submitted = st.form_submit_button("Run", type="primary")
-    if not submitted:
+        seed = kept(c3.number_input, "Seed", "ieb_seed", min_value=0, max_value=10_000, value=0)
+        steps, optimizer, lr, pressed = _steps_and_optimizer(c2, "ieb", (500, 100), 0.01)
+    if not pressed:
         return None
-    return target, int(batch), int(steps), optimizer, lr, int(seed)
+    return target, int(batch), steps, optimizer, lr, int(seed)
 
 
 def _metrics(loss: str, curve: np.ndarray, moved: tuple[str, float], typical: float) -> None:
@@ -131,9 +140,9 @@ def batch_results(batch: BatchOptimization) -> None:
     st.info(f"{note} Measured first step: median {np.median(batch.moves.first_step):.4f}.")
     st.plotly_chart(kl_curves(batch), width="stretch", key="ieb_kl")
     st.plotly_chart(distance_histograms(batch), width="stretch", key="ieb_dist")
-    left, right = st.columns([2, 3])
-    left.plotly_chart(displacement_histogram(batch), width="stretch", key="ieb_disp")
-    right.plotly_chart(move_cosines(batch.moves), width="stretch", key="ieb_cos")
+    widgets.chart_row(
+        {"ieb_disp": displacement_histogram(batch), "ieb_cos": move_cosines(batch.moves)}, (2, 3)
+    )
     st.caption(
         "Back-projection: each token's nearest vocabulary token by cosine and by L2 distance, "
         "at the start (a random draw) and at the end; heading: the vocabulary token its "
@@ -149,34 +158,27 @@ def text_form() -> tuple | None:
     """The one-text experiment's settings and Run: (text, kind, target, k, steps, optimiser, lr)
     when Run is pressed, else None."""
     with st.form("ie_form"):
-        text = st.text_input("Text", value=EXAMPLE_TEXT, key="ie_text", persist_state=SESSION)
-        kind = st.radio(
+        text = kept(st.text_input, "Text", "ie_text", value=EXAMPLE_TEXT)
+        kind = kept(
+            st.radio,
             "Target",
-            list(KINDS),
+            "ie_kind",
+            options=list(KINDS),
             format_func=KINDS.get,
             horizontal=True,
-            key="ie_kind",
-            persist_state=SESSION,
         )
         left, right = st.columns(2)
-        prompt = left.text_input(
-            "Target prompt", value=EXAMPLE_PROMPT, key="ie_target_prompt", persist_state=SESSION
-        )
-        token = right.text_input(
-            "Target token (its first token; mind the leading space)",
-            value=EXAMPLE_TOKEN,
-            key="ie_target_token",
-            persist_state=SESSION,
-        )
+        prompt = kept(left.text_input, "Target prompt", "ie_target_prompt", value=EXAMPLE_PROMPT)
+        token = kept(right.text_input, TOKEN_LABEL, "ie_target_token", value=EXAMPLE_TOKEN)
         c1, c2 = st.columns(2)
-        top_k = c1.number_input("Nearest tokens (k)", 1, 20, 5, key="ie_k", persist_state=SESSION)
-        steps = c2.number_input("Steps", 1, 200, 20, key="ie_steps", persist_state=SESSION)
-        optimizer, lr = _optimizer_and_lr("ie", 0.05)
-        submitted = st.form_submit_button("Run", type="primary")
-    if not submitted:
+        top_k = kept(
+            c1.number_input, "Nearest tokens (k)", "ie_k", min_value=1, max_value=20, value=5
+        )
+        steps, optimizer, lr, pressed = _steps_and_optimizer(c2, "ie", (200, 20), 0.05)
+    if not pressed:
         return None
     target = token if kind == "token" else prompt
-    return text, str(kind), target, int(top_k), int(steps), optimizer, lr
+    return text, str(kind), target, int(top_k), steps, optimizer, lr
 
 
 def text_results(grads: InputGradients, opt: Optimization) -> None:

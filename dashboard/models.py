@@ -76,6 +76,12 @@ def holding(lm: LoadedModel) -> Iterator[None]:
         lm.lock.release()
 
 
+def locked(lm: LoadedModel, compute, *args, **kwargs):
+    """``compute(lm.model, lm.tokenizer, *args, **kwargs)`` holding the model's lock."""
+    with holding(lm):
+        return compute(lm.model, lm.tokenizer, *args, **kwargs)
+
+
 def current_model() -> state.ModelChoice:
     """The model loaded on the Model page in this session, else the bundled SmolLM2."""
     return state.chosen_model() or state.ModelChoice()

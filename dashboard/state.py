@@ -18,6 +18,14 @@ if TYPE_CHECKING:
 
 #: ``persist_state`` of the widgets whose values survive a visit to another page.
 SESSION = "session"
+
+
+def kept(widget, label: str, key: str, **options):
+    """``widget(label, key=key, **options)`` (``st.text_input``, a column's ``number_input``,
+    ...) whose value survives a visit to another page."""
+    return widget(label, key=key, persist_state=SESSION, **options)
+
+
 DEFAULT_DB = "data/demo.duckdb"
 DEFAULT_MODEL = "smollm2"
 

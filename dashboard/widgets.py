@@ -116,6 +116,13 @@ def side_by_side(items: Sequence, figure: Callable, key: str) -> None:
         col.plotly_chart(figure(item), width="stretch", key=f"{key}_{i}")
 
 
+def chart_row(figures: dict[str, object], widths: Sequence[int] | None = None) -> None:
+    """Plotly figures side by side ({chart key: figure}), in columns of relative ``widths``."""
+    cols = st.columns(list(widths) if widths else len(figures))
+    for col, (key, figure) in zip(cols, figures.items(), strict=True):
+        col.plotly_chart(figure, width="stretch", key=key)
+
+
 # -- the run drawn beside the current one -------------------------------------------------------
 def _store_compare(key: str) -> None:
     value = st.session_state.get(key)

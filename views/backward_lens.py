@@ -12,14 +12,20 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import backward_widgets, widgets
-from dashboard.models import holding, lens_model, run_on_model
-from dashboard.state import SESSION
+from dashboard.models import lens_model, locked, run_on_model
+from dashboard.state import kept
 from gradlens.figures import ff1_rank_figure, rank_check
 from gradlens.lenses.backward import BackwardLens, backward_lens
 
 EXAMPLE_PROMPT = "Lionel Messi plays for"
 EXAMPLE_TARGET = " Paris"
 INPUTS_KEY = "bl_inputs"
+LABELS = {
+    "prompt": "Prompt (tokenized as is: no chat template)",
+    "target": "Target (its first token is scored; mind the leading space)",
+    "k": "Tokens per cell (k)",
+    "whole": "Loss on the whole target (teacher-forced, mean over its tokens)",
+}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -27,10 +33,7 @@ def compute(
     spec: str, prompt: str, target: str, top_k: int, whole_target: bool, _lm
 ) -> BackwardLens:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
-    with holding(_lm):
-        return backward_lens(
-            _lm.model, _lm.tokenizer, prompt, target, top_k=top_k, whole_target=whole_target
-        )
+    return locked(_lm, backward_lens, prompt, target, top_k=top_k, whole_target=whole_target)
 
 
 st.title("Backward lens")
@@ -50,27 +53,11 @@ with many:  # drawn first: the other tab stops the script until Run
 
 with one:
     with st.form("bl_form"):
-        prompt = st.text_input(
-            "Prompt (tokenized as is: no chat template)",
-            value=EXAMPLE_PROMPT,
-            key="bl_prompt",
-            persist_state=SESSION,
-        )
-        target = st.text_input(
-            "Target (its first token is scored; mind the leading space)",
-            value=EXAMPLE_TARGET,
-            key="bl_target",
-            persist_state=SESSION,
-        )
+        prompt = kept(st.text_input, LABELS["prompt"], "bl_prompt", value=EXAMPLE_PROMPT)
+        target = kept(st.text_input, LABELS["target"], "bl_target", value=EXAMPLE_TARGET)
         left, right = st.columns(2)
-        top_k = left.number_input(
-            "Tokens per cell (k)", 1, 20, 5, key="bl_k", persist_state=SESSION
-        )
-        whole = right.checkbox(
-            "Loss on the whole target (teacher-forced, mean over its tokens)",
-            key="bl_whole",
-            persist_state=SESSION,
-        )
+        top_k = kept(left.number_input, LABELS["k"], "bl_k", min_value=1, max_value=20, value=5)
+        whole = kept(right.checkbox, LABELS["whole"], "bl_whole")
         submitted = st.form_submit_button("Run", type="primary")
 
     if submitted:

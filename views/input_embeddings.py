@@ -17,8 +17,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import embedding_widgets as ew
-from dashboard.models import holding, lens_model, run_on_model
-from dashboard.state import SESSION
+from dashboard.models import holding, lens_model, locked, run_on_model
+from dashboard.state import kept
 from gradlens.lenses.embedding import InputGradients, Optimization, input_gradients, optimize_inputs
 from gradlens.lenses.embedding_batch import BatchOptimization, optimize_batch
 
@@ -34,8 +34,7 @@ def compute_batch(
     spec: str, target: str, batch: int, steps: int, optimizer: str, lr: float, seed: int, _lm
 ) -> BatchOptimization:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
-    with holding(_lm):
-        return optimize_batch(_lm.model, _lm.tokenizer, target, batch, steps, lr, optimizer, seed)
+    return locked(_lm, optimize_batch, target, batch, steps, lr, optimizer, seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -74,13 +73,8 @@ st.caption(
     "names the vocabulary token nearest to an embedding, by cosine and by L2 distance."
 )
 spec = lens_model().spec
-experiment = st.radio(
-    "Experiment",
-    list(EXPERIMENTS),
-    format_func=EXPERIMENTS.get,
-    horizontal=True,
-    key="ie_experiment",
-    persist_state=SESSION,
+experiment = kept(
+    st.radio, "Experiment", "ie_experiment", options=list(EXPERIMENTS), format_func=EXPERIMENTS.get
 )
 
 if experiment == "batch":

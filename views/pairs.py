@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import pair_widgets
-from dashboard.models import holding, lens_model, run_on_model
+from dashboard.models import lens_model, locked, run_on_model
 from gradlens.data.examples import Example
 from gradlens.lenses.pairs import PairComparison, compare_pair
 
@@ -32,17 +32,8 @@ def compute(
     _lm,
 ) -> PairComparison:
     """Cached per (model spec, inputs); the model's lock is held while computing."""
-    with holding(_lm):
-        return compare_pair(
-            _lm.model,
-            _lm.tokenizer,
-            Example("A", *a),
-            Example("B", *b),
-            loss_on=loss_on,
-            reduction=reduction,
-            chat_template=chat_template,
-            per_token=per_token,
-        )
+    options = {"reduction": reduction, "chat_template": chat_template, "per_token": per_token}
+    return locked(_lm, compare_pair, Example("A", *a), Example("B", *b), loss_on=loss_on, **options)
 
 
 pair_widgets.prepare_editors(INPUTS_KEY)

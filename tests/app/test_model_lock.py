@@ -30,6 +30,7 @@ import pytest
 from tests.conftest import REPO
 
 pytest.importorskip("streamlit")
+import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 #: The longest the first pass waits for the other sessions to arrive (only reached when a
@@ -131,6 +132,7 @@ def test_lens_sessions_never_use_the_shared_model_at_once(tmp_path, tiny_model_d
     from dashboard.models import _load
 
     monkeypatch.setenv("GRADLENS_DB", str(tmp_path / "none.duckdb"))  # lens pages need no run
+    st.cache_data.clear()  # earlier tests may have computed these very inputs on this model
     spec = str(tiny_model_dir)
     # Every lens page, the backward lens twice; each session has inputs no other has, so each
     # computes (the pages' st.cache_data is keyed by the inputs).
