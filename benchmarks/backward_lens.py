@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from gradlens.lenses.backward import backward_lens, mlp_pass, target_loss, token_ids
+from gradlens.lenses.backward import backward_lens, lens_mlps, mlp_pass, target_loss, token_ids
 from gradlens.lenses.edit import one_step_edit
 from gradlens.lenses.ranks import lens_ranks, read_lens_prompts
 from gradlens.models.loading import load_model
-from gradlens.models.surgery import frozen, mlp_modules
+from gradlens.models.surgery import frozen
 
 PROMPT, TARGET = "Lionel Messi plays for", " Paris"
 DEMO_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "demo" / "lens_prompts.jsonl"
@@ -40,7 +40,7 @@ def seconds(fn) -> float:
 def ff1_weight_grads(model, tok) -> list[torch.Tensor]:
     """Autograd's FF1 weight gradients for the worked example (the baseline's input)."""
     prompt_ids, target_ids = token_ids(tok, PROMPT, TARGET)
-    weights = [m.weight for m in mlp_modules(model)[0]]
+    weights = [m.weight for m in lens_mlps(model)[0]]
     with frozen(model, keep=weights), torch.enable_grad():
         ids = torch.tensor([prompt_ids])
         loss = target_loss(model, ids, len(prompt_ids), target_ids)

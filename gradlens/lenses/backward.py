@@ -25,6 +25,14 @@ swamp it. For an RMSNorm model the ranking is the same with or without the scali
 least probable tokens of ``δ`` are exactly the top of ``−δ`` (the lens is odd); a LayerNorm's
 bias is added to both ``δ`` and ``−δ``, so for GPT-2 the paper's reading (the least probable
 tokens of ``δ``) and the top of ``−δ`` can differ.
+
+Encoder-decoder models (T5 family) read the prompt in the encoder (its end token appended, as the
+pair inspector does) and predict the target from the decoder's start token; the lens reads the
+decoder's blocks (FF1 ``wi`` or gated ``wi_1``, FF2 ``wo``) at the decoder's positions: the start
+token, with ``whole_target`` followed by the target but its last. So the lemma bounds FF1's
+gradient's rank by 1 for the first target token. T5's logit lens is the decoder's final norm, the
+output scaling by ``d_model**-0.5`` where the config says the model applies it, and the
+unembedding. Other encoder-decoder families are refused.
 """
 
 from __future__ import annotations
@@ -39,11 +47,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
+from gradlens.models.loading import discover_components
+from gradlens.models.naming import FIRST_MLP_KINDS, LAST_MLP_KINDS
 from gradlens.models.surgery import (
+    final_norm,
     frozen,
     last_logits_kwargs,
-    logit_lens,
-    mlp_modules,
     model_device,
     unembedding,
 )
@@ -59,7 +68,8 @@ class BackwardLens:
     """The backward lens of one prompt and target.
 
     tokens: the n positions the loss reaches, decoded one by one (the prompt's tokens as the
-    tokenizer gives them; with ``whole_target`` followed by the target's tokens but its last);
+    tokenizer gives them; with ``whole_target`` followed by the target's tokens but its last;
+    an encoder-decoder model: the decoder's start token, then likewise the target's);
     target_tokens: the target's tokens (the first is the one ranked); loss: its value;
     vjp_norm [layers, n]: ‖δ_t‖ at each layer's MLP output; vjp_top / vjp_bottom [layers][n][k]:
     tokens the logit lens of −δ_t promotes / demotes (empty where δ_t = 0); delta_bottom
@@ -239,15 +249,16 @@ def backward_lens(
     Loss: cross-entropy of the target's first token at the prompt's last position; with
     ``whole_target`` the target is teacher-forced after the prompt and the loss is the mean
     cross-entropy over its tokens. The prompt is tokenized as is (no chat template; special
-    tokens only where the tokenizer always adds them), the target without special tokens.
-    The model is used in eval mode; its ``requires_grad`` flags and training mode are restored.
+    tokens only where the tokenizer always adds them), the target without special tokens. An
+    encoder-decoder model reads the prompt in its encoder and the target in its decoder
+    (``lens_sequence``). The model is used in eval mode; its ``requires_grad`` flags and
+    training mode are restored.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    prompt_ids, target_ids = token_ids(tokenizer, prompt, target)
-    ids = prompt_ids + (target_ids if whole_target else [])
-    # Positions that the loss reaches: the prompt (plus the target but its last token).
-    n = len(prompt_ids) + (len(target_ids) - 1 if whole_target else 0)
+    prompt_ids, target_ids = token_ids(tokenizer, prompt, target, is_encoder_decoder(model))
+    ids, read_ids = lens_sequence(model, prompt_ids, target_ids, whole_target)
+    n = len(read_ids)
     n_prompt = len(prompt_ids)
     run = mlp_pass(model, ids, lambda t: target_loss(model, t, n_prompt, target_ids, whole_target))
     x, delta = run.x[:, :n], run.delta[:, :n]
@@ -266,7 +277,7 @@ def backward_lens(
         prompt=prompt,
         target=target,
         whole_target=whole_target,
-        tokens=tuple(decode_each(tokenizer, ids[:n])),
+        tokens=tuple(decode_each(tokenizer, read_ids)),
         target_tokens=tuple(decode_each(tokenizer, target_ids)),
         loss=float(run.loss.detach()),
         vjp_norm=vjp_norm.cpu().numpy().astype(np.float64),
@@ -278,27 +289,163 @@ def backward_lens(
         target_cosine=zeroed(cosine).numpy().astype(np.float64),
         target_cosine_rank=zeroed(cosine_rank).numpy().astype(np.int64),
         ff1_rank=np.array(run.ff1_ranks(), dtype=np.int64),
-        ff1_shape=tuple(mlp_modules(model)[0][0].weight.shape),
+        ff1_shape=tuple(lens_mlps(model)[0][0].weight.shape),
         vocab_size=min(len(tokenizer), unembedding(model).weight.shape[0]),
     )
 
 
-def token_ids(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
-    """The prompt's ids (as the tokenizer gives them) and the target's (no special tokens);
-    GradLensError where either is empty."""
+def with_eos(tokenizer, ids: list[int]) -> list[int]:
+    """``ids`` with the tokenizer's end token appended where it is not already last."""
+    eos = tokenizer.eos_token_id
+    return ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
+
+
+def token_ids(
+    tokenizer, prompt: str, target: str, encoder_decoder: bool = False
+) -> tuple[list[int], list[int]]:
+    """The prompt's ids (as the tokenizer gives them; an encoder-decoder model's encoder input
+    ends with the end token) and the target's (no special tokens); GradLensError where either is
+    empty."""
     prompt_ids = list(tokenizer(prompt)["input_ids"])
     target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
     if not prompt_ids:
         raise GradLensError("the prompt is empty (no tokens)")
     if not target_ids:
         raise GradLensError("the target is empty (no tokens)")
-    return prompt_ids, target_ids
+    return with_eos(tokenizer, prompt_ids) if encoder_decoder else prompt_ids, target_ids
+
+
+# -- the layers the lens reads -------------------------------------------------------------------
+def is_encoder_decoder(model: nn.Module) -> bool:
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
+def t5_decoder(model: nn.Module) -> nn.Module:
+    """The decoder stack of a T5-style encoder-decoder model (``block``s, ``final_layer_norm``);
+    GradLensError, one line, for any other encoder-decoder model."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if not (
+        isinstance(getattr(decoder, "final_layer_norm", None), nn.Module)
+        and hasattr(decoder, "block")
+        and hasattr(model, "prepare_decoder_input_ids_from_labels")
+    ):
+        raise GradLensError(
+            f"the lenses support decoder-only models and T5-style encoder-decoder models, "
+            f"not {type(model).__name__}"
+        )
+    return decoder
+
+
+def lens_mlps(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """Per layer the lens reads, the MLP's FF1 (``up`` / ``fc_in``; T5: ``wi``, gated ``wi_1``)
+    and FF2 (``down`` / ``fc_out``; T5: ``wo``): every block of a decoder LM, the decoder's
+    blocks of a T5 model (layer 0 = the decoder's first block)."""
+    stack = ""
+    if is_encoder_decoder(model):
+        t5_decoder(model)
+        stack = "dec."
+    modules = dict(model.named_modules())
+    first: dict[int, nn.Module] = {}
+    last: dict[int, nn.Module] = {}
+    for comp in discover_components(model):
+        if comp.layer is None or not comp.name.startswith(stack):
+            continue
+        if comp.kind in FIRST_MLP_KINDS:
+            first[comp.layer] = modules[comp.module]
+        elif comp.kind in LAST_MLP_KINDS:
+            last[comp.layer] = modules[comp.module]
+    layers = sorted(first)
+    if not layers or layers != sorted(last) or layers != list(range(layers[0], layers[-1] + 1)):
+        raise GradLensError(
+            f"cannot find one first ({'/'.join(FIRST_MLP_KINDS)}) and one last "
+            f"({'/'.join(LAST_MLP_KINDS)}) MLP matrix in every layer of {type(model).__name__}"
+        )
+    return [first[i] for i in layers], [last[i] for i in layers]
+
+
+def lens_head(model: nn.Module) -> tuple[nn.Module, float]:
+    """The final norm the logit lens applies and the factor the model multiplies its output by
+    before the unembedding: 1, but T5's ``d_model**-0.5`` where ``config.scale_decoder_outputs``
+    says it scales the decoder's output. A T5-style config without that flag (mT5, UMT5: each
+    family decides in its own code) is refused rather than guessed."""
+    if not is_encoder_decoder(model):
+        return final_norm(model), 1.0
+    norm = t5_decoder(model).final_layer_norm
+    scaled = getattr(model.config, "scale_decoder_outputs", None)
+    if not isinstance(scaled, bool):
+        raise GradLensError(
+            f"the logit lens cannot tell whether {type(model).__name__} scales its decoder's "
+            "output (no config.scale_decoder_outputs): it supports T5 and LongT5"
+        )
+    return norm, float(model.config.d_model) ** -0.5 if scaled else 1.0
+
+
+def lens_logits(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Logits ``unembed(scale · final_norm(h'))`` (``lens_head``) for vectors ``h`` [..., d],
+    each scaled to unit RMS first (``h' = h / rms(h)``; a zero vector stays zero). Float32, no
+    gradient."""
+    norm, scale = lens_head(model)
+    with torch.no_grad():
+        h = h.float()
+        rms = h.pow(2).mean(-1, keepdim=True).sqrt()
+        h = h / torch.where(rms > 0, rms, torch.ones_like(rms))
+        dtype = next(norm.parameters(), h).dtype
+        return unembedding(model)(norm(h.to(dtype)) * scale).float()
+
+
+# -- the loss ------------------------------------------------------------------------------------
+def decoder_inputs(model: nn.Module, target_ids: list[int]) -> torch.Tensor:
+    """[1, m]: the decoder's input when an encoder-decoder model predicts the m ``target_ids``
+    (the model's own shift of the labels: its start token, then the target but its last)."""
+    labels = torch.tensor([target_ids], device=model_device(model))
+    return model.prepare_decoder_input_ids_from_labels(labels=labels)
+
+
+def lens_sequence(
+    model: nn.Module, prompt_ids: list[int], target_ids: list[int], whole_target: bool = False
+) -> tuple[list[int], list[int]]:
+    """The ids the model is given and the ids at the n positions the lens reads. A decoder LM:
+    the prompt, with ``whole_target`` followed by the target; the lens reads the prompt's
+    positions and the target's but its last. An encoder-decoder model: the encoder's input
+    (the prompt); the lens reads the decoder's positions (its start token, with
+    ``whole_target`` followed by the target but its last)."""
+    m = len(target_ids) if whole_target else 1
+    if is_encoder_decoder(model):
+        return prompt_ids, decoder_inputs(model, target_ids[:m])[0].tolist()
+    ids = prompt_ids + (target_ids if whole_target else [])
+    return ids, ids[: len(prompt_ids) + m - 1]
 
 
 def next_token_logits(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """The logits [V] (float32) at the last position of ``input_ids`` [1, S]."""
     out = model(input_ids=input_ids, use_cache=False, **last_logits_kwargs(model))
     return out.logits[0, -1].float()
+
+
+def target_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    n_prompt: int,
+    target_ids: list[int],
+    whole_target: bool = False,
+) -> torch.Tensor:
+    """The logits [m, V] (float32) that predict the target's first token (m = 1) or, with
+    ``whole_target``, each of its tokens (teacher-forced). ``input_ids`` [1, S]: a decoder LM's
+    sequence (the prompt's ``n_prompt`` ids, then with ``whole_target`` the target's), or an
+    encoder-decoder model's encoder input (the decoder reads ``decoder_inputs``)."""
+    m = len(target_ids) if whole_target else 1
+    if is_encoder_decoder(model):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            decoder_input_ids=decoder_inputs(model, target_ids[:m]),
+            use_cache=False,
+        )
+        return out.logits[0].float()
+    if not whole_target:
+        return next_token_logits(model, input_ids)[None]
+    logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
+    return logits[n_prompt - 1 : n_prompt - 1 + m]
 
 
 def target_loss(
@@ -309,16 +456,10 @@ def target_loss(
     whole_target: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of the target's first token after the prompt, or with ``whole_target`` the
-    mean over the target's tokens (teacher-forced: ``input_ids`` holds prompt and target)."""
-    device = input_ids.device
-    if whole_target:
-        logits = model(input_ids=input_ids, use_cache=False).logits[0].float()
-        return F.cross_entropy(
-            logits[n_prompt - 1 : n_prompt - 1 + len(target_ids)],
-            torch.tensor(target_ids, device=device),
-        )
-    logits = next_token_logits(model, input_ids)
-    return F.cross_entropy(logits[None], torch.tensor(target_ids[:1], device=device))
+    mean over the target's tokens (``target_logits``)."""
+    logits = target_logits(model, input_ids, n_prompt, target_ids, whole_target)
+    scored = torch.tensor(target_ids[: len(logits)], device=input_ids.device)
+    return F.cross_entropy(logits, scored)
 
 
 def mlp_pass(
@@ -328,7 +469,7 @@ def mlp_pass(
     FF1 matrices (so that the MLP outputs carry a graph; their weight gradients are never
     formed). Hooks record FF1's input and FF1's and FF2's outputs; autograd then gives the
     gradients at those outputs. Hooks are removed, the model's flags and mode restored."""
-    firsts, lasts = mlp_modules(model)
+    firsts, lasts = lens_mlps(model)
     xs: list[torch.Tensor] = []
     outs: dict[str, list[torch.Tensor]] = {"first": [], "last": []}
 
@@ -411,7 +552,7 @@ def _read_lenses(
     # LENS_ROWS rows at a time: each call reads the whole unembedding once, and the logits of
     # every row at once would not fit for a long prompt.
     for rows in flat.split(LENS_ROWS):
-        minus = logit_lens(model, -rows)[:, :n_vocab]
+        minus = lens_logits(model, -rows)[:, :n_vocab]
         k = min(top_k, minus.shape[-1])
         out["top"].append(minus.topk(k, dim=-1).indices)
         out["bottom"].append((-minus).topk(k, dim=-1).indices)
@@ -429,6 +570,6 @@ def _lens_top(
     each row of ``v`` [m, d], over the first ``n_vocab`` tokens."""
     parts = []
     for rows in v.split(LENS_ROWS):
-        logits = logit_lens(model, rows)[:, :n_vocab]
+        logits = lens_logits(model, rows)[:, :n_vocab]
         parts.append((-logits if lowest else logits).topk(min(top_k, logits.shape[-1])).indices)
     return torch.cat(parts)

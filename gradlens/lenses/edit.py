@@ -5,7 +5,8 @@ prompt's last position (as in ``gradlens.lenses.backward``). One layer's FF1 (``
 ``fc_in``) or FF2 (``down`` / ``c_proj`` / ``fc_out``) gets one plain gradient-descent step,
 ``W ← W − lr · ∇W``; the next-token distribution is read before and after, and the weight is put
 back (a copy of its bytes), with every ``requires_grad`` flag and the training mode, whatever
-happens in between.
+happens in between. An encoder-decoder model (T5) reads the prompt in its encoder and scores the
+target's first token at the decoder's first position; its layers are the decoder's blocks.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.lenses.backward import next_token_logits, token_ids
-from gradlens.models.surgery import frozen, mlp_modules, model_device
+from gradlens.lenses.backward import is_encoder_decoder, lens_mlps, target_logits, token_ids
+from gradlens.models.surgery import frozen, model_device
 from gradlens.models.tokens import decode_each
 
 #: The MLP matrices an edit can step: the first (FF1) and the last (FF2).
@@ -83,9 +84,12 @@ def edit_weight(model: nn.Module, layer: int, matrix: str) -> nn.Parameter:
     """The weight of ``matrix`` (FF1 or FF2) in ``layer``; GradLensError for one out of range."""
     if matrix not in MATRICES:
         raise GradLensError(f"matrix: expected one of {', '.join(MATRICES)}, got {matrix!r}")
-    firsts, lasts = mlp_modules(model)
+    firsts, lasts = lens_mlps(model)
     if not 0 <= layer < len(firsts):
-        raise GradLensError(f"layer {layer} is out of range (the model has {len(firsts)} layers)")
+        stack = "decoder " if is_encoder_decoder(model) else ""
+        raise GradLensError(
+            f"layer {layer} is out of range (the model has {len(firsts)} {stack}layers)"
+        )
     return (firsts if matrix == "FF1" else lasts)[layer].weight
 
 
@@ -120,18 +124,22 @@ def one_step_edit(
         raise GradLensError(f"the learning rate must be a positive number, got {lr}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    prompt_ids, target_ids = token_ids(tokenizer, prompt, target)
+    prompt_ids, target_ids = token_ids(tokenizer, prompt, target, is_encoder_decoder(model))
     weight = edit_weight(model, layer, matrix)
     ids = torch.tensor([prompt_ids], device=model_device(model))
     target_id = target_ids[0]
+
+    def next_logits() -> torch.Tensor:
+        return target_logits(model, ids, len(prompt_ids), target_ids)[0]
+
     with frozen(model, keep=[weight]):
         with torch.enable_grad():
-            logits = next_token_logits(model, ids)
+            logits = next_logits()
             loss = -torch.log_softmax(logits, -1)[target_id]
             (grad,) = torch.autograd.grad(loss, [weight])
         before = _prediction(tokenizer, logits.detach(), target_id, top_k)
         with stepped(weight, grad, lr), torch.no_grad():
-            after = _prediction(tokenizer, next_token_logits(model, ids), target_id, top_k)
+            after = _prediction(tokenizer, next_logits(), target_id, top_k)
     return OneStepEdit(
         prompt=prompt,
         target=target,

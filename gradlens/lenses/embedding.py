@@ -11,7 +11,10 @@ token's input embedding before any position embedding is added). Two kinds of ta
   a" with target prompt "The animal that says bark is a": the gradient says how the text's
   embeddings should move for the model to answer as it does for the target prompt.
 
-Causal LMs (``…ForCausalLM``) and masked LMs (``…ForMaskedLM``, BERT style) are supported.
+Causal LMs (``…ForCausalLM``), masked LMs (``…ForMaskedLM``, BERT style) and T5-style
+encoder-decoder models are supported. T5 reads the text in its encoder (its end token appended,
+frozen as a special token) and predicts at the decoder's first position (after its start token):
+the embeddings are the encoder's input.
 
 Optimising the embeddings (``optimize_inputs``; the batch of random sentences in
 ``gradlens.lenses.embedding_batch``) runs Adam or plain SGD. What sets the distance travelled
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlens.errors import GradLensError
+from gradlens.lenses.backward import decoder_inputs, is_encoder_decoder, t5_decoder, with_eos
 from gradlens.models.surgery import frozen, last_logits_kwargs, model_device
 from gradlens.models.tokens import decode_each
 
@@ -171,15 +175,20 @@ def is_masked_lm(model: nn.Module) -> bool:
     return "ForMaskedLM" in type(model).__name__
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def _ids(model, tokenizer, text: str) -> list[int]:
+    """The text's ids (an encoder-decoder model's encoder input ends with the end token)."""
     ids = list(tokenizer(text)["input_ids"])
     if not ids:
         raise GradLensError("the text is empty (no tokens)")
-    return ids
+    return with_eos(tokenizer, ids) if is_encoder_decoder(model) else ids
 
 
 def _position(model, tokenizer, ids: list[int], what: str) -> int:
-    """Where the prediction is read: the last position, or the first mask of a masked LM."""
+    """Where the prediction is read: the last position, the first mask of a masked LM, the
+    decoder's first position of an encoder-decoder model."""
+    if is_encoder_decoder(model):
+        t5_decoder(model)  # other encoder-decoder families are refused
+        return 0
     if not is_masked_lm(model):
         return len(ids) - 1
     mask = getattr(tokenizer, "mask_token_id", None)
@@ -197,6 +206,12 @@ def vocabulary(model, tokenizer) -> torch.Tensor:
 
 def _logits_at(model, embeds: torch.Tensor, position: int) -> torch.Tensor:
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    if is_encoder_decoder(model):  # one label: the decoder reads its start token only
+        start = decoder_inputs(model, [0])
+        out = model(
+            inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=start, use_cache=False
+        )
+        return out.logits[0, position].float()
     if position == embeds.shape[1] - 1 and not is_masked_lm(model):
         kwargs = {"use_cache": False, **last_logits_kwargs(model)}
         out = model(inputs_embeds=embeds, attention_mask=mask, **kwargs)
@@ -219,7 +234,7 @@ class Target:
                 raise GradLensError("the target token is empty (no tokens)")
             self.token_id = torch.tensor([tid[0]], device=device)
         else:
-            ids = _ids(tokenizer, target)
+            ids = _ids(model, tokenizer, target)
             pos = _position(model, tokenizer, ids, "target prompt")
             emb = model.get_input_embeddings()
             with torch.no_grad():
@@ -340,7 +355,7 @@ def input_gradients(
     kind, target = _one_target(target_token, target_prompt)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    ids = _ids(tokenizer, text)
+    ids = _ids(model, tokenizer, text)
     position = _position(model, tokenizer, ids, "text")
     device = model_device(model)
     with frozen(model):
@@ -402,7 +417,7 @@ def optimize_inputs(
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     torch.manual_seed(seed)
-    ids = _ids(tokenizer, text)
+    ids = _ids(model, tokenizer, text)
     position = _position(model, tokenizer, ids, "text")
     device = model_device(model)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])

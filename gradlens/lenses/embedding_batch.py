@@ -144,6 +144,11 @@ class _Batch:
     the padded batch with its mask token's embedding appended to each sentence."""
 
     def __init__(self, model: nn.Module, tokenizer, lengths: torch.Tensor, dtype) -> None:
+        if model.config.is_encoder_decoder:
+            raise GradLensError(
+                "the random-sentence batch reads decoder-only and masked LMs, "
+                "not encoder-decoder models"
+            )
         self.model = model
         device = lengths.device
         self.rows = torch.arange(len(lengths), device=device)

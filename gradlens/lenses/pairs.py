@@ -45,6 +45,7 @@ from torch import nn
 
 from gradlens.data.examples import IGNORE_INDEX, Example, tokenize_example
 from gradlens.errors import DataError
+from gradlens.lenses.backward import with_eos
 from gradlens.lenses.token_gram import recording, token_gram
 from gradlens.models.loading import Component, discover_components
 from gradlens.models.surgery import frozen
@@ -86,11 +87,6 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def _with_eos(tokenizer, ids: list[int]) -> list[int]:
-    eos = tokenizer.eos_token_id
-    return ids + [eos] if eos is not None and (not ids or ids[-1] != eos) else ids
-
-
 def encode_example(
     tokenizer,
     example: Example,
@@ -104,8 +100,8 @@ def encode_example(
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     if encoder_decoder:
-        source = _with_eos(tokenizer, _ids(tokenizer, example.prompt, True))
-        target = _with_eos(tokenizer, _ids(tokenizer, example.response, True))
+        source = with_eos(tokenizer, _ids(tokenizer, example.prompt, True))
+        target = with_eos(tokenizer, _ids(tokenizer, example.response, True))
         ids, labels = torch.tensor(source), torch.tensor(target)
     elif chat_template:
         ids, labels = tokenize_example(tokenizer, example, loss_on=loss_on)

@@ -12,6 +12,10 @@ pass give:
 - ``target_cosine`` / ``cosine_rank``: at the last position, the cosine of the raw −δ with the
   target's output embedding and the target's rank by it over the vocabulary; ``lens_rank``: the
   target's rank in the logit lens of −δ there (the view that can hide the shift).
+
+An encoder-decoder model (T5) reads the prompt in its encoder and scores the target's first token
+at the decoder's first position (``gradlens.lenses.backward.lens_sequence``): the layers are the
+decoder's blocks and ``n_tokens`` is the decoder's one position, so the lemma bounds the rank by 1.
 """
 
 from __future__ import annotations
@@ -30,8 +34,15 @@ from torch import nn
 
 from gradlens.errors import GradLensError
 from gradlens.files import ProgressReporter, progress_path, write_atomically
-from gradlens.lenses.backward import mlp_pass, target_cosines, target_loss, token_ids
-from gradlens.models.surgery import logit_lens
+from gradlens.lenses.backward import (
+    is_encoder_decoder,
+    lens_logits,
+    lens_sequence,
+    mlp_pass,
+    target_cosines,
+    target_loss,
+    token_ids,
+)
 from gradlens.options import LensRanksOptions
 
 #: The CSV's columns, one row per (prompt, layer).
@@ -92,13 +103,15 @@ def read_lens_prompts(path: str | Path) -> list[LensPrompt]:
 def prompt_ranks(model: nn.Module, tokenizer, item: LensPrompt) -> pd.DataFrame:
     """One row per layer (the columns of ``COLUMNS``) for one prompt: one forward and one
     backward pass."""
-    prompt_ids, target_ids = token_ids(tokenizer, item.prompt, item.target)
-    n = len(prompt_ids)
-    run = mlp_pass(model, prompt_ids, lambda ids: target_loss(model, ids, n, target_ids))
+    encoder_decoder = is_encoder_decoder(model)
+    prompt_ids, target_ids = token_ids(tokenizer, item.prompt, item.target, encoder_decoder)
+    ids, read_ids = lens_sequence(model, prompt_ids, target_ids)
+    n = len(read_ids)
+    run = mlp_pass(model, ids, lambda t: target_loss(model, t, len(prompt_ids), target_ids))
     minus = -run.delta[:, n - 1]  # [L, d]: where the step moves each layer's MLP output
     target = target_ids[0]
     cosine, cosine_rank = target_cosines(model, len(tokenizer), minus, target)
-    lens = logit_lens(model, minus)[:, : len(tokenizer)]
+    lens = lens_logits(model, minus)[:, : len(tokenizer)]
     lens_rank = (lens > lens[:, target : target + 1]).sum(-1) + 1
     return pd.DataFrame(
         {

@@ -1,6 +1,5 @@
-"""Architecture access: the final norm, the unembedding and the logit lens, the MLP matrices per
-layer, the model's device, and the frozen-parameters context every gradient computation runs in.
-"""
+"""Architecture access: the final norm, the unembedding, the model's device, and the
+frozen-parameters context every gradient computation runs in."""
 
 from __future__ import annotations
 
@@ -12,11 +11,7 @@ import torch
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.models.loading import discover_components
-from gradlens.models.naming import FIRST_MLP_KINDS
 
-#: Kinds of the MLP's last matrix (the output whose gradient the backward lens reads).
-LAST_MLP_KINDS: tuple[str, ...] = ("down", "fc_out")
 #: Where known families keep their final norm (the first match wins).
 FINAL_NORM_PATHS: tuple[str, ...] = (
     "model.norm",  # Llama / Mistral / Qwen / OLMo
@@ -79,41 +74,6 @@ def unembedding(model: nn.Module) -> nn.Module:
     if out is None:
         raise GradLensError(f"{type(model).__name__} has no output embedding (unembedding)")
     return out
-
-
-def logit_lens(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    """Logits ``unembed(final_norm(h'))`` for vectors ``h`` [..., d], each scaled to unit RMS
-    first (``h' = h / rms(h)``; a zero vector stays zero). Float32, no gradient."""
-    with torch.no_grad():
-        h = h.float()
-        rms = h.pow(2).mean(-1, keepdim=True).sqrt()
-        h = h / torch.where(rms > 0, rms, torch.ones_like(rms))
-        norm = final_norm(model)
-        dtype = next(norm.parameters(), h).dtype
-        return unembedding(model)(norm(h.to(dtype))).float()
-
-
-def mlp_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """Per layer, the MLP's first matrix (``up``/``fc_in``) and last (``down``/``fc_out``)."""
-    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        raise GradLensError("the backward lens supports decoder-only models only")
-    modules = dict(model.named_modules())
-    first: dict[int, nn.Module] = {}
-    last: dict[int, nn.Module] = {}
-    for comp in discover_components(model):
-        if comp.layer is None:
-            continue
-        if comp.kind in FIRST_MLP_KINDS:
-            first[comp.layer] = modules[comp.module]
-        elif comp.kind in LAST_MLP_KINDS:
-            last[comp.layer] = modules[comp.module]
-    layers = sorted(first)
-    if not layers or layers != sorted(last) or layers != list(range(len(layers))):
-        raise GradLensError(
-            f"cannot find one first ({'/'.join(FIRST_MLP_KINDS)}) and one last "
-            f"({'/'.join(LAST_MLP_KINDS)}) MLP matrix in every layer of {type(model).__name__}"
-        )
-    return [first[i] for i in layers], [last[i] for i in layers]
 
 
 def model_device(model: nn.Module) -> torch.device:
