@@ -125,7 +125,8 @@ def typed_ranking(ctx: common.Context, src: RankSource, q: Query) -> Ranking:
     current = state.chosen_model()
     spec = src.config.get("model", "smollm2")
     trust = bool(current and current.spec == spec and current.trust_remote_code)
-    lm = loaded_model(state.ModelChoice(spec, trust))
+    adapter, merge = src.config.get("adapter"), bool(src.config.get("adapter_merge"))
+    lm = loaded_model(state.ModelChoice(spec, trust, adapter, merge))
     with holding(lm):
         response = q.response
         if response is None:

@@ -1,6 +1,7 @@
 """Widgets of the Compute page: option inputs generated from an options dataclass's field
 metadata (``gradlens.options``, the metadata that generates the CLI's argparse options), the
-choice of a data file (a bundled set, a path on the server or an upload), and a job's card
+choice of a data file (a bundled set, a path on the server: a file, a ``datasets`` folder or
+``hf:NAME``; or an upload), and a job's card
 (state, progress, Cancel / Resume / Dismiss, the query sets it built, its log)."""
 
 from __future__ import annotations
@@ -67,10 +68,13 @@ def data_source(label: str, choices: Mapping[str, Path], key: str) -> tuple[str,
     if pick in choices:
         return "path", choices[pick]
     if pick == OTHER[0]:
-        text = st.text_input(f"{label}: path (.jsonl, .csv or .parquet)", key=f"{key}_path")
+        text = st.text_input(
+            f"{label}: path (.jsonl, .csv or .parquet) or a datasets folder, .arrow or hf:NAME",
+            key=f"{key}_path",
+        )
         return "path", Path(text) if text else None
     upload = st.file_uploader(
-        f"{label}: upload", type=["jsonl", "csv", "parquet"], key=f"{key}_upload"
+        f"{label}: upload", type=["jsonl", "csv", "parquet", "arrow"], key=f"{key}_upload"
     )
     return "upload", upload
 

@@ -6,6 +6,7 @@ text: they are shown in dataframes only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -96,13 +97,37 @@ def model_chooser() -> LoadedModel | None:
             "trust_remote_code runs the Python code shipped with the model (its modeling files "
             "on disk) inside this server. Tick it only for a folder whose code you trust."
         )
+    adapter, merge = adapter_inputs(current)
     if st.button("Load", key="model_load", type="primary"):
         spec = _chosen_spec(source, text)
-        lm = None if spec is None else load(state.ModelChoice(spec, trust))
+        choice = None if spec is None else state.ModelChoice(spec, trust, adapter, merge)
+        lm = None if choice is None else load(choice)
         if lm is not None:
-            state.choose_model(state.ModelChoice(spec, trust))
+            state.choose_model(choice)
             return lm
     return None if current is None else load(current)
+
+
+def adapter_inputs(current: state.ModelChoice | None) -> tuple[str | None, bool]:
+    """The LoRA adapter folder (None when left empty) and whether to merge it."""
+    text = st.text_input(
+        "LoRA adapter folder (optional)",
+        value=(current and current.adapter) or "",
+        key="model_adapter",
+        placeholder="/path/to/adapter (adapter_config.json, adapter_model.safetensors)",
+        persist_state=state.SESSION,
+        help="A PEFT LoRA adapter put on the model: its matrices are the components (the "
+        "base's are left out), unless merged. The lens pages use the merged model.",
+    )
+    merge = st.checkbox(
+        "merge the adapter into the weights",
+        value=bool(current and current.adapter_merge),
+        key="model_adapter_merge",
+        persist_state=state.SESSION,
+        help="The components are then the merged model's own matrices (W + s·B A).",
+    )
+    path = text.strip()
+    return (str(Path(path).expanduser().resolve()), merge) if path else (None, False)
 
 
 def architecture(lm: LoadedModel) -> None:
@@ -111,7 +136,7 @@ def architecture(lm: LoadedModel) -> None:
         summary = architecture_summary(lm.model)
         n_params, memory = lm.n_params, lm.memory_bytes
     st.subheader("Architecture")
-    st.text(f"spec: {lm.spec}")
+    st.text(f"spec: {lm.label or lm.spec}")
     cols = st.columns(4)
     cols[0].metric("parameters", f"{n_params / 1e6:,.1f} M", help=f"{n_params:,} parameters")
     cols[1].metric("weights in memory", f"{memory / 2**20:,.0f} MiB")
@@ -150,7 +175,8 @@ def components(lm: LoadedModel) -> None:
     st.subheader("Components")
     st.caption(
         "Every 2-D weight matrix, named by layer and kind: the units whose gradient dot "
-        "products a run stores. A tied input/output embedding is one component (embed)."
+        "products a run stores. A tied input/output embedding is one component (embed). With "
+        "a LoRA adapter (not merged), the adapter's matrices only (L3.q.lora_A, L3.q.lora_B)."
     )
     try:
         with holding(lm), st.spinner("Discovering components…"):

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import streamlit as st
@@ -24,12 +24,14 @@ T = TypeVar("T")
 
 @dataclass(eq=False)
 class LoadedModel:
-    """A model, its tokenizer, the lock every user of the model holds, and what it cost."""
+    """A model, its tokenizer, the lock every user of the model holds, and what it cost; label:
+    the spec and the adapter put on it (``state.ModelChoice.label``)."""
 
     spec: str
     model: object
     tokenizer: object
     seconds: float
+    label: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -44,19 +46,27 @@ class LoadedModel:
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
-def _load(spec: str, trust_remote_code: bool) -> LoadedModel:
+def _load(
+    spec: str, trust_remote_code: bool, adapter: str | None = None, merge: bool = False
+) -> LoadedModel:
     t0 = time.perf_counter()
-    model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
-    return LoadedModel(spec, model, tokenizer, time.perf_counter() - t0)
+    model, tokenizer = load_model(
+        spec, trust_remote_code=trust_remote_code, adapter=adapter, adapter_merge=merge
+    )
+    label = state.ModelChoice(spec, trust_remote_code, adapter, merge).label
+    return LoadedModel(spec, model, tokenizer, time.perf_counter() - t0, label)
 
 
 def loaded_model(choice: state.ModelChoice) -> LoadedModel:
     """The server's model for ``choice`` (loaded on first use, with a status box; the previous
     model is dropped: one at a time). Raises GradLensError for a spec that cannot be loaded."""
-    spec = escape_markdown(choice.spec)
+    spec = escape_markdown(choice.label)
     with st.status(f"Loading {spec}…", expanded=False) as status:
         try:
-            lm = _load(choice.spec, choice.trust_remote_code)
+            args = (choice.spec, choice.trust_remote_code)
+            # streamlit keys the cache by the arguments given: (spec, flag) alone without adapter
+            adapter = (choice.adapter, choice.adapter_merge) if choice.adapter else ()
+            lm = _load(*args, *adapter)
         except Exception:
             status.update(label=f"{spec} could not be loaded", state="error")
             raise
@@ -83,14 +93,17 @@ def locked(lm: LoadedModel, compute, *args, **kwargs):
 
 
 def current_model() -> state.ModelChoice:
-    """The model loaded on the Model page in this session, else the bundled SmolLM2."""
-    return state.chosen_model() or state.ModelChoice()
+    """The model loaded on the Model page in this session, else the bundled SmolLM2: what the
+    lens pages compute with, so an adapter comes merged into the weights (the lenses read the
+    model's own matrices)."""
+    choice = state.chosen_model() or state.ModelChoice()
+    return replace(choice, adapter_merge=True) if choice.adapter else choice
 
 
 def lens_model() -> state.ModelChoice:
     """``current_model()``, said in one caption line (what a lens page computes with)."""
     choice = current_model()
-    st.caption(f"Model: {escape_markdown(choice.spec)} (change it on the Model page).")
+    st.caption(f"Model: {escape_markdown(choice.label)} (change it on the Model page).")
     return choice
 
 
@@ -100,7 +113,7 @@ def run_on_model(inputs_key: str, hint: str, spinner: str, compute: Callable[...
     ``compute(*inputs, _lm=model)`` under a spinner. A GradLensError is shown as one line."""
     choice = current_model()
     inputs = st.session_state.get(inputs_key)
-    if inputs is None or inputs[0] != choice.spec:
+    if inputs is None or inputs[0] != choice.label:
         st.info(hint)
         st.stop()
     try:

@@ -35,6 +35,8 @@ _DB = "gl_db"
 _CONTEXT = "gl_ctx"
 _MODEL_SPEC = "model_spec"
 _MODEL_TRUST = "model_trust_remote_code"
+_MODEL_ADAPTER = "model_adapter_dir"
+_MODEL_ADAPTER_MERGE = "model_adapter_merged"
 _SENT_PAIR = "pair_sent"
 
 
@@ -105,10 +107,21 @@ def set_context(ctx: Context | None) -> None:
 # -- the model chosen on the Model page ---------------------------------------------------------
 @dataclass(frozen=True)
 class ModelChoice:
-    """A model spec (``smollm2``, a folder or a cached hub id) and whether its own code may run."""
+    """A model spec (``smollm2``, a folder or a cached hub id), whether its own code may run, and
+    a LoRA adapter folder put on it (None: none), merged into its weights or not."""
 
     spec: str = DEFAULT_MODEL
     trust_remote_code: bool = False
+    adapter: str | None = None
+    adapter_merge: bool = False
+
+    @property
+    def label(self) -> str:
+        """The spec, and the adapter when there is one: what names the model in captions and
+        keys the lens pages' cached results."""
+        if self.adapter is None:
+            return self.spec
+        return f"{self.spec} + adapter {self.adapter}" + (" (merged)" if self.adapter_merge else "")
 
 
 def chosen_model() -> ModelChoice | None:
@@ -116,12 +129,16 @@ def chosen_model() -> ModelChoice | None:
     spec = st.session_state.get(_MODEL_SPEC)
     if spec is None:
         return None
-    return ModelChoice(spec, bool(st.session_state.get(_MODEL_TRUST, False)))
+    trust = bool(st.session_state.get(_MODEL_TRUST, False))
+    merge = bool(st.session_state.get(_MODEL_ADAPTER_MERGE, False))
+    return ModelChoice(spec, trust, st.session_state.get(_MODEL_ADAPTER), merge)
 
 
 def choose_model(choice: ModelChoice) -> None:
     st.session_state[_MODEL_SPEC] = choice.spec
     st.session_state[_MODEL_TRUST] = choice.trust_remote_code
+    st.session_state[_MODEL_ADAPTER] = choice.adapter
+    st.session_state[_MODEL_ADAPTER_MERGE] = choice.adapter_merge
 
 
 # -- a pair sent to the Pair inspector ----------------------------------------------------------

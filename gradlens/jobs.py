@@ -242,25 +242,34 @@ def plan_job(
     completions, generated into the job's folder first. The run name defaults to
     ``<query file>-<model folder>``. Every step reports its progress in its progress file, not
     as a bar in the log."""
+    from gradlens.data.sources import STANDARD_COLUMNS, file_columns
     from gradlens.engine.job import validate_inputs  # loads torch: not in the runner
 
     steps: list[list[str]] = []
     queries = opts.queries
+    query_columns = file_columns(opts, "queries").mapped()
     if paraphrase is not None and opts.train:
         queries = str(folder / BUILDERS["paraphrase"][0])
-        steps.append(_paraphrase_step(opts.train, Path(queries), paraphrase))
+        train_columns = file_columns(opts, "train").mapped()
+        settings = {**paraphrase, "columns": train_columns}
+        steps.append(_paraphrase_step(opts.train, Path(queries), settings))
     if not opts.train or not queries:
         raise GradLensError("choose a training set and a query set (a path or an upload)")
     run = opts.run or f"{Path(queries).stem}-{Path(opts.model).name}"
-    # paraphrases carry the training set's ids: checked against the training set itself
-    validate_inputs(replace(opts, queries=opts.train if paraphrase is not None else queries))
+    # paraphrases carry the training set's ids: only the training set is checked
+    validate_inputs(replace(opts, queries="" if paraphrase is not None else queries))
     source = Path(queries).name if paraphrase is None else f"paraphrased by {paraphrase['model']}"
     if generate:
         generated = str(folder / BUILDERS["generate"][0])
-        gen = GenerateOptions(queries, generated, opts.model, device=opts.device, no_progress=True)
+        columns = query_columns if paraphrase is None else None
+        gen = GenerateOptions(
+            queries, generated, opts.model, device=opts.device, columns=columns, no_progress=True
+        )
         steps.append(["generate", *to_argv(gen)])
         queries = generated
     compute = replace(opts, queries=queries, run=run, no_progress=True)
+    if queries != opts.queries and query_columns:  # a query set built here has the own names
+        compute = replace(compute, query_columns=STANDARD_COLUMNS)
     steps += [["compute", *to_argv(compute)], ["select", *to_argv(SelectOptions(opts.db, run))]]
     label = f"{run}: {opts.model} on {Path(opts.train).name} / {source}"
     return JobPlan(run, tuple(tuple(s) for s in steps), label)

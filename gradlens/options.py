@@ -61,9 +61,47 @@ def system_prompt_option(key: bool) -> Any:
     )
 
 
+#: The data files every command reads (``--train``, ``--queries``).
+DATA_FILES = (
+    ".jsonl/.csv/.parquet, a datasets folder (save_to_disk) or .arrow file, or "
+    "hf:NAME[:CONFIG[:SPLIT]] from the local datasets cache"
+)
+
+
+def columns_option(which: str = "both data files") -> Any:
+    """``--columns`` (and ``--train-columns`` / ``--query-columns``): the columns holding the
+    fields of ``which``. Never in the run key: the examples' content is."""
+    return option(
+        None,
+        help=f"columns of {which}: prompt=COL,response=COL,id=COL (messages=COL: a chat column)",
+        metavar="FIELD=COL,...",
+    )
+
+
 def batch_size_option() -> Any:
     """``--batch-size`` of the commands that run gradient passes."""
     return option(None, help="examples per pass (default: cpu 1, cuda 8)", minimum=1)
+
+
+def adapter_option() -> Any:
+    """``--adapter`` of the commands that compute a run (its content hash in the run key, its
+    path in the run's config only)."""
+    return option(
+        None,
+        help="a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) put on "
+        "--model: the components are its matrices (L3.q.lora_A, L3.q.lora_B), the base's left out",
+        metavar="DIR",
+        key=True,
+    )
+
+
+def adapter_merge_option() -> Any:
+    """``--adapter-merge`` of the commands that compute a run (in the run key)."""
+    return option(
+        False,
+        help="merge --adapter into the base weights: the components are the merged model's",
+        key=True,
+    )
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -181,10 +219,15 @@ INDEX_HELP = (
 class ComputeOptions(_Validated):
     """``gradlens compute``: per-component gradient dot products into DuckDB (resumable)."""
 
-    train: str = option(help="training set (.jsonl/.csv/.parquet)")
-    queries: str = option(help="query set; ids name their originals")
+    train: str = option(help=f"training set: {DATA_FILES}")
+    queries: str = option(help="query set (as --train); ids name their originals")
     db: str = option(help="DuckDB file (created if missing)")
+    columns: str | None = columns_option()
+    train_columns: str | None = columns_option("the training set (over --columns)")
+    query_columns: str | None = columns_option("the query set (over --columns)")
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id", key=True)
+    adapter: str | None = adapter_option()
+    adapter_merge: bool = adapter_merge_option()
     run: str | None = option(None, help="run name (default: <queries file>-<key>)")
     candidates: int = option(5, help="BM25 candidates b per query", minimum=1, key=True)
     bm25_on: str = option("prompt", help="text BM25 ranks", choices=BM25_ON, key=True)
@@ -221,10 +264,13 @@ class ComputeOptions(_Validated):
 class IndexOptions(_Validated):
     """``gradlens index``: index a training set on its own (no queries) for full-set retrieval."""
 
-    train: str = option(help="training set (.jsonl/.csv/.parquet)")
+    train: str = option(help=f"training set: {DATA_FILES}")
     db: str = option(help="DuckDB file (created if missing)")
     index: str = option(help=INDEX_HELP)
+    columns: str | None = columns_option("the training set")
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id", key=True)
+    adapter: str | None = adapter_option()
+    adapter_merge: bool = adapter_merge_option()
     run: str | None = option(None, help="run name (default: <training file>-<key>)")
     loss_on: str = option("response", help="tokens in the loss", choices=LOSS_ON, key=True)
     reduction: str = option("mean", help="loss over tokens", choices=REDUCTIONS, key=True)
@@ -244,12 +290,13 @@ class IndexOptions(_Validated):
 class GenerateOptions(_Validated):
     """``gradlens generate``: the model-generated query set (greedy completions)."""
 
-    queries: str = option(help="paraphrased queries (their prompts are used)")
+    queries: str = option(help="paraphrased queries (their prompts are used; as compute --train)")
     out: str = option(help="output JSONL")
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
     max_new_tokens: int = option(200, help="tokens per completion", minimum=1)
     system_prompt: str = system_prompt_option(key=False)
     device: str = option("cpu", help="cpu | cuda | auto")
+    columns: str | None = columns_option("the query set")
     no_progress: bool = option(False, help="no progress bar")
 
 
@@ -257,7 +304,7 @@ class GenerateOptions(_Validated):
 class ParaphraseOptions(_Validated):
     """``gradlens paraphrase``: the paraphrased query set from an OpenAI-compatible endpoint."""
 
-    train: str = option(help="training set (.jsonl/.csv/.parquet) whose examples get twins")
+    train: str = option(help="training set whose examples get twins (as compute --train)")
     out: str = option(help="output JSONL: the query set, with the training set's ids")
     endpoint: str = option(
         help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (a local server) or "
@@ -290,6 +337,7 @@ class ParaphraseOptions(_Validated):
     timeout: int = option(
         600, help="seconds to wait for one answer (a local CPU server can take minutes)", minimum=1
     )
+    columns: str | None = columns_option("the training set")
     no_progress: bool = option(False, help="no progress bar")
 
     def __post_init__(self) -> None:

@@ -97,3 +97,26 @@ def export_with_one_curve_value_changed(folder, dest):
     idx = curves.schema.get_field_index("accuracy")
     pq.write_table(curves.set_column(idx, "accuracy", pa.array(acc)), path)
     return dest
+
+
+#: The projections of every Llama block that a test adapter targets.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def save_lora_adapter(model_dir, out, r: int = 2, targets=LORA_TARGETS, seed: int = 1):
+    """A LoRA adapter for the model in ``model_dir`` saved at ``out`` as safetensors, its B
+    matrices random and nonzero (peft starts them at zero, which would make every A gradient
+    zero); alpha = 2r. Returns ``out``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), lora_dropout=0.0)
+    model = get_peft_model(base, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    model.save_pretrained(out, safe_serialization=True)
+    return out

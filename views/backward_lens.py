@@ -46,7 +46,7 @@ st.caption(
     "the first MLP matrix FF1: FF1's gradient is Σₜ δ′ₜ xₜᵀ, so its rank is at most the number "
     "of tokens n. After Katz, Belinkov, Geva & Wolf (2024), *Backward Lens*."
 )
-spec = lens_model().spec
+spec = lens_model().label
 one, many = st.tabs(["One prompt", "Over many prompts (the paper's Fig. 4)"])
 with many:  # drawn first: the other tab stops the script until Run
     backward_widgets.many_prompts()

@@ -36,6 +36,7 @@ COMPUTE_SHOWN = {
     "candidates": {"label": "Candidates b"},
     "bm25_on": {"label": "BM25 over"},
     "max_length": {"placeholder": "no cut"},
+    "columns": {"label": "Columns", "placeholder": "e.g. prompt=instruction,response=output"},
     "project": {"label": "Projections", "placeholder": "e.g. sjlt:0.01"},
     "max_memory": {"label": "Memory budget", "placeholder": "default: 70% of free - 1G"},
 }
@@ -51,7 +52,8 @@ PARAPHRASE_SHOWN = {
 }
 #: The options in the form's right column.
 RIGHT = (
-    "candidates", "bm25_on", "loss_on", "reduction", "max_length", "project", "max_memory", "device"
+    "candidates", "bm25_on", "loss_on", "reduction", "max_length", "project", "max_memory",
+    "device", "columns",
 )  # fmt: skip
 #: The steps a job may run before the compute: checkbox label and help.
 BEFORE = {

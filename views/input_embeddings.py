@@ -72,7 +72,7 @@ st.caption(
     "read against the median L2 distance between two vocabulary embeddings; back-projection "
     "names the vocabulary token nearest to an embedding, by cosine and by L2 distance."
 )
-spec = lens_model().spec
+spec = lens_model().label
 experiment = kept(
     st.radio, "Experiment", "ie_experiment", options=list(EXPERIMENTS), format_func=EXPERIMENTS.get
 )

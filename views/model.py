@@ -104,7 +104,8 @@ def preview(lm: LoadedModel) -> None:
 st.title("Model")
 st.caption(
     "Load the model that the lens pages work on. Nothing is downloaded: the bundled SmolLM2, a "
-    "local folder, or a hub id already in the local Hugging Face cache."
+    "local folder, or a hub id already in the local Hugging Face cache; optionally with a PEFT "
+    "LoRA adapter folder (the lens pages use it merged into the weights)."
 )
 lm = model_widgets.model_chooser()
 if lm is None:

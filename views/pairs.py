@@ -47,7 +47,7 @@ st.caption(
     "token of B. Encoder-decoder models (T5) read the prompt as the input and the response as "
     "the target (raw text)."
 )
-spec = lens_model().spec
+spec = lens_model().label
 pair_widgets.sent_pair_note(spec)
 
 submitted = pair_widgets.pair_form()

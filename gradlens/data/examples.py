@@ -1,8 +1,10 @@
-"""Dataset loading (JSONL / CSV / Parquet), chat formatting and loss masking."""
+"""Dataset loading (JSONL / CSV / Parquet, and the ``datasets`` sources of ``sources``), chat
+formatting and loss masking."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -10,17 +12,26 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from gradlens.data.sources import HF_PREFIX, Columns, is_dataset, read_dataset
 from gradlens.errors import DataError, one_line, show
 from gradlens.options import LOSS_ON
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-#: The fields an example needs (besides ``messages``, which may replace prompt and response).
+#: The fields an example needs (besides a chat column, which may replace prompt and response).
 FIELDS = ("id", "prompt", "response")
+#: ShareGPT's speakers (``conversations`` turns with ``from``/``value``) as chat roles.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+#: Every field in the column of its own name.
+OWN_NAMES = Columns()
 
 
 @dataclass(frozen=True)
@@ -28,39 +39,50 @@ class Example:
     """One single-turn example: ``id`` (unique string), user ``prompt``, assistant ``response``.
 
     ``where`` (``file:line`` or ``file: row N``, set by ``load_examples``; not compared) lets a
-    later error name where the example came from."""
+    later error name where the example came from; ``id_from_row`` (not compared): the id is
+    ``str(row index)``, the file having no id column."""
 
     id: str
     prompt: str
     response: str
     where: str = field(default="", compare=False, repr=False)
+    id_from_row: bool = field(default=False, compare=False, repr=False)
 
 
 def _type(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _from_record(record: object, where: str) -> Example:
-    """Validate one parsed record; ``where`` is ``file:line`` for the error message. Fields other
-    than id, prompt, response and messages are ignored, whatever their type."""
+def _from_record(
+    record: object, where: str, cols: Columns = OWN_NAMES, str_ids: bool = False
+) -> Example:
+    """Validate one parsed record; ``where`` is ``file:line`` for the error message, ``cols``
+    the columns of the fields (errors name them); ``str_ids``: an id of another type goes
+    through ``str()``. Fields other than id, prompt, response and a chat column are ignored,
+    whatever their type."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {_type(record)}")
-    if "messages" in record and "prompt" not in record:
-        prompt, response = _from_messages(record["messages"], where)
-        names = ("messages[user].content", "messages[assistant].content")
+    chat = next((c for c in cols.chat() if c in record), None)
+    if chat is not None and cols.prompt not in record:
+        prompt, response = _from_messages(record[chat], where, chat)
+        names = (f"{chat}[user].content", f"{chat}[assistant].content")
     else:
-        for name in ("prompt", "response"):
+        names = (cols.prompt, cols.response)
+        for name in names:
             if name not in record:
                 raise DataError(f"{where}: missing field '{name}'")
-        prompt, response = record["prompt"], record["response"]
-        names = ("prompt", "response")
-    if "id" not in record:
-        raise DataError(f"{where}: missing field 'id'")
-    ex_id = record["id"]
+        prompt, response = record[cols.prompt], record[cols.response]
+    if cols.id not in record:
+        raise DataError(f"{where}: missing field '{cols.id}'")
+    ex_id = record[cols.id]
+    if str_ids and not isinstance(ex_id, str):
+        ex_id = str(ex_id)
     if not isinstance(ex_id, str):
-        raise DataError(f"{where}: field 'id' must be a string, got {_type(ex_id)} {show(ex_id)}")
+        raise DataError(
+            f"{where}: field '{cols.id}' must be a string, got {_type(ex_id)} {show(ex_id)}"
+        )
     if not ex_id.strip():
-        raise DataError(f"{where}: field 'id' is empty")
+        raise DataError(f"{where}: field '{cols.id}' is empty")
     for name, value in zip(names, (prompt, response), strict=True):
         if not isinstance(value, str):
             raise DataError(f"{where}: field '{name}' must be a string, got {_type(value)}")
@@ -69,22 +91,33 @@ def _from_record(record: object, where: str) -> Example:
     return Example(id=ex_id, prompt=prompt, response=response, where=where)
 
 
-def _from_messages(messages: object, where: str) -> tuple[object, object]:
+def _turn(message: dict) -> tuple[object, str]:
+    """(role, the key holding the text) of a role/content turn or a ShareGPT from/value turn."""
+    if message.get("role") is None and message.get("from") is not None:
+        return SHAREGPT_ROLES.get(message["from"], message["from"]), "value"
+    return message.get("role"), "content"
+
+
+def _from_messages(messages: object, where: str, name: str) -> tuple[object, object]:
+    """The prompt and response of a chat column ``name`` (role/content or ShareGPT turns)."""
     if not isinstance(messages, list):
-        raise DataError(f"{where}: field 'messages' must be a list, got {_type(messages)}")
+        raise DataError(f"{where}: field '{name}' must be a list, got {_type(messages)}")
     if not all(isinstance(m, dict) for m in messages):
-        raise DataError(f"{where}: field 'messages' must hold objects with 'role' and 'content'")
-    turns = [m for m in messages if m.get("role") != "system"]
-    roles = [m.get("role") for m in turns]
+        raise DataError(
+            f"{where}: field '{name}' must hold objects with 'role' and 'content' (or ShareGPT's "
+            "'from' and 'value')"
+        )
+    turns = [(m, *_turn(m)) for m in messages if _turn(m)[0] != "system"]
+    roles = [role for _, role, _ in turns]
     if roles != ["user", "assistant"]:
         raise DataError(
-            f"{where}: field 'messages' must hold one user then one assistant turn, "
+            f"{where}: field '{name}' must hold one user then one assistant turn, "
             f"got roles {show(roles)}"
         )
-    for m in turns:
-        if "content" not in m:
-            raise DataError(f"{where}: field 'messages' has a {m['role']} turn without 'content'")
-    return turns[0]["content"], turns[1]["content"]
+    for m, role, key in turns:
+        if key not in m:
+            raise DataError(f"{where}: field '{name}' has a {role} turn without '{key}'")
+    return tuple(m[key] for m, _, key in turns)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -102,7 +135,7 @@ def _check_text(path: Path, raw: bytes) -> None:
         raise DataError(f"{path}:{line}: not a text file (NUL byte at byte {nul})")
 
 
-def _read_jsonl(path: Path) -> list[Example]:
+def _read_jsonl(path: Path, cols: Columns) -> list[Example]:
     examples = []
     raw = _read_bytes(path)
     _check_text(path, raw)
@@ -126,7 +159,7 @@ def _read_jsonl(path: Path) -> list[Example]:
             raise DataError(f"{where}: broken JSON (nested too deeply)") from None
         except ValueError as exc:  # e.g. an integer with more digits than Python converts
             raise DataError(f"{where}: broken JSON ({str(exc).splitlines()[0]})") from None
-        examples.append(_from_record(record, where))
+        examples.append(_from_record(record, where, cols))
     return examples
 
 
@@ -143,7 +176,7 @@ def _string_column(kind) -> bool:
     )
 
 
-def _read_csv(path: Path) -> list[tuple[str, dict]]:
+def _read_csv(path: Path, cols: Columns) -> list[tuple[str, dict]]:
     """(``file:line``, record) of every row; every row must have the header's fields."""
     raw = _read_bytes(path)
     _check_text(path, raw)
@@ -164,7 +197,7 @@ def _read_csv(path: Path) -> list[tuple[str, dict]]:
                 continue  # a blank line
             if header is None:
                 header = row
-                _require_columns(path, header)
+                _require_columns(path, header, cols)
                 continue
             if len(row) != len(header):
                 raise DataError(
@@ -177,66 +210,104 @@ def _read_csv(path: Path) -> list[tuple[str, dict]]:
     return rows
 
 
-def _read_parquet(path: Path) -> list[dict]:
+def _read_parquet(path: Path) -> pa.Table:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        return pq.read_table(path)
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is a user error here
         raise DataError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from None
-    _require_columns(path, table.column_names)
-    for name in FIELDS:
-        if name in table.column_names and not _string_column(table.schema.field(name).type):
+
+
+def _from_table(
+    label: object, table: pa.Table, cols: Columns, dataset: bool = False, row_ids: bool = False
+) -> list[Example]:
+    """The examples of a Parquet file's or a ``datasets`` source's rows (``label: row N``).
+    ``dataset``: ids of any type go through ``str()``; with ``row_ids`` too, a table without
+    the id column gets ``str(row index)`` ids (a training set)."""
+    names = table.column_names
+    from_rows = dataset and row_ids and cols.id not in names
+    _require_columns(label, names, cols, need_id=not from_rows)
+    typed = (cols.prompt, cols.response) if dataset else (cols.id, cols.prompt, cols.response)
+    for name in typed:
+        if name in names and not _string_column(table.schema.field(name).type):
             kind = table.schema.field(name).type
-            raise DataError(f"{path}: column '{name}' has type {kind}, expected string")
+            raise DataError(f"{label}: column '{name}' has type {kind}, expected string")
     try:
         records = table.to_pylist()
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from None
-    # a null is a missing field
-    return [{k: v for k, v in r.items() if v is not None} for r in records]
+        what = "a datasets source" if dataset else "Parquet"
+        raise DataError(f"{label}: cannot read as {what} ({str(exc).splitlines()[0]})") from None
+    examples = []
+    for i, r in enumerate(records):
+        record = {k: v for k, v in r.items() if v is not None}  # a null is a missing field
+        if from_rows:
+            record[cols.id] = str(i)
+        ex = _from_record(record, f"{label}: row {i + 1}", cols, str_ids=dataset)
+        examples.append(dataclasses.replace(ex, id_from_row=True) if from_rows else ex)
+    return examples
 
 
-def _require_columns(path: Path, columns) -> None:
+def _require_columns(path: object, columns, cols: Columns, need_id: bool = True) -> None:
     columns = [str(c) for c in columns]
-    needed = ("id",) if "messages" in columns else FIELDS
-    for name in needed:
+    chat = any(c in columns for c in cols.chat())
+    needed = [f for f in FIELDS if (need_id if f == "id" else not chat)]
+    for field_name in needed:
+        name = getattr(cols, field_name)
         if name not in columns:
             have = show(", ".join(columns), 80)
-            raise DataError(f"{path}: missing column '{name}' (columns: {have})")
-    for name in (*FIELDS, "messages"):
+            hint = f"from {cols.flag} {field_name}={name}"
+            if name == field_name:
+                hint = f"name another with {cols.flag} {field_name}=COLUMN"
+            raise DataError(f"{path}: missing column '{name}' (columns: {have}); {hint}")
+    for name in (cols.id, cols.prompt, cols.response, *cols.chat()):
         if columns.count(name) > 1:
             raise DataError(f"{path}: column '{name}' appears {columns.count(name)} times")
 
 
-def load_examples(path: str | Path) -> list[Example]:
-    """Read a dataset file (``.jsonl``/``.json``, ``.csv``, ``.parquet``) into Examples.
-
-    Raises DataError (one line) naming the file, the line (CSV, JSONL) or row (Parquet) and the
-    field for any malformed input."""
-    path = Path(path)
-    try:
-        exists, is_dir = path.exists(), path.is_dir()
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{show(str(path))}: cannot open ({exc})") from None
-    if not exists:
-        raise DataError(f"{path}: file not found")
-    if is_dir:
-        raise DataError(f"{path}: is a folder, expected a .jsonl, .csv or .parquet file")
+def _read_file(path: Path, cols: Columns, row_ids: bool) -> list[Example]:
+    """The examples of a file or folder that exists, by its kind."""
+    if is_dataset(path):
+        return _from_table(path, read_dataset(path), cols, dataset=True, row_ids=row_ids)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        examples = _read_jsonl(path)
-    elif suffix == ".csv":
-        examples = [_from_record(r, where) for where, r in _read_csv(path)]
-    elif suffix == ".parquet":
-        records = _read_parquet(path)
-        examples = [_from_record(r, f"{path}: row {i + 1}") for i, r in enumerate(records)]
+        return _read_jsonl(path, cols)
+    if suffix == ".csv":
+        return [_from_record(r, where, cols) for where, r in _read_csv(path, cols)]
+    if suffix == ".parquet":
+        return _from_table(path, _read_parquet(path), cols)
+    raise DataError(
+        f"{path}: unknown file type {show(suffix)} (expected .jsonl, .csv, .parquet, .arrow, a "
+        "folder written by Dataset.save_to_disk or hf:NAME)"
+    )
+
+
+def load_examples(
+    path: str | Path, columns: Columns | None = None, row_ids: bool = False
+) -> list[Example]:
+    """Read a dataset file (``.jsonl``/``.json``, ``.csv``, ``.parquet``) or a ``datasets``
+    source (a ``save_to_disk`` folder, an ``.arrow`` file, ``hf:NAME[:CONFIG[:SPLIT]]``) into
+    Examples; ``columns``: the columns of the fields (default: their own names). A ``datasets``
+    source's ids of any type go through ``str()``; with ``row_ids`` (a training set), one
+    without an id column gets ``str(row index)`` ids.
+
+    Raises DataError (one line) naming the file, the line (CSV, JSONL) or row (Parquet,
+    ``datasets``) and the field for any malformed input."""
+    cols = columns or OWN_NAMES
+    if str(path).startswith(HF_PREFIX):
+        label = str(path)
+        examples = _from_table(label, read_dataset(label), cols, dataset=True, row_ids=row_ids)
     else:
-        raise DataError(
-            f"{path}: unknown file type {show(suffix)} (expected .jsonl, .csv, .parquet)"
-        )
+        path = label = Path(path)
+        try:
+            exists = path.exists()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{show(str(path))}: cannot open ({exc})") from None
+        if not exists:
+            raise DataError(f"{path}: file not found")
+        examples = _read_file(path, cols, row_ids)
     if not examples:
-        raise DataError(f"{path}: no examples (empty file)")
+        raise DataError(f"{label}: no examples (empty file)")
     seen: dict[str, Example] = {}
     for ex in examples:
         if ex.id in seen:

@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gradlens.data.examples import chat_prefix, load_examples
+from gradlens.data.sources import file_columns
 from gradlens.faults import fault_point
 from gradlens.files import (
     ProgressReporter,
@@ -26,7 +27,7 @@ def generate(opts: GenerateOptions) -> int:
     then the whole file is written beside ``opts.out`` and renamed into place, so ``opts.out``
     never holds a part of the set. Progress goes to ``<out>.progress.json`` until then.
     Returns the number of examples written."""
-    queries = load_examples(opts.queries)
+    queries = load_examples(opts.queries, file_columns(opts, "queries"))
     out = Path(opts.out)
     done, handle = open_partial(out)
     net, tokenizer = load_model(opts.model, device=opts.device)

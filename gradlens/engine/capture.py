@@ -97,6 +97,10 @@ class GradientEngine:
                 self._handles.append(mod.register_forward_hook(self._embedding_hook(idx)))
             else:
                 self._handles.append(mod.register_forward_hook(self._linear_hook(idx)))
+        if not any(modules[name] is input_emb for name in self._idx_of_module):
+            # No component reads the token ids (a LoRA adapter's matrices only): with every
+            # weight frozen, nothing above the embedding would need a gradient without this.
+            self._handles.append(input_emb.register_forward_hook(_needs_grad))
 
     # -- hooks -------------------------------------------------------------------------------
     def _linear_hook(self, idx: int):
@@ -269,6 +273,13 @@ class GradientEngine:
         if len(terms) > 1 and sum(t.numel for t in terms) >= comp.n_params:
             return (Dense(densify(tuple(terms), comp.shape)),)
         return tuple(terms)
+
+
+def _needs_grad(module, args, output):
+    """Forward hook: the embedding's output as a tensor that requires grad (under grad mode)."""
+    if torch.is_grad_enabled():
+        return output.detach().requires_grad_(True)
+    return None
 
 
 def _sketch_terms(sketch, terms: tuple[Term, ...]) -> torch.Tensor:

@@ -32,6 +32,7 @@ from gradlens.data.examples import (
     load_examples,
     tokenize_all,
 )
+from gradlens.data.sources import file_columns
 from gradlens.engine.capture import GradientEngine
 from gradlens.engine.costs import measure_uncached
 from gradlens.engine.distributed import DistContext, init_distributed
@@ -62,6 +63,7 @@ from gradlens.engine.schedule import (
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import ProgressReporter
+from gradlens.models.adapters import adapter_fingerprint, check_adapter_options
 from gradlens.models.loading import (
     Component,
     discover_components,
@@ -187,15 +189,16 @@ def validate_inputs(
     opts: ComputeOptions,
 ) -> tuple[list[Example], list[Example], list[tuple[str, float]], int | None]:
     """Every check that needs no model: the data files (file, line, field), query ids against
-    the training set, ``--project``, ``--index`` and ``--max-memory``. GradLensError with one
-    line otherwise. Returns (train, queries, projections, memory budget in bytes or None). The
-    dashboard runs this before it starts a job, so a browser user gets the CLI's messages. An
-    empty ``queries`` path (``gradlens index``) means no queries."""
+    the training set, ``--project``, ``--index``, ``--adapter`` and ``--max-memory``.
+    GradLensError with one line otherwise. Returns (train, queries, projections, memory budget
+    in bytes or None). The dashboard runs this before it starts a job, so a browser user gets
+    the CLI's messages. An empty ``queries`` path (``gradlens index``) means no queries."""
     proj_specs = parse_projections(opts.project)
     parse_index(opts.index)
+    check_adapter_options(opts.adapter, opts.adapter_merge)
     budget = parse_memory(opts.max_memory) if opts.max_memory else None
-    train = load_examples(opts.train)
-    queries = load_examples(opts.queries) if opts.queries else []
+    train = load_examples(opts.train, file_columns(opts, "train"), row_ids=True)
+    queries = load_examples(opts.queries, file_columns(opts, "queries")) if opts.queries else []
     if queries:
         check_queries(train, queries, opts.queries)
     check_database(opts.db)  # a foreign or other-version file: refused before anything starts
@@ -257,6 +260,13 @@ def _setup(job: _Job, net, tokenizer, train: list[Example], queries: list[Exampl
         train_hash=content_hash(train),
         queries_hash=content_hash(queries),
         projections=tuple(method_label(m, f) for m, f in job.projections),
+        adapter_hash=adapter_fingerprint(o.adapter) if o.adapter else None,
+    )
+    config = dataclasses.replace(  # how the files were read: stated, not in the key
+        config,
+        train_columns=file_columns(o, "train").mapped(),
+        query_columns=file_columns(o, "queries").mapped(),
+        train_ids="str(row index)" if train and train[0].id_from_row else None,
     )
     return _Setup(
         components=components,
@@ -369,7 +379,12 @@ def _compute_run(
 ) -> ComputeSummary | None:
     o = job.opts
     net, tokenizer = load_model(
-        o.model, device=job.device, trust_remote_code=o.trust_remote_code, dtype=o.dtype
+        o.model,
+        device=job.device,
+        trust_remote_code=o.trust_remote_code,
+        dtype=o.dtype,
+        adapter=o.adapter,
+        adapter_merge=o.adapter_merge,
     )
     fault_point("compute.model")
     setup = _setup(job, net, tokenizer, train, queries)

@@ -36,12 +36,15 @@ _DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 
 
 def run_model(config: dict, device: str = "cpu", trust_remote_code: bool = False):
-    """(net, tokenizer) of the run whose stored config is ``config``, in the run's dtype."""
+    """(net, tokenizer) of the run whose stored config is ``config``, in the run's dtype, with
+    the run's adapter (merged or not) where it had one."""
     return load_model(
         config["model"],
         device=device,
         trust_remote_code=trust_remote_code,
         dtype=config.get("dtype", "float32"),
+        adapter=config.get("adapter"),
+        adapter_merge=bool(config.get("adapter_merge", False)),
     )
 
 

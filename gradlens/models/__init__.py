@@ -3,6 +3,7 @@
 - ``naming``: the one table of component kinds and their user-facing names (``L3.gate``).
 - ``loading``: offline loading (bundled SmolLM2, local folders, the hub cache; safetensors only)
   and component discovery.
+- ``adapters``: LoRA adapters (``peft``) checked, hashed and put on a model, merged or not.
 - ``surgery``: final norm, unembedding, MLP lookup, device, and the frozen-parameters context.
 - ``tokens``: the one token formatter (decoding one piece per id, visible whitespace).
 - ``info``: what the Model page shows of a model (its source, architecture summary, weight table).

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from gradlens.errors import GradLensError
-from gradlens.models.naming import MODEL_WIDE, block_of, kind_of_module, make_name
+from gradlens.models.adapters import apply_adapter, check_adapter_options, has_lora
+from gradlens.models.naming import MODEL_WIDE, block_of, kind_of_module, lora_part, make_name
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +171,23 @@ def resolve_model_dir(spec: str) -> Path | str:
 
 
 def load_model(
-    spec: str, device: str = "cpu", trust_remote_code: bool = False, dtype: str = "float32"
+    spec: str,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    adapter: str | None = None,
+    adapter_merge: bool = False,
 ) -> tuple[nn.Module, object]:
     """Load ``(model, tokenizer)`` offline, in eval mode, with eager attention.
 
     spec: ``smollm2`` (bundled SmolLM2-135M-Instruct; converted once and cached as safetensors
     under ``$GRADLENS_CACHE`` or ``~/.cache/gradlens``), a local HF folder, or a hub id already
-    in the local HF cache. device: ``cpu``, ``cuda`` or ``auto``.
+    in the local HF cache. device: ``cpu``, ``cuda`` or ``auto``. adapter: a LoRA adapter folder
+    put on the model (``gradlens.models.adapters.apply_adapter``; merged with ``adapter_merge``).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_adapter_options(adapter, adapter_merge)  # before the model loads
     device = resolve_device(device)
     source = resolve_model_dir(spec)
     t0 = time.perf_counter()
@@ -196,6 +204,8 @@ def load_model(
     except (OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GradLensError(f"cannot load model '{spec}': {msg}") from None
+    if adapter:
+        model = apply_adapter(model, adapter, adapter_merge)
     model.eval()
     model.to(device)
     log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
@@ -251,9 +261,10 @@ def discover_components(model: nn.Module) -> list[Component]:
 
     The input embedding is ``embed`` (when tied to the output projection it carries both
     gradients and is counted once); an untied output projection is ``lm_head``; GPT-2's learned
-    positions are ``pos_embed``. Names come from ``gradlens.models.naming`` (the table ``gradlens
-    import`` uses too). Raises GradLensError naming the parameter and model class for a 2-D weight
-    it cannot map.
+    positions are ``pos_embed``. With an unmerged LoRA adapter (``load_model(adapter=...)``) the
+    components are the adapter's matrices only (``L3.q.lora_A``, ``L3.q.lora_B``). Names come
+    from ``gradlens.models.naming`` (the table ``gradlens import`` uses too). Raises
+    GradLensError naming the parameter and model class for a 2-D weight it cannot map.
     """
     config = getattr(model, "config", None)
     encoder_blocks = (
@@ -266,11 +277,14 @@ def discover_components(model: nn.Module) -> list[Component]:
     components: list[Component] = []
     seen: set[int] = set()
     cls = type(model).__name__
+    adapter = has_lora(model)
     for full_name, param in model.named_parameters():
         if param.dim() != 2 or id(param) in seen:
             continue
         seen.add(id(param))
         mname, module = module_of[id(param)]
+        if adapter and lora_part(mname) is None:
+            continue  # with an unmerged adapter, its matrices are the components
         comp = _component_of(full_name, param, mname, module, model, encoder_blocks)
         if comp is None:
             raise GradLensError(

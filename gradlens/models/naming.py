@@ -7,6 +7,8 @@ model-wide matrices (layer None; BERT adds ``type_embed`` and ``head_dense``, th
 its masked-LM head). Encoder-decoder models (T5 family) prefix the stack and keep
 cross-attention apart: ``enc.L2.q``, ``dec.L2.q`` (decoder self-attention), ``dec.L2.xq``
 (cross-attention query); T5's relative-position table (block 0 of each stack) is ``rel_bias``.
+A LoRA adapter's matrices (``peft``: ``q_proj.lora_A.default``) are kinds of their own, placed
+after their base kind: ``L3.q.lora_A``, ``L3.q.lora_B``.
 So that ``(layer, kind)`` stays unique within a model, ``layer`` is the depth index: encoder
 blocks ``0..E-1``, then decoder blocks ``E..E+D-1`` (``dec.L2`` of a 6-block encoder has layer
 8); see docs/design.md. BERT-style encoders keep the ``enc.`` prefix of their ``encoder`` stack.
@@ -17,8 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-#: Every component kind, in the column order of tables and figures.
-KINDS: tuple[str, ...] = (
+#: The matrices of a LoRA adapter on a base matrix (``x -> B A x``), as ``peft`` names them.
+LORA_PARTS: tuple[str, ...] = ("lora_A", "lora_B")
+
+#: The kinds of a model's own matrices, in the column order of tables and figures.
+BASE_KINDS: tuple[str, ...] = (
     "embed",
     "pos_embed",
     "type_embed",
@@ -40,10 +45,24 @@ KINDS: tuple[str, ...] = (
     "head_dense",
     "lm_head",
 )
+
+
+def lora_kinds(kind: str) -> tuple[str, ...]:
+    """The kinds of a LoRA adapter's matrices on a base ``kind``: ``q`` -> ``q.lora_A``, ..."""
+    return tuple(f"{kind}.{part}" for part in LORA_PARTS)
+
+
+#: Every component kind, in the column order of tables and figures (LoRA kinds after their base).
+KINDS: tuple[str, ...] = tuple(k for base in BASE_KINDS for k in (base, *lora_kinds(base)))
+_BASE_MODEL_WIDE = ("embed", "pos_embed", "type_embed", "head_dense", "lm_head")
 #: Kinds that belong to the whole model rather than to one block.
-MODEL_WIDE: tuple[str, ...] = ("embed", "pos_embed", "type_embed", "head_dense", "lm_head")
+MODEL_WIDE: tuple[str, ...] = tuple(
+    k for base in _BASE_MODEL_WIDE for k in (base, *lora_kinds(base))
+)
 #: Kinds of the first MLP matrix (the backward lens's "imprint" input), by family.
 FIRST_MLP_KINDS: tuple[str, ...] = ("up", "fc_in")
+#: Kinds of the MLP's last matrix (the output whose gradient the backward lens reads).
+LAST_MLP_KINDS: tuple[str, ...] = ("down", "fc_out")
 
 # Last dotted parts of a module name -> kind; the longest matching suffix wins.
 KIND_BY_SUFFIX: dict[str, str] = {
@@ -114,7 +133,9 @@ _MODEL_WIDE_BY_NAME: dict[str, str] = {
 
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")
 _STACK_RE = re.compile(r"(?:^|\.)(encoder|decoder)\.")
-_USER_RE = re.compile(r"^(?:(enc|dec)\.)?L(\d+)\.([a-z_]+)$")
+_USER_RE = re.compile(r"^(?:(enc|dec)\.)?L(\d+)\.([a-z_]+(?:\.lora_[AB])?)$")
+# A LoRA matrix's module: the base module, the part, the adapter's name (``peft``'s layout).
+_LORA_RE = re.compile(r"^(.+)\.(lora_A|lora_B)\.[^.]+$")
 
 
 @dataclass(frozen=True)
@@ -132,9 +153,21 @@ class ComponentName:
     block: int | None = None
 
 
+def lora_part(module_name: str) -> tuple[str, str] | None:
+    """``(base module, part)`` of a LoRA matrix's module (``...q_proj.lora_A.default`` ->
+    ``("...q_proj", "lora_A")``), else None."""
+    match = _LORA_RE.match(module_name)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def kind_of_module(module_name: str) -> str | None:
-    """Kind of the weight owned by ``module_name`` (``model.layers.3.mlp.up_proj`` -> ``up``), or
-    None if no known suffix or model-wide name matches."""
+    """Kind of the weight owned by ``module_name`` (``model.layers.3.mlp.up_proj`` -> ``up``,
+    ``...q_proj.lora_A.default`` -> ``q.lora_A``), or None if no known suffix or model-wide
+    name matches."""
+    lora = lora_part(module_name)
+    if lora is not None:
+        base = kind_of_module(lora[0])
+        return f"{base}.{lora[1]}" if base is not None else None
     last = module_name.rsplit(".", 1)[-1]
     if last in _MODEL_WIDE_BY_NAME:
         return _MODEL_WIDE_BY_NAME[last]

@@ -82,6 +82,7 @@ def index_hint(row: dict, db: str) -> str:
             if k in config
         },
         **({"system_prompt": config["system_prompt"]} if "system_prompt" in config else {}),
+        **{k: config[k] for k in ("train_columns", "query_columns") if config.get(k)},
         project=",".join(config.get("projections") or ()) or None,
         seed=config.get("seed", 0),
         index=SUGGESTED_INDEX,

@@ -10,7 +10,7 @@ import pytest
 from gradlens.data.examples import IGNORE_INDEX, load_examples, tokenize_example
 from gradlens.models.loading import discover_components, load_model
 from tests.conftest import DEMO, REPO
-from tests.helpers import synthetic_selected_db
+from tests.helpers import save_lora_adapter, synthetic_selected_db
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -137,3 +137,36 @@ def test_empty_hub_id_and_a_typed_example(page, tiny_model_dir):
     assert list(tokens["token_id"]) == ids.tolist()
     assert list(tokens["loss"]) == (labels != IGNORE_INDEX).tolist()
     assert any("max_length cut" in t.value for t in at.text)
+
+
+def test_an_adapter_shows_its_components(page, tiny_model_dir, tmp_path):
+    """A LoRA adapter on the tiny Llama: the adapter's matrices are the components (the base's
+    left out); merged, the model's own components again."""
+    pytest.importorskip("peft")
+    adapter = save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    at = page
+    at.text_input(key="model_adapter").input(str(adapter))
+    at = load_folder(at, tiny_model_dir)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["model_adapter_dir"] == str(adapter.resolve())
+    model, _ = load_model(str(tiny_model_dir), adapter=str(adapter))
+    comps = discover_components(model)
+    shown = frame_with(at, "component")
+    assert list(shown["component"]) == [c.name for c in comps]
+    assert list(shown["n_params"]) == [c.n_params for c in comps]
+    assert list(shown["kind"]) == [c.kind for c in comps] and len(comps) == 2 * 7 * 2
+    assert "L0.q.lora_A" in set(shown["component"]) and "L0.q" not in set(shown["component"])
+    # the lens pages compute with the merged model (and say so)
+    at.switch_page("views/backward_lens.py").run()
+    assert not at.exception
+    (line,) = [c.value for c in at.caption if c.value.startswith("Model:")]
+    assert "adapter" in line and line.endswith("(merged\\) (change it on the Model page).")
+
+    at.switch_page(PAGE).run()
+    at.checkbox(key="model_adapter_merge").check()
+    at.button(key="model_load").click()
+    at = at.run()
+    assert not at.exception and not at.error
+    assert at.session_state["model_adapter_merged"] is True
+    assert len(frame_with(at, "component")) == 1 + 7 * 2

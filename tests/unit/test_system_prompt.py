@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from gradlens.config import CONFIG_VERSION, ComputeConfig
+from gradlens.config import CONFIG_VERSION, DATA_READING, ComputeConfig
 from gradlens.data.examples import Example, chat_prefix, render_chat, tokenize_example
 from gradlens.engine.job import compute
 from gradlens.errors import DataError
@@ -83,7 +83,10 @@ def test_run_key_changes_only_away_from_default():
     keys = {s: _config(s).key() for s in ("default", "none", "Be brief.", "be brief.")}
     assert len(set(keys.values())) == 4
     fields = dataclasses.asdict(_config("default"))
-    for name in ("train_path", "queries_path", "system_prompt"):
+    # (and without the adapter's fields, which a run without an adapter does not store)
+    adapter = ("adapter", "adapter_hash", "adapter_merge")
+    # nor how the data files were read (never in the key)
+    for name in ("train_path", "queries_path", "system_prompt", *adapter, *DATA_READING):
         fields.pop(name)
     fields["version"] = CONFIG_VERSION
     blob = json.dumps(fields, sort_keys=True, default=list).encode()

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from gradlens.data.examples import Example, load_examples
 from gradlens.data.paraphrase.checks import check_paraphrase
 from gradlens.data.paraphrase.endpoint import Endpoint, api_key_from_env
+from gradlens.data.sources import file_columns
 from gradlens.errors import GradLensError
 from gradlens.files import (
     ProgressReporter,
@@ -126,7 +127,7 @@ def paraphrase(opts: ParaphraseOptions) -> ParaphraseSummary:
     written. Errors (unreachable endpoint, a refused request, HTTP errors that outlast the
     retries) are one-line GradLensErrors; what was finished stays in the partial file."""
     started = time.monotonic()
-    examples = load_examples(opts.train)
+    examples = load_examples(opts.train, file_columns(opts, "train"), row_ids=True)
     out = Path(opts.out)
     if out.resolve() == Path(opts.train).resolve():
         raise GradLensError(f"--out {out} is the training set itself; name another file")
