@@ -136,6 +136,11 @@ def _runs(opts: RunsOptions) -> int:
 
 
 def _export(opts: ExportOptions) -> int:
+    if opts.modules:
+        from gradlens.runs.services import export_modules
+
+        print(" ".join(export_modules(opts.db, opts.run, opts.subset, opts.greedy)))
+        return 0
     from gradlens.store.database import Store
 
     with Store(opts.db, read_only=True) as store:
@@ -150,6 +155,13 @@ def _import(opts: ImportOptions) -> int:
         from gradlens.store.restore import restore_run
 
         print(restore_run(opts.db, opts.folder).line())
+        return 0
+    if opts.bergson_train is not None:
+        from gradlens.runs.services import import_bergson
+
+        b = None if opts.all_pairs else (opts.candidates or 5)
+        args = (opts.db, opts.run, opts.bergson_train, opts.bergson_queries, b, opts.columns)
+        print(import_bergson(*args).line())
         return 0
     from gradlens.runs.services import import_run
 

@@ -379,7 +379,30 @@ class ExportOptions(_Validated):
 
     db: str = option(help="DuckDB file")
     run: str = option(help="run name or id")
-    out: str = option(help="output folder")
+    out: str | None = option(None, help="output folder (every table)")
+    modules: bool = option(
+        False,
+        help="print the modules of --subset or --greedy as bergson names them, for its --modules",
+    )
+    subset: str | None = option(
+        None, help="with --modules: components NAME,NAME...", metavar="NAME,NAME..."
+    )
+    greedy: int | None = option(
+        None, help="with --modules: the first K components of the greedy curve", minimum=1
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.modules:
+            if self.subset is not None or self.greedy is not None:
+                raise GradLensError("--subset and --greedy go with --modules")
+            if self.out is None:
+                raise GradLensError("export needs --out DIR (or --modules)")
+            return
+        if self.out is not None:
+            raise GradLensError("--modules prints a module list: drop --out")
+        if (self.subset is None) == (self.greedy is None):
+            raise GradLensError("--modules needs either --subset NAMES or --greedy K")
 
 
 @dataclass(frozen=True)
@@ -401,10 +424,30 @@ class ImportOptions(_Validated):
     filter: tuple[str, ...] = option(
         help="keep rows whose column COL equals VALUE", metavar="COL=VALUE", repeat=True
     )
+    bergson_train: str | None = option(
+        None,
+        help="a bergson gradient store of the training set (info.json, gradients.bin and data.hf "
+        "with its id and text columns: bergson build --drop_columns False)",
+        metavar="DIR",
+    )
+    bergson_queries: str | None = option(
+        None,
+        help="the bergson gradient store of the queries (ids name their originals)",
+        metavar="DIR",
+    )
+    candidates: int | None = option(
+        None, help="BM25 candidates b per query of a bergson import (default 5)", minimum=1
+    )
+    all_pairs: bool = option(
+        False, help="bergson import: every (query, training example) pair instead of BM25's"
+    )
+    columns: str | None = columns_option("both bergson stores' datasets")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         flags = {f.name: _flag(f) for f in dataclasses.fields(self)}
+        if self._bergson(flags):
+            return
         long_tables = ("run", "dots", "norms", "n_params", "filter")
         if self.folder is not None:
             given = [flags[n] for n in long_tables if getattr(self, n)]
@@ -420,6 +463,31 @@ class ImportOptions(_Validated):
                     f"import needs {flags['folder']} DIR or --run NAME --dots F --norms F "
                     f"(missing: {', '.join(missing)})"
                 )
+
+    def _bergson(self, flags: dict[str, str]) -> bool:
+        """True for an import of two bergson stores (checked); False for the other imports."""
+        own = ("bergson_train", "bergson_queries", "candidates", "all_pairs", "columns")
+        if self.bergson_train is None and self.bergson_queries is None:
+            given = [flags[n] for n in own if getattr(self, n)]
+            if given:
+                raise GradLensError(
+                    f"{', '.join(given)} go with --bergson-train DIR --bergson-queries DIR"
+                )
+            return False
+        tables = ("folder", "dots", "norms", "n_params", "filter")
+        given = [flags[n] for n in tables if getattr(self, n)]
+        if given:
+            raise GradLensError(f"a bergson import takes no {', '.join(given)}")
+        need = ("run", "bergson_train", "bergson_queries")
+        missing = [flags[n] for n in need if getattr(self, n) is None]
+        if missing:
+            raise GradLensError(
+                "a bergson import needs --run NAME --bergson-train DIR --bergson-queries DIR "
+                f"(missing: {', '.join(missing)})"
+            )
+        if self.candidates is not None and self.all_pairs:
+            raise GradLensError("--candidates and --all-pairs exclude each other")
+        return True
 
 
 @dataclass(frozen=True)

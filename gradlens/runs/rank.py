@@ -45,6 +45,7 @@ __all__ = [
     "Ranking",
     "RankSource",
     "both_views",
+    "check_free_text",
     "full_set_curve",
     "full_set_inputs",
     "full_set_lines",
@@ -377,6 +378,16 @@ def rank_query(source: RankSource, query_id: str, subset: Sequence[int] | None, 
     return rank_vectors(source, vectors, subset, top, (query_id, prompt, response, False))
 
 
+def check_free_text(source: RankSource) -> None:
+    """GradLensError for a run imported from bergson: its vectors are bergson's, which GradLens
+    cannot compute for new text (it cannot reproduce bergson's projection)."""
+    if source.config.get("source") == "bergson":
+        raise GradLensError(
+            f"run '{source.name}' was imported from bergson: GradLens cannot compute its "
+            f"{source.method} vectors for free text; rank a stored query (--query-id)"
+        )
+
+
 def rank_text(
     source: RankSource,
     model,
@@ -390,6 +401,7 @@ def rank_text(
     forward+backward); ``generated``: the model wrote ``response``."""
     from gradlens.engine.query_vectors import text_vectors
 
+    check_free_text(source)
     net, tokenizer = model
     vectors = text_vectors(net, tokenizer, source.config, source.method, prompt, response)
     return rank_vectors(source, vectors, subset, top, (None, prompt, response, generated))
@@ -406,6 +418,7 @@ def rank(opts: RankOptions) -> Ranking:
         return rank_query(source, opts.query_id, subset, opts.top)
     from gradlens.engine.query_vectors import complete, run_model
 
+    check_free_text(source)
     model = run_model(source.config, opts.device, opts.trust_remote_code)
     response = opts.response
     if opts.generate:

@@ -1,5 +1,6 @@
-"""Services that write runs (besides ``compute``): import long tables, ``select`` (headline and
-greedy curves stored with the run). Reading goes through ``gradlens.runs.read``."""
+"""Services that write runs (besides ``compute``): import long tables or bergson's gradient
+stores, ``select`` (headline and greedy curves stored with the run); ``export --modules``.
+Reading goes through ``gradlens.runs.read``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gradlens.data.sources import parse_columns
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import file_digest
@@ -30,12 +32,21 @@ from gradlens.selection import (
 )
 from gradlens.selection.fullset import FULL_SET_OBJECTIVE, full_set_headline
 from gradlens.store.arrays import RunArrays
-from gradlens.store.connect import write_store
+from gradlens.store.bergson import (
+    bergson_tables,
+    module_names,
+    read_bergson_store,
+    store_digest,
+    write_index,
+)
+from gradlens.store.connect import read_store, write_store
 from gradlens.store.database import Store
 from gradlens.store.importer import read_long_tables
 
 __all__ = [
     "ImportSummary",
+    "export_modules",
+    "import_bergson",
     "SelectResult",
     "headline_of",
     "import_run",
@@ -105,7 +116,6 @@ def import_run(
         "filters": parsed,
         "digest": [file_digest(p) for p in (dots_path, norms_path, n_params_path)],
     }
-    run_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     queries = pd.unique(tables.candidates["query_id"])
     train = pd.unique(tables.candidates["candidate_id"])
     examples = pd.concat(
@@ -114,6 +124,16 @@ def import_run(
             pd.DataFrame({"split": "train", "example_id": train}),
         ]
     )
+    return _write_import(db, name, config, tables, examples, shape, t0)
+
+
+def _write_import(
+    db: str, name: str, config: dict, tables, examples: pd.DataFrame, shape, t0: float, also=None
+) -> ImportSummary:
+    """Write imported tables as a complete run (id: the hash of ``config``) in one transaction:
+    the database shows the whole run, complete, or nothing of it. ``also(store, run_id)``
+    writes more of the run inside that transaction."""
+    run_id = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     with write_store(db) as store, store.transaction():
         row = store.run(run_id)
         if row is not None and row["status"] == "complete":
@@ -126,9 +146,87 @@ def import_run(
         store.insert("dots", run_id, tables.dots)
         fault_point("import.write")
         store.insert("norms", run_id, tables.norms)
+        if also is not None:
+            also(store, run_id)
         seconds = time.perf_counter() - t0
         store.mark_complete(run_id, {"seconds": seconds, "imported": True})
     return ImportSummary(name, run_id, db, shape, len(tables.dots), seconds)
+
+
+def import_bergson(
+    db: str,
+    name: str,
+    train_dir: str,
+    queries_dir: str,
+    candidates: int | None = 5,
+    columns: str | None = None,
+) -> ImportSummary:
+    """Import two bergson gradient stores (``gradlens.store.bergson``) as a complete run named
+    ``name``: dots of BM25's ``candidates`` pairs per query, or of every pair (``None``), and
+    every example's squared norms, under the stores' method (``exact`` or ``bergson:...``)."""
+    t0 = time.perf_counter()
+    cols = parse_columns(columns, "--columns")
+    train = read_bergson_store(train_dir, cols, train=True)
+    queries = read_bergson_store(queries_dir, cols, train=False)
+    tables = bergson_tables(train, queries, candidates)
+    try:
+        shape = tables.to_arrays(train.method).shape
+    except ValueError as exc:
+        raise GradLensError(f"{queries_dir}: {exc}") from None
+    config = {
+        "source": "bergson",
+        "bergson_train": str(train_dir),
+        "bergson_queries": str(queries_dir),
+        "candidates": candidates,  # None: every pair
+        "method": train.method,
+        "bergson": train.settings,
+        "digest": store_digest(train) + store_digest(queries),
+    }
+    examples = pd.DataFrame(
+        [
+            (split, ex.id, ex.prompt, ex.response)
+            for split, store in (("query", queries), ("train", train))
+            for ex in store.examples
+        ],
+        columns=["split", "example_id", "prompt", "response"],
+    )
+    index = None
+    if train.method != "exact":  # a projection GradLens cannot redo: the stored vectors serve
+
+        def index(store: Store, run_id: str) -> None:
+            write_index(db, store, run_id, train, queries)
+
+    return _write_import(db, name, config, tables, examples, shape, t0, index)
+
+
+def export_modules(db: str, run: str, subset: str | None, greedy: int | None) -> list[str]:
+    """The module names (as bergson names them) of a subset of the run's components: the named
+    ``subset`` (``NAME,NAME...``) or the first ``greedy`` components of its greedy curve
+    (accuracy objective, the run's first method: the stored curve, else computed now)."""
+    with read_store(db) as store:
+        run_id = store.resolve(run)["run_id"]
+        components = store.frame("components", run_id).sort_values("component_idx")
+        if subset is not None:
+            names = [n.strip() for n in subset.split(",") if n.strip()]
+            if not names:
+                raise GradLensError("--subset: expected NAME,NAME... (e.g. L3.up,L5.down)")
+            return module_names(components, names)
+        if greedy > len(components):
+            raise GradLensError(f"--greedy {greedy}: the run has {len(components)} components")
+        method = store.methods(run_id)[0]
+        curve = (
+            store.frame("selection_curves", run_id, method)
+            if store.has_table("selection_curves")
+            else pd.DataFrame(columns=["objective", "step", "component"])
+        )
+        curve = curve[curve["objective"] == "accuracy"].sort_values("step")
+        if len(curve) >= greedy:
+            names = list(curve["component"][:greedy])
+        else:
+            arrays = arrays_of(store, run_id, method)
+            steps = greedy_select(*arrays.core, n_params=arrays.known_n_params, valid=arrays.valid)
+            names = [arrays.names[s.component_idx] for s in steps[:greedy]]
+    return module_names(components, names)
 
 
 def run_headline(exact: RunArrays, *args, **settings) -> pd.DataFrame:
@@ -326,6 +424,11 @@ def select_run(opts: SelectOptions) -> SelectResult:
         raise GradLensError(
             f"run '{row['name']}' has no queries (a training set indexed on its own): nothing "
             "to select; use gradlens rank"
+        )
+    if "exact" not in arrays:
+        raise GradLensError(
+            f"run '{row['name']}' holds {', '.join(arrays)} dots only (a projected bergson "
+            "store): select needs exact ones (bergson build with --projection_dim 0)"
         )
     methods, exact = tuple(arrays), arrays["exact"]
     shape, head, curves, timings = _computed(opts, arrays)

@@ -6,4 +6,6 @@
 - ``arrays``: ``RunArrays``, the in-memory form of one stored run.
 - ``importer``: long tables of dot products into arrays.
 - ``restore``: ``import --from`` of an exported run.
+- ``bergson``: gradient stores written by bergson (``import --bergson-train``), and the
+  module names ``export --modules`` prints.
 """
