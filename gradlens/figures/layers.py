@@ -176,12 +176,12 @@ def layer_kind_grid(
     finish(fig, title, height=int(n_rows * cell + 140))
     # the notes go under the grid: the kind labels (top) may need the room above it
     note = _grid_note(chance, full, (lo, hi), shared=color_range is not None)
-    if cells is not None:
-        note += f" · {int(cells.distinct.sum())} of {k} differ from the full gradient"
+    if cells is not None:  # a line of its own: a half-width grid cannot hold both
+        note += f"<br>{int(cells.distinct.sum())} of {k} differ from the full gradient"
     note_below(fig, note)
     fig.update_layout(
         title={"y": 1.0, "yref": "container", "yanchor": "top", "pad": {"t": 12}},
-        margin={"l": 60, "r": 20, "t": 90, "b": 36},
+        margin={"l": 60, "r": 20, "t": 90, "b": 52 if cells is not None else 36},
         clickmode="event+select",
         dragmode=False,
     )

@@ -194,7 +194,7 @@ def test_grid_hover_gives_each_cells_intervals_and_the_veil_covers_the_others():
     assert "[-0.020, +0.030]" in hover[2] and "not distinguishable" in hover[2]
     assert "better" in hover[0]
     assert "worse" in hover[1] and "worse" in hover[3]
-    assert plain.layout.annotations[0].text.endswith(" · 4 of 6 differ from the full gradient")
+    assert plain.layout.annotations[0].text.endswith("<br>4 of 6 differ from the full gradient")
     veil = grid(cells=cells, fade=True).data[1]
     faded = [c for c in range(len(NAMES)) if not cells.distinct[c]]
     assert faded == [2, 4]
