@@ -2,6 +2,7 @@
 
 - ``database``: the schema, the ``Store`` write side, export.
 - ``connect``: short-lived connections, retried while another process holds the file.
+- ``score_kernel``: the numba kernel that scores one query against a float16 index.
 - ``workfile``: a compute job's own work file, its lock, progress and publish.
 - ``arrays``: ``RunArrays``, the in-memory form of one stored run.
 - ``importer``: long tables of dot products into arrays.

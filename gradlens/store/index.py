@@ -48,6 +48,7 @@ import pandas as pd
 from gradlens.errors import GradLensError
 from gradlens.faults import fault_point
 from gradlens.files import file_digest, replace_folder, write_atomically
+from gradlens.store import score_kernel
 from gradlens.store.connect import read_store
 
 __all__ = [
@@ -504,10 +505,9 @@ class RunIndex:
         every component the method holds): Σ_S <q_c, t_c> / (sqrt(Σ_S |q_c|² Σ_S |t_c|²) + ε),
         streamed over row chunks of about ``chunk_bytes`` of each memory-mapped component file
         (products in float32 by torch, which reads a skinny matrix several times faster than
-        numpy's matmul; float16 chunks converted into one reused float32 buffer; sums over
-        components in float64)."""
-        import torch
-
+        numpy's matmul; sums over components in float64). A float16 index is read by the numba
+        kernel of ``score_kernel`` (all components of a block of rows at a time), else its
+        chunks are converted into one reused float32 buffer."""
         positions = self.positions(subset)
         query = tuple(np.asarray(v, dtype=np.float32).reshape(-1) for v in query_vectors)
         if len(query) != len(self.info.components):
@@ -515,12 +515,33 @@ class RunIndex:
         q_sq = float(sum(np.dot(query[k].astype(np.float64), query[k]) for k in positions))
         n, pos = self.info.n_train, list(positions)
         dots, t_sq = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.float64)
-        everything = pos == list(range(len(self.info.components)))
-        scaled = self.info.dtype == "float16"
         names = [_component_file("train", self.info.components[k]) for k in pos]
         width = max(self.info.dims[k] for k in pos) * np.dtype(self.info.dtype).itemsize
         chunk = max(1, chunk_bytes // width)
-        qs = [torch.from_numpy(query[k]) for k in pos]
+        if self.info.dtype == "float16" and score_kernel.available():
+            self._half_dots(names, pos, [query[k] for k in pos], chunk, dots, t_sq)
+        else:
+            self._torch_dots(names, pos, [query[k] for k in pos], chunk, dots, t_sq)
+        cosine = dots / (np.sqrt(q_sq * t_sq) + EPS)
+        subset_idx = tuple(self.info.components[k] for k in positions)
+        return FullSetScores(cosine, subset_idx, q_sq, t_sq, self, query, positions)
+
+    def _torch_dots(
+        self,
+        names: Sequence[str],
+        pos: Sequence[int],
+        query: Sequence[np.ndarray],
+        chunk: int,
+        dots: np.ndarray,
+        t_sq: np.ndarray,
+    ) -> None:
+        """Fill ``dots`` and ``t_sq`` [n_train] by torch, ``chunk`` rows of one file at a time
+        (the subset's files ``names``, ``pos`` in ``info.components``)."""
+        import torch
+
+        everything = list(pos) == list(range(len(self.info.components)))
+        scaled = self.info.dtype == "float16"
+        qs = [torch.tensor(q) for q in query]  # a copy: the vectors may be read-only maps
         buffer = torch.empty(chunk * max(self.info.dims[k] for k in pos)) if scaled else None
         for rows in self._chunks(chunk):
             block_sq = self._mapped_rows("train/sqnorms.npy", rows)
@@ -533,9 +554,24 @@ class RunIndex:
                     t = buffer[: t.numel()].view(t.shape).copy_(t)
                 part = torch.mv(t, qs[j]).numpy()
                 acc += np.sqrt(block_sq[:, j]) * part if scaled else part
-        cosine = dots / (np.sqrt(q_sq * t_sq) + EPS)
-        subset_idx = tuple(self.info.components[k] for k in positions)
-        return FullSetScores(cosine, subset_idx, q_sq, t_sq, self, query, positions)
+
+    def _half_dots(
+        self,
+        names: Sequence[str],
+        positions: Sequence[int],
+        query: Sequence[np.ndarray],
+        chunk: int,
+        dots: np.ndarray,
+        t_sq: np.ndarray,
+    ) -> None:
+        """Fill ``dots`` and ``t_sq`` [n_train] of a float16 index by the numba kernel
+        (``score_kernel.half_dots``), ``chunk`` rows of every file in ``names`` mapped at a
+        time (the subset's files, ``positions`` in ``info.components``)."""
+        for rows in self._chunks(chunk):
+            sq = self._mapped_rows("train/sqnorms.npy", rows)
+            blocks = [self._mapped_rows(name, rows) for name in names]
+            score_kernel.half_dots(blocks, query, sq, positions, dots[rows], t_sq[rows])
+            del blocks, sq
 
     def all_dots(
         self, query_rows: Sequence[int] | None = None, subset: Sequence[int] | None = None
