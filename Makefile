@@ -52,8 +52,8 @@ demo-compute: setup
 	$(BIN)/gradlens compute --model smollm2 --train data/demo/train.jsonl \
 		--queries data/demo/generated.jsonl --db $(COMPUTE_DB) --run model-generated \
 		--project sjlt:0.01 --index sjlt:d32
-	$(BIN)/gradlens select --db $(COMPUTE_DB) --run paraphrased
-	$(BIN)/gradlens select --db $(COMPUTE_DB) --run model-generated
+	$(BIN)/gradlens select --db $(COMPUTE_DB) --run paraphrased --full-set-greedy
+	$(BIN)/gradlens select --db $(COMPUTE_DB) --run model-generated --full-set-greedy
 	$(BIN)/gradlens export --db $(COMPUTE_DB) --run paraphrased --out $(DEMO_SHIPPED)/paraphrased
 	$(BIN)/gradlens export --db $(COMPUTE_DB) --run model-generated \
 		--out $(DEMO_SHIPPED)/model-generated
