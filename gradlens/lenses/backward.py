@@ -260,7 +260,8 @@ def backward_lens(
     ids, read_ids = lens_sequence(model, prompt_ids, target_ids, whole_target)
     n = len(read_ids)
     n_prompt = len(prompt_ids)
-    run = mlp_pass(model, ids, lambda t: target_loss(model, t, n_prompt, target_ids, whole_target))
+    options = {"whole_target": whole_target}
+    run = mlp_pass(model, ids, lambda t: target_loss(model, t, n_prompt, target_ids, **options))
     x, delta = run.x[:, :n], run.delta[:, :n]
     vjp_norm = delta.norm(dim=-1)  # [L, n]
     empty = vjp_norm == 0
@@ -449,15 +450,11 @@ def target_logits(
 
 
 def target_loss(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    n_prompt: int,
-    target_ids: list[int],
-    whole_target: bool = False,
+    model: nn.Module, input_ids: torch.Tensor, n_prompt: int, target_ids: list[int], **options
 ) -> torch.Tensor:
-    """Cross-entropy of the target's first token after the prompt, or with ``whole_target`` the
-    mean over the target's tokens (``target_logits``)."""
-    logits = target_logits(model, input_ids, n_prompt, target_ids, whole_target)
+    """Cross-entropy of the target's first token after the prompt, or with ``whole_target`` (in
+    ``options``) the mean over the target's tokens (``target_logits``)."""
+    logits = target_logits(model, input_ids, n_prompt, target_ids, **options)
     scored = torch.tensor(target_ids[: len(logits)], device=input_ids.device)
     return F.cross_entropy(logits, scored)
 
