@@ -554,6 +554,11 @@ class LensRanksOptions(_Validated):
         "chat template; the target's first token (with its leading space) is scored"
     )
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
+    adapter: str | None = option(
+        None,
+        help="a PEFT LoRA adapter folder, merged into --model (as on the lens pages)",
+        metavar="DIR",
+    )
     out: str | None = option(None, help="CSV: one row per (prompt, layer)")
     device: str = option("cpu", help="cpu | cuda | auto")
     trust_remote_code: bool = option(False, help="allow model code from disk")

@@ -225,7 +225,11 @@ def run_lens_ranks(opts: LensRanksOptions) -> pd.DataFrame:
     if out is not None and not out.parent.is_dir():
         raise GradLensError(f"--out: no folder {out.parent}")
     model, tokenizer = load_model(
-        opts.model, device=opts.device, trust_remote_code=opts.trust_remote_code
+        opts.model,
+        device=opts.device,
+        trust_remote_code=opts.trust_remote_code,
+        adapter=opts.adapter,
+        adapter_merge=opts.adapter is not None,
     )
     reporter = None
     if out is not None:

@@ -133,3 +133,20 @@ def test_the_shipped_demo_result_is_the_demo_prompts_as_the_code_computes_them()
         assert (rows[column] - now[column]).abs().max() <= 2, column
     # the CSV keeps 6 significant digits
     np.testing.assert_allclose(rows["target_cosine"], now["target_cosine"], rtol=1e-5, atol=1e-6)
+
+
+def test_lens_ranks_read_the_merged_adapter(tmp_path, tiny_model_dir, capsys):
+    """``--adapter``: the rows are those of the model with the adapter merged (as the pages)."""
+    from tests.helpers import save_lora_adapter
+
+    adapter = save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "ranks.csv"
+    write_jsonl(prompts, ROWS)
+    args = ["lens-ranks", "--model", str(tiny_model_dir), "--prompts", str(prompts)]
+    assert main([*args, "--adapter", str(adapter), "--out", str(out), "--no-progress"]) == 0
+    merged, tokenizer = load_model(str(tiny_model_dir), adapter=str(adapter), adapter_merge=True)
+    want = lens_ranks(merged, tokenizer, read_lens_prompts(prompts))
+    pd.testing.assert_frame_equal(read_lens_ranks(out), want, check_dtype=False, rtol=1e-5)
+    base, _ = load_model(str(tiny_model_dir))
+    plain = lens_ranks(base, tokenizer, read_lens_prompts(prompts))
+    assert not np.allclose(plain["target_cosine"], want["target_cosine"])  # the adapter counts
