@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from argparse import Namespace
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -47,14 +48,21 @@ async def one_of_each(base: str) -> None:
         await failure.close()
 
 
+def run_apart(coroutine):
+    """``asyncio.run`` in a thread of its own: Playwright's sync API (the other e2e tests'
+    session-wide browser) keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_a_step_and_a_failure_are_checked_in_the_reply(ws_base):
-    asyncio.run(one_of_each(ws_base))
+    run_apart(one_of_each(ws_base))
 
 
 def test_a_short_phase_reports_every_action(ws_base):
     args = Namespace(action_timeout=TIMEOUT_S, pace=0.1)
     kinds = ["greedy", "failure"]
-    setting = asyncio.run(phase(ws_base, RUN, kinds, args, 2, 0.0, "test"))
+    setting = run_apart(phase(ws_base, RUN, kinds, args, 2, 0.0, "test"))
     rec = json.loads(json.dumps(record(setting, setting.log, {"client": "ws"})))
     assert rec["errors"] == 0, rec["error_samples"]
     assert rec["actions"] == 4 and rec["greedy"]["n"] == 2 and rec["failure"]["n"] == 2
