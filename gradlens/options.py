@@ -554,15 +554,15 @@ class LensRanksOptions(_Validated):
         "chat template; the target's first token (with its leading space) is scored"
     )
     model: str = option("smollm2", help="smollm2 | local HF folder | cached hub id")
+    out: str | None = option(None, help="CSV: one row per (prompt, layer)")
+    device: str = option("cpu", help="cpu | cuda | auto")
+    trust_remote_code: bool = option(False, help="allow model code from disk")
+    no_progress: bool = option(False, help="no progress bar")
     adapter: str | None = option(
         None,
         help="a PEFT LoRA adapter folder, merged into --model (as on the lens pages)",
         metavar="DIR",
     )
-    out: str | None = option(None, help="CSV: one row per (prompt, layer)")
-    device: str = option("cpu", help="cpu | cuda | auto")
-    trust_remote_code: bool = option(False, help="allow model code from disk")
-    no_progress: bool = option(False, help="no progress bar")
 
 
 #: Command name -> its options dataclass (the CLI's subcommands, in help order).
