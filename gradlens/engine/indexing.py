@@ -34,13 +34,12 @@ from gradlens.store.database import Store
 from gradlens.store.index import (
     SPLITS,
     IndexWriter,
-    description_frames,
-    ensure_index_tables,
     has_index_tables,
     method_slug,
     open_index,
     publish_folder,
     read_description,
+    record_method,
     run_index_dir,
     work_index_dir,
 )
@@ -226,16 +225,9 @@ class IndexBuild:
         """Describe the moved folders in ``store`` (inside the caller's transaction): the
         methods' ``index_files`` rows, the run's ``index_rows`` and the training examples
         ``examples`` lacks (``example_frame``)."""
-        ensure_index_tables(store.con)
         con, run_id = store.con, self.run_id
         for label in self.labels:
-            files, rows = description_frames(
-                run_id, read_description(self._published(label)), self.row_ids
-            )
-            con.execute("DELETE FROM index_files WHERE run_id = ? AND method = ?", [run_id, label])
-            store.insert("index_files", run_id, files.drop(columns="run_id"))
-            con.execute("DELETE FROM index_rows WHERE run_id = ?", [run_id])
-            store.insert("index_rows", run_id, rows.drop(columns="run_id"))
+            record_method(store, run_id, read_description(self._published(label)), self.row_ids)
         fault_point("index.record")
         have = {r[0] for r in con.execute(
             "SELECT example_id FROM examples WHERE run_id = ? AND split = 'train'", [run_id]

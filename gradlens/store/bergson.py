@@ -360,10 +360,9 @@ def write_index(db: str | Path, store, run_id: str, train: BergsonStore, queries
     ``Store``, inside the caller's transaction), so stored queries rank against all N."""
     from gradlens.store.index import (
         IndexWriter,
-        description_frames,
-        ensure_index_tables,
         method_slug,
         publish_folder,
+        record_method,
         work_index_dir,
     )
 
@@ -385,10 +384,7 @@ def write_index(db: str | Path, store, run_id: str, train: BergsonStore, queries
     if not any(folder.parent.iterdir()):
         folder.parent.rmdir()
     ids = {split: [ex.id for ex in s.examples] for split, s in splits.items()}
-    files, index_rows = description_frames(run_id, description, ids)
-    ensure_index_tables(store.con)
-    store.insert("index_files", run_id, files.drop(columns="run_id"))
-    store.insert("index_rows", run_id, index_rows.drop(columns="run_id"))
+    record_method(store, run_id, description, ids)
 
 
 def store_digest(store: BergsonStore) -> list[str]:

@@ -332,6 +332,19 @@ def description_frames(
     return files.assign(run_id=run_id), rows.assign(run_id=run_id)
 
 
+def record_method(store, run_id: str, description: dict, row_ids: dict[str, Sequence[str]]):
+    """Describe one published method folder in ``store`` (an open ``Store``, inside the
+    caller's transaction): its ``index_files`` rows, replacing earlier ones of that method, and
+    the run's ``index_rows`` (``row_ids``: example ids of each split in row order)."""
+    ensure_index_tables(store.con)
+    files, rows = description_frames(run_id, description, row_ids)
+    method = description["method"]
+    store.con.execute("DELETE FROM index_files WHERE run_id = ? AND method = ?", [run_id, method])
+    store.insert("index_files", run_id, files.drop(columns="run_id"))
+    store.con.execute("DELETE FROM index_rows WHERE run_id = ?", [run_id])
+    store.insert("index_rows", run_id, rows.drop(columns="run_id"))
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 

@@ -234,10 +234,9 @@ def _with_index(db, run: str = "syn") -> str:
     run's examples table) the way a compute job records one; returns its run id."""
     from gradlens.store.index import (
         IndexWriter,
-        description_frames,
-        ensure_index_tables,
         method_slug,
         publish_folder,
+        record_method,
         work_index_dir,
     )
 
@@ -254,11 +253,8 @@ def _with_index(db, run: str = "syn") -> str:
     description = writer.finalize()
     writer.close()
     publish_folder(folder, db, run_id, "sjlt:d4")
-    files, rows = description_frames(run_id, description, ids)
     with Store(db) as s, s.transaction():
-        ensure_index_tables(s.con)
-        s.insert("index_files", run_id, files.drop(columns="run_id"))
-        s.insert("index_rows", run_id, rows.drop(columns="run_id"))
+        record_method(s, run_id, description, ids)
     return run_id
 
 
