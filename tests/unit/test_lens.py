@@ -379,15 +379,7 @@ def test_edit_matches_autograd(tiny, tokenizer, matrix):
     before, after, g, t = reference_edit(
         model, tokenizer, family, PROMPT, TARGET, layer, matrix, lr
     )
-    assert edit.grad_norm == pytest.approx(float(g.norm()), rel=1e-4)
-    assert edit.before.target_prob == pytest.approx(float(before[t]), rel=1e-5)
-    assert edit.after.target_prob == pytest.approx(float(after[t]), rel=1e-4)
-    rank, ties = cosine_rank(after, t, tol=1e-4 * float(after[t]))
-    assert abs(edit.after.target_rank - rank) <= ties
-    top = after[: len(tokenizer)].topk(4)
-    assert edit.after.top_tokens == decode(tokenizer, top.indices.tolist())
-    np.testing.assert_allclose(edit.after.top_probs, top.values.numpy(), rtol=1e-4)
-    assert edit.after.loss < edit.before.loss  # a small step of gradient descent lowers it
+    assert_edit_matches(edit, tokenizer, before, after, g, t)
     assert edit.frame()["before"].tolist() == list(edit.before.top_tokens)
 
 
@@ -416,6 +408,20 @@ def test_stepped_holds_w_minus_lr_grad_and_puts_it_back(tokenizer):
     with pytest.raises(RuntimeError, match="boom"), stepped(w, g, 0.25):
         raise RuntimeError("boom")
     assert torch.equal(w.detach().view(torch.uint8), w0.view(torch.uint8))
+
+
+def assert_edit_matches(edit, tokenizer, before, after, g, t: int) -> None:
+    """``edit`` (top 4) against the reference: the gradient's norm, the target's probability
+    before and after, its rank after (up to ties), the top tokens after, a lower loss."""
+    assert edit.grad_norm == pytest.approx(float(g.norm()), rel=1e-4)
+    assert edit.before.target_prob == pytest.approx(float(before[t]), rel=1e-5)
+    assert edit.after.target_prob == pytest.approx(float(after[t]), rel=1e-4)
+    rank, ties = cosine_rank(after, t, tol=1e-4 * float(after[t]))
+    assert abs(edit.after.target_rank - rank) <= ties
+    top = after[: len(tokenizer)].topk(4)
+    assert edit.after.top_tokens == decode(tokenizer, top.indices.tolist())
+    np.testing.assert_allclose(edit.after.top_probs, top.values.numpy(), rtol=1e-4)
+    assert edit.after.loss < edit.before.loss  # a small step of gradient descent lowers it
 
 
 def test_edit_and_lens_refuse_what_they_cannot_do(tokenizer):
