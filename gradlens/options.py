@@ -298,6 +298,12 @@ class GenerateOptions(_Validated):
     device: str = option("cpu", help="cpu | cuda | auto")
     columns: str | None = columns_option("the query set")
     no_progress: bool = option(False, help="no progress bar")
+    adapter: str | None = option(
+        None,
+        help="a PEFT LoRA adapter folder merged into --model: the completions are the adapted "
+        "model's (the set for a run computed with compute --adapter)",
+        metavar="DIR",
+    )
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,16 @@ from gradlens.options import GenerateOptions
 
 def generate(opts: GenerateOptions) -> int:
     """Write ``opts.out`` (JSONL: id, prompt, response) with greedy completions of each query's
-    prompt. Resumable: finished lines live in ``<out>.partial`` until the last one is written;
+    prompt by ``opts.model`` (with ``opts.adapter`` merged in, if given). Resumable: finished lines live in ``<out>.partial`` until the last one is written;
     then the whole file is written beside ``opts.out`` and renamed into place, so ``opts.out``
     never holds a part of the set. Progress goes to ``<out>.progress.json`` until then.
     Returns the number of examples written."""
     queries = load_examples(opts.queries, file_columns(opts, "queries"))
     out = Path(opts.out)
     done, handle = open_partial(out)
-    net, tokenizer = load_model(opts.model, device=opts.device)
+    net, tokenizer = load_model(
+        opts.model, device=opts.device, adapter=opts.adapter, adapter_merge=opts.adapter is not None
+    )
     fault_point("generate.model")
     dev = next(net.parameters()).device
     resumed = sum(q.id in done for q in queries)

@@ -70,3 +70,53 @@ def test_generate_reports_progress_until_the_set_is_written(tmp_path, tiny_model
     monkeypatch.delenv(faults.ENV)
     assert main(args) == 0
     assert len(load_examples(out)) == 3 and not progress_path(out).exists()
+
+
+def test_generate_with_an_adapter_writes_the_adapted_models_completions(tmp_path, tiny_model_dir):
+    """``--adapter``: the completions are those of the model with the adapter merged in (the
+    obvious computation: load it so and generate greedily), which differs from the base."""
+    import torch
+
+    from gradlens.data.examples import chat_prefix
+    from gradlens.models.loading import load_model
+    from tests.helpers import save_lora_adapter
+
+    adapter = save_lora_adapter(tiny_model_dir, tmp_path / "adapter")
+    queries = tmp_path / "q.jsonl"
+    prompts = ["Name a colour.", "Name a fruit."]
+    queries.write_text(
+        "".join(
+            json.dumps({"id": str(i), "prompt": p, "response": "x"}) + "\n"
+            for i, p in enumerate(prompts)
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "gen.jsonl"
+    args = ["generate", "--model", str(tiny_model_dir), "--queries", str(queries)]
+    args += ["--out", str(out), "--max-new-tokens", "4", "--no-progress"]
+    assert main([*args, "--adapter", str(adapter)]) == 0
+
+    def greedy(net, tok, prompt):
+        ids = tok(
+            chat_prefix(tok, prompt, "default"), add_special_tokens=False, return_tensors="pt"
+        )["input_ids"]
+        with torch.no_grad():
+            gen = net.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=4,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            )
+        return gen[0, ids.shape[1] :]
+
+    net, tok = load_model(str(tiny_model_dir), adapter=str(adapter), adapter_merge=True)
+    base, _ = load_model(str(tiny_model_dir))
+    want = [
+        tok.decode(greedy(net, tok, p), skip_special_tokens=True).strip() or "(no answer)"
+        for p in prompts
+    ]
+    assert [e.response for e in load_examples(out)] == want
+    assert any(not torch.equal(greedy(net, tok, p), greedy(base, tok, p)) for p in prompts), (
+        "the adapter changes no completion: the test would not see it ignored"
+    )
