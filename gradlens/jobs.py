@@ -239,7 +239,8 @@ def plan_job(
     ``paraphrase``: the ``ParaphraseOptions`` fields other than ``train`` and ``out``; the query
     set is then the training set paraphrased into the job's folder (``opts.queries`` is not
     read). ``generate``: the compute reads the query set's prompts with this model's greedy
-    completions, generated into the job's folder first. The run name defaults to
+    completions (its adapter merged in, under its system prompt), generated into the job's
+    folder first. The run name defaults to
     ``<query file>-<model folder>``. Every step reports its progress in its progress file, not
     as a bar in the log."""
     from gradlens.data.sources import STANDARD_COLUMNS, file_columns
@@ -263,7 +264,14 @@ def plan_job(
         generated = str(folder / BUILDERS["generate"][0])
         columns = query_columns if paraphrase is None else None
         gen = GenerateOptions(
-            queries, generated, opts.model, device=opts.device, columns=columns, no_progress=True
+            queries,
+            generated,
+            opts.model,
+            system_prompt=opts.system_prompt,
+            device=opts.device,
+            columns=columns,
+            no_progress=True,
+            adapter=opts.adapter,
         )
         steps.append(["generate", *to_argv(gen)])
         queries = generated

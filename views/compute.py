@@ -19,15 +19,11 @@ from gradlens.errors import GradLensError
 from gradlens.options import ComputeOptions, ParaphraseOptions
 
 DEMO = Path("data/demo")
-TRAIN_SETS = {
-    "demo training set (124 examples)": DEMO / "train.jsonl",
-    "small demo training set (16)": DEMO / "small" / "train.jsonl",
-}
-QUERY_SETS = {
-    "demo paraphrases (124)": DEMO / "paraphrased.jsonl",
-    "demo model-generated queries (124)": DEMO / "generated.jsonl",
-    "small demo paraphrases (16)": DEMO / "small" / "paraphrased.jsonl",
-}
+TRAIN_SETS = {"demo training set (124 examples)": DEMO / "train.jsonl"}
+TRAIN_SETS["small demo training set (16)"] = DEMO / "small" / "train.jsonl"
+QUERY_SETS = {"demo paraphrases (124)": DEMO / "paraphrased.jsonl"}
+QUERY_SETS["demo model-generated queries (124)"] = DEMO / "generated.jsonl"
+QUERY_SETS["small demo paraphrases (16)"] = DEMO / "small" / "paraphrased.jsonl"
 #: How the form shows the options' fields (label, placeholder, a value other than the default).
 COMPUTE_SHOWN = {
     "model": {"value": current_model().spec},
@@ -38,6 +34,8 @@ COMPUTE_SHOWN = {
     "max_length": {"placeholder": "no cut"},
     "columns": {"label": "Columns", "placeholder": "e.g. prompt=instruction,response=output"},
     "project": {"label": "Projections", "placeholder": "e.g. sjlt:0.01"},
+    "index": {"label": "Index (full-set retrieval)", "placeholder": "e.g. sjlt:d32"},
+    "adapter": {"label": "LoRA adapter folder", "placeholder": "none"},
     "max_memory": {"label": "Memory budget", "placeholder": "default: 70% of free - 1G"},
 }
 PARAPHRASE_SHOWN = {
@@ -52,8 +50,8 @@ PARAPHRASE_SHOWN = {
 }
 #: The options in the form's right column.
 RIGHT = (
-    "candidates", "bm25_on", "loss_on", "reduction", "max_length", "project", "max_memory",
-    "device", "columns",
+    "candidates", "bm25_on", "loss_on", "reduction", "max_length", "project", "index",
+    "max_memory", "device", "columns",
 )  # fmt: skip
 #: The steps a job may run before the compute: checkbox label and help.
 BEFORE = {
@@ -100,7 +98,7 @@ with st.container(border=True):
     st.subheader("New job")
     left, right = st.columns(2)
     with left:
-        names = ("model", "trust_remote_code")
+        names = ("model", "trust_remote_code", "adapter", "adapter_merge")
         chosen = option_inputs(ComputeOptions, names, "compute", COMPUTE_SHOWN)
         train_src = data_source("Training set", TRAIN_SETS, "compute_train")
         paraphrase = paraphrase_settings() if before("paraphrase") else None

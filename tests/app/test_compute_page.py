@@ -88,6 +88,24 @@ def test_a_valid_job_is_registered_and_runs(tmp_path, monkeypatch, tiny_model_di
     assert "small-tiny" in set(queries.list_runs(db)["name"])
 
 
+def test_the_adapter_and_index_fields_reach_the_compute_step(tmp_path, monkeypatch, tiny_model_dir):
+    from tests.helpers import save_lora_adapter
+
+    adapter = str(save_lora_adapter(tiny_model_dir, tmp_path / "adapter"))
+    db = synthetic_selected_db(tmp_path)
+    at = compute_page(db, monkeypatch)
+    at.text_input(key="compute_model").set_value(str(tiny_model_dir))
+    use_paths(at, str(DEMO / "small" / "train.jsonl"), str(DEMO / "small" / "paraphrased.jsonl"))
+    at.text_input(key="compute_adapter").set_value(adapter)
+    at.text_input(key="compute_index").set_value("sjlt:d8")
+    monkeypatch.setattr(jobs, "start", lambda job: None)  # the plan is checked, not run
+    at = submit(at)
+    assert not at.exception and not at.error
+    (job,) = jobs.list_jobs(db)
+    compute = job.spec.steps[0]
+    assert (arg(compute, "--adapter"), arg(compute, "--index")) == (adapter, "sjlt:d8")
+
+
 def paraphrase_form(at: AppTest, key_env: str = "", endpoint: str = "http://127.0.0.1:8000/v1"):
     at.selectbox(key="compute_train_pick").set_value("small demo training set (16)").run()
     at.checkbox(key="compute_paraphrase").check().run()

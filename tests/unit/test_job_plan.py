@@ -59,6 +59,22 @@ def test_paraphrase_then_generate_feed_the_compute(tmp_path):
     assert plan.label == "r: smollm2 on train.jsonl / paraphrased by served"
 
 
+def test_the_generate_step_uses_the_computes_model_adapter_and_system_prompt(
+    tmp_path, tiny_model_dir
+):
+    """The model-generated set is the completions of the model the run computes with."""
+    from tests.helpers import save_lora_adapter
+
+    adapter = str(save_lora_adapter(tiny_model_dir, tmp_path / "adapter"))
+    opts = options(
+        tmp_path, model=str(tiny_model_dir), adapter=adapter, system_prompt="none", run="r"
+    )
+    gen, compute, _ = jobs.plan_job(opts, tmp_path, generate=True).steps
+    g, c = parsed(gen), parsed(compute)
+    assert (g.model, g.adapter, g.system_prompt) == (str(tiny_model_dir), adapter, "none")
+    assert (c.model, c.adapter, c.system_prompt) == (g.model, g.adapter, g.system_prompt)
+
+
 @pytest.mark.parametrize(
     "fields, paraphrase, message",
     [
