@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from gradlens.data.sources import HF_PREFIX, Columns, is_dataset, read_dataset
 from gradlens.errors import DataError, one_line, show
 from gradlens.options import LOSS_ON
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a function needs it: reading data needs none
     import pyarrow as pa
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +411,8 @@ def tokenize_example(
     when ``loss_on="response"``. The assistant turn ends with the end-of-turn token, which is
     labelled; trailing whitespace after it is dropped. ``max_length`` cuts from the right.
     """
+    import torch
+
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     prefix = chat_prefix(tokenizer, example.prompt, system)
@@ -481,7 +482,7 @@ def tokenize_all(
         if max_length is not None and ids.numel() > max_length:
             cut.append(ex.id)
             n = int(ids.numel())
-            first = int(torch.nonzero(labels[1:] != IGNORE_INDEX)[0, 0]) + 2  # 1-based
+            first = int((labels[1:] != IGNORE_INDEX).nonzero()[0, 0]) + 2  # 1-based
             ids, labels = ids[:max_length], labels[:max_length]
             if _loss_tokens(labels) == 0:
                 raise DataError(
@@ -500,6 +501,8 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -
     """Per-example loss [bsz] from logits [bsz, n, V] and HF-style labels [bsz, n]: the token
     cross-entropy of position t predicting label t + 1 over labels != -100, summed, divided by
     the number of such tokens (at least 1) when ``reduction == "mean"``."""
+    import torch
+
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     token_loss = torch.nn.functional.cross_entropy(

@@ -9,6 +9,14 @@
 - ``info``: what the Model page shows of a model (its source, architecture summary, weight table).
 """
 
-from gradlens.models.loading import Component, discover_components, load_model, resolve_model_dir
-
 __all__ = ["Component", "discover_components", "load_model", "resolve_model_dir"]
+
+
+def __getattr__(name: str):
+    """``loading``'s public names, imported on first use: ``naming`` and ``tokens`` (what the
+    read side needs) do not load torch and transformers."""
+    if name in __all__:
+        from gradlens.models import loading
+
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
