@@ -9,7 +9,9 @@ Two comparisons (the issue's):
   the projection the dots need; target: at most +5 %).
 
 Every training example of the set is some query's original, so ``--index`` adds no pass
-(checked: ``passes=`` is the same in both jobs of a pair).
+(checked: ``passes=`` is the same in both jobs of a pair). Each indexed job also prints the
+seconds its projections took (the run's ``projection_seconds``): an index-only projection needs
+each component's dense gradient, the matrix product that dominates what ``--index`` adds.
 
     python benchmarks/index_overhead.py                 # both comparisons, 3 rounds each
     python benchmarks/index_overhead.py --only project --rounds 5
@@ -18,11 +20,13 @@ Every training example of the set is some query's original, so ``--index`` adds 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 
 from gradlens.engine.job import compute
@@ -38,29 +42,33 @@ COMPARISONS = {
 }
 
 
-def job(model: str, options: dict) -> tuple[float, int]:
-    """Wall seconds and passes of one compute job into a fresh database."""
+def job(model: str, options: dict) -> tuple[float, int, dict]:
+    """Wall seconds, passes and the run's ``projection_seconds`` (per method) of one compute job
+    into a fresh database."""
     with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "b.duckdb")
         t0 = time.perf_counter()
-        summary = compute(
-            model, str(TRAIN), str(QUERIES), str(Path(tmp) / "b.duckdb"), progress=False, **options
-        )
-        return time.perf_counter() - t0, summary.passes
+        summary = compute(model, str(TRAIN), str(QUERIES), db, progress=False, **options)
+        seconds = time.perf_counter() - t0
+        with duckdb.connect(db, read_only=True) as con:
+            (stats,) = con.execute("SELECT stats FROM runs").fetchone()
+        return seconds, summary.passes, json.loads(stats).get("projection_seconds", {})
 
 
 def compare(model: str, name: str, rounds: int) -> float:
     plain, indexed = COMPARISONS[name]
     load = os.getloadavg()
-    a, passes = job(model, plain)
+    a, passes, _ = job(model, plain)
     ratios = []
     for r in range(rounds):
-        b, passes_b = job(model, indexed)
-        a_next, _ = job(model, plain)
+        b, passes_b, projected = job(model, indexed)
+        a_next, _, _ = job(model, plain)
         assert passes_b == passes, (passes_b, passes)  # no training example outside the pairs
         ratios.append(b / ((a + a_next) / 2))
+        spent = ", ".join(f"{m} {s:.1f} s" for m, s in projected.items()) or "none"
         print(
-            f"{name} round {r + 1}: plain {a:.1f} s, indexed {b:.1f} s, plain {a_next:.1f} s "
-            f"-> {100 * (ratios[-1] - 1):+.1f} %"
+            f"{name} round {r + 1}: plain {a:.1f} s, indexed {b:.1f} s (projecting: {spent}), "
+            f"plain {a_next:.1f} s -> {100 * (ratios[-1] - 1):+.1f} %"
         )
         a = a_next
     print(
