@@ -1,8 +1,9 @@
 """``gradlens compute --adapter DIR [--adapter-merge]`` end to end on a tiny Llama: the adapter's
 content hash and the merge flag are in the run key (the run without an adapter keeps its id:
 tests/cli/test_pinned.py), the run stores the adapter's components and its config names the
-adapter, a typed query of an indexed adapter run goes through the run's own adapter, and bad
-adapter options give one line and exit code 2."""
+adapter, a typed query of an indexed adapter run goes through the run's own adapter, a bf16
+adapter run stays close to the float32 one, and bad adapter options give one line and exit
+code 2."""
 
 from __future__ import annotations
 
@@ -108,3 +109,27 @@ def test_bad_adapter_options_give_one_line(tiny_model_dir, setup, tmp_path, caps
         assert main([*base, *extra]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and message in err[0], err
+
+
+def test_a_bf16_adapter_run_stays_close_to_float32(tiny_model_dir, setup, tmp_path):
+    """--dtype bf16 with an adapter: the same pairs and LoRA components as the float32 run, finite
+    dots, and the dots as a whole in the float32 run's direction (bfloat16 keeps 8 bits)."""
+    import numpy as np
+
+    _, train, queries, adapter = setup
+    runs = {}
+    for dtype in ("float32", "bf16"):
+        summary = compute(str(tiny_model_dir), str(train), str(queries),
+                          str(tmp_path / f"{dtype}.duckdb"), candidates=3, adapter=str(adapter),
+                          dtype=dtype, progress=False)  # fmt: skip
+        with Store(tmp_path / f"{dtype}.duckdb", read_only=True) as store:
+            dots = store.frame("dots", summary.run_id)
+            names = list(store.frame("components", summary.run_id)["component"])
+        runs[dtype] = (dots.sort_values(["query_id", "candidate_id", "component_idx"]), names)
+    (a, names_a), (b, names_b) = runs["float32"], runs["bf16"]
+    assert names_a == names_b and all(n.endswith((".lora_A", ".lora_B")) for n in names_b)
+    keys = ["query_id", "candidate_id", "component_idx"]
+    assert a[keys].reset_index(drop=True).equals(b[keys].reset_index(drop=True))
+    assert np.isfinite(b["dot"]).all()
+    cos = np.dot(a["dot"], b["dot"]) / (np.linalg.norm(a["dot"]) * np.linalg.norm(b["dot"]))
+    assert cos > 0.98
