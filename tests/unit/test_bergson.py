@@ -53,8 +53,12 @@ def write_store(
     import datasets
 
     sizes = {m: int(g.shape[1]) for m, g in grads.items()}
-    flat = np.concatenate(list(grads.values()), axis=1).astype(dtype)
-    mm = np.memmap(folder / "gradients.bin", dtype=dtype, mode="w+", shape=flat.shape)
+    flat = np.concatenate(list(grads.values()), axis=1)
+    if dtype == "bfloat16":  # numpy has none: the top half of each float32, as torch stores it
+        flat = (flat.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    else:
+        flat = flat.astype(dtype)
+    mm = np.memmap(folder / "gradients.bin", dtype=flat.dtype, mode="w+", shape=flat.shape)
     mm[:] = flat
     mm.flush()
     info = {
@@ -62,7 +66,7 @@ def write_store(
         "num_items": len(rows),
         "num_grads": len(rows),
         "grad_sizes": sizes,
-        "base_dtype": np.dtype(dtype).name,
+        "base_dtype": dtype if dtype == "bfloat16" else np.dtype(dtype).name,
     }
     (folder / "info.json").write_text(json.dumps(info, indent=2))
     (folder / "processor_config.yaml").write_text(
@@ -89,11 +93,20 @@ def stores(tmp_path: Path, dtype="float32", projection_dim=0, modules=MODULES, t
     return train, queries, g_train, g_query
 
 
+def as_stored(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The values a store of ``dtype`` holds (bfloat16: float32 with the low 16 bits cut)."""
+    if dtype == "bfloat16":
+        return (values.astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)
+    return values.astype(dtype)
+
+
 def brute_force(a: np.ndarray, b: np.ndarray) -> float:
     return float(sum(float(x) * float(y) for x, y in zip(a, b, strict=True)))
 
 
-@pytest.mark.parametrize(("dtype", "candidates"), [("float32", 3), ("float16", None)])
+@pytest.mark.parametrize(
+    ("dtype", "candidates"), [("float32", 3), ("float16", None), ("bfloat16", 3)]
+)
 def test_import_dots_equal_brute_force(tmp_path, dtype, candidates):
     train, queries, g_train, g_query = stores(tmp_path, dtype)
     db = str(tmp_path / "x.duckdb")
@@ -110,13 +123,13 @@ def test_import_dots_equal_brute_force(tmp_path, dtype, candidates):
         for slot in np.flatnonzero(arrays.valid[n]):
             cand = arrays.candidate_ids[n, slot]
             for k, m in enumerate(MODULES):
-                q = g_query[m][qrow[qid]].astype(dtype)
-                t = g_train[m][row[cand]].astype(dtype)
+                q = as_stored(g_query[m][qrow[qid]], dtype)
+                t = as_stored(g_train[m][row[cand]], dtype)
                 assert arrays.dots[n, slot, k] == pytest.approx(brute_force(q, t), rel=1e-12)
                 assert arrays.cand_sq[n, slot, k] == pytest.approx(brute_force(t, t), rel=1e-12)
                 checked += 1
         for k, m in enumerate(MODULES):
-            q = g_query[m][qrow[qid]].astype(dtype)
+            q = as_stored(g_query[m][qrow[qid]], dtype)
             assert arrays.query_sq[n, k] == pytest.approx(brute_force(q, q), rel=1e-12)
     assert checked == len(QUERIES) * b * len(MODULES)
     with Store(db, read_only=True) as s:
