@@ -1,8 +1,9 @@
 """LoRA adapters (peft): on a tiny Llama with a tiny adapter whose B matrices are random and
 nonzero, the components are the adapter's matrices (names, kinds after their base kind,
-parameter counts; the base's left out) and the engine's dots (dense and factored) equal plain
-autograd in cosine scale 1e-5; ``--adapter-merge`` gives the model's own components with
-W + s·B A; pickled weights, other PEFT types, DoRA and LoRA on embeddings are refused."""
+parameter counts; the base's left out) and the engine's dots (dense and factored, on lm_head
+too) equal plain autograd in cosine scale 1e-5; ``--adapter-merge`` gives the model's own
+components with W + s·B A; pickled weights, other PEFT types, DoRA and LoRA on embeddings are
+refused."""
 
 from __future__ import annotations
 
@@ -83,6 +84,24 @@ def test_engine_dots_match_autograd(tiny_model_dir, tokenizer, tmp_path, rank, l
     factored = sum(isinstance(t, Factored) for g in got for terms in g.comps for t in terms)
     assert (factored > 0) == (rank == 16)
     assert [p.requires_grad for p in net.parameters()] == flags  # restored on exit
+
+
+def test_lora_on_the_unembedding_is_two_components_whose_dots_match_autograd(
+    tiny_model_dir, tokenizer, tmp_path
+):
+    """An adapter on lm_head (besides q and down): its A and B are components of their own
+    (``lm_head.lora_A``, ``lm_head.lora_B``), and the engine's dots equal plain autograd's."""
+    targets = ("lm_head", "q_proj", "down_proj")
+    folder = save_lora_adapter(tiny_model_dir, tmp_path / "adapter", targets=targets)
+    net, _ = load_model(str(tiny_model_dir), adapter=str(folder))
+    comps = discover_components(net)
+    assert {"lm_head.lora_A", "lm_head.lora_B"} <= {c.name for c in comps}
+    assert len(comps) == 2 + 2 * 2 * 2  # the head's pair, and q and down in both layers
+    toks = tokenize_all(tokenizer, EXAMPLES, "response", None)
+    ref = [flat_component_grads(net, comps, t) for t in toks]
+    with GradientEngine(net, comps) as engine:
+        got = [engine.compute([t])[0] for t in toks]
+    _check_pairs(got, ref)
 
 
 def test_merge_gives_the_models_own_components_with_merged_weights(tiny_model_dir, adapter):
