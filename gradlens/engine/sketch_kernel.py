@@ -75,11 +75,20 @@ if numba is not None:
                 if width == 16 and j0 + 16 <= n and start + 16 <= length:
                     _add16(acc, a + start, x, j0, code)  # the common case: one vector op
                 else:  # width 1, the last partial group, or an offset that wraps around
-                    for r in range(min(width, n - j0)):
-                        v = x[j0 + r]
-                        if (code >> r) & 1:
-                            v = -v
-                        acc[a + (start + r) % length] += v
+                    _add_wrapping(acc, a, start, length, x, j0, min(width, n - j0), code)
+
+    @numba.njit(inline="never", cache=True)
+    def _add_wrapping(acc, a, start, length, x, j0, m, code):
+        """acc[a + (start + r) % length] += ±x[j0 + r] for r < m, as two plain loops (before
+        and after the wrap: no division per coordinate). Kept out of ``_scatter``'s loop, whose
+        vector path compiles better without it (measured)."""
+        split = min(m, length - start)
+        for r in range(split):
+            v = x[j0 + r]
+            acc[a + start + r] += -v if (code >> r) & 1 else v
+        for r in range(split, m):
+            v = x[j0 + r]
+            acc[a + start + r - length] += -v if (code >> r) & 1 else v
 
 
 def accumulate(
