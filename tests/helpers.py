@@ -106,13 +106,15 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 def save_lora_adapter(model_dir, out, r: int = 2, targets=LORA_TARGETS, seed: int = 1):
     """A LoRA adapter for the model in ``model_dir`` saved at ``out`` as safetensors, its B
     matrices random and nonzero (peft starts them at zero, which would make every A gradient
-    zero); alpha = 2r. Returns ``out``."""
+    zero); alpha = 2r; A and B both from ``seed`` (whatever tests ran before). Returns ``out``."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), lora_dropout=0.0)
-    model = get_peft_model(base, config)
+    with torch.random.fork_rng():  # peft draws A from the global generator: seeded here too
+        torch.manual_seed(seed)
+        model = get_peft_model(base, config)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
