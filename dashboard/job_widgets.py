@@ -14,6 +14,17 @@ import streamlit as st
 
 from gradlens import jobs
 
+DEMO = Path("data/demo")
+#: The bundled data files the Compute page offers by name.
+TRAIN_SETS = {
+    "demo training set (124 examples)": DEMO / "train.jsonl",
+    "small demo training set (16)": DEMO / "small" / "train.jsonl",
+}
+QUERY_SETS = {
+    "demo paraphrases (124)": DEMO / "paraphrased.jsonl",
+    "demo model-generated queries (124)": DEMO / "generated.jsonl",
+    "small demo paraphrases (16)": DEMO / "small" / "paraphrased.jsonl",
+}
 OTHER = ("a path on the server", "upload a file")
 STATE_ICONS = {
     "complete": ":material/check_circle:",

@@ -240,9 +240,8 @@ def plan_job(
     set is then the training set paraphrased into the job's folder (``opts.queries`` is not
     read). ``generate``: the compute reads the query set's prompts with this model's greedy
     completions (its adapter merged in, under its system prompt), generated into the job's
-    folder first. The run name defaults to
-    ``<query file>-<model folder>``. Every step reports its progress in its progress file, not
-    as a bar in the log."""
+    folder first. The run name defaults to ``<query file>-<model folder>``. Every step reports
+    its progress in its progress file, not as a bar in the log."""
     from gradlens.data.sources import STANDARD_COLUMNS, file_columns
     from gradlens.engine.job import validate_inputs  # loads torch: not in the runner
 

@@ -7,23 +7,23 @@ The form's option inputs come from the options' field metadata, as the CLI's fla
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import streamlit as st
 
 from dashboard import common, state
-from dashboard.job_widgets import data_source, job_card, materialise, option_inputs
+from dashboard.job_widgets import (
+    QUERY_SETS,
+    TRAIN_SETS,
+    data_source,
+    job_card,
+    materialise,
+    option_inputs,
+)
 from dashboard.models import current_model
 from gradlens import jobs
 from gradlens.errors import GradLensError
 from gradlens.options import ComputeOptions, ParaphraseOptions
 
-DEMO = Path("data/demo")
-TRAIN_SETS = {"demo training set (124 examples)": DEMO / "train.jsonl"}
-TRAIN_SETS["small demo training set (16)"] = DEMO / "small" / "train.jsonl"
-QUERY_SETS = {"demo paraphrases (124)": DEMO / "paraphrased.jsonl"}
-QUERY_SETS["demo model-generated queries (124)"] = DEMO / "generated.jsonl"
-QUERY_SETS["small demo paraphrases (16)"] = DEMO / "small" / "paraphrased.jsonl"
 #: How the form shows the options' fields (label, placeholder, a value other than the default).
 COMPUTE_SHOWN = {
     "model": {"value": current_model().spec},

@@ -23,9 +23,10 @@ from gradlens.options import GenerateOptions
 
 def generate(opts: GenerateOptions) -> int:
     """Write ``opts.out`` (JSONL: id, prompt, response) with greedy completions of each query's
-    prompt by ``opts.model`` (with ``opts.adapter`` merged in, if given). Resumable: finished lines live in ``<out>.partial`` until the last one is written;
-    then the whole file is written beside ``opts.out`` and renamed into place, so ``opts.out``
-    never holds a part of the set. Progress goes to ``<out>.progress.json`` until then.
+    prompt by ``opts.model`` (with ``opts.adapter`` merged in, if given). Resumable: finished
+    lines live in ``<out>.partial`` until the last one is written; then the whole file is
+    written beside ``opts.out`` and renamed into place, so ``opts.out`` never holds a part of
+    the set. Progress goes to ``<out>.progress.json`` until then.
     Returns the number of examples written."""
     queries = load_examples(opts.queries, file_columns(opts, "queries"))
     out = Path(opts.out)
