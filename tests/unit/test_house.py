@@ -160,3 +160,19 @@ def test_import_gradlens_is_light():
     probe = "import sys, gradlens; print('torch' in sys.modules, 'duckdb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_read_side_imports_no_torch():
+    """``select``, ``runs``, ``rank --query-id`` and the read pages need no model: importing the
+    CLI and the read side loads neither torch nor the model loader (a fresh interpreter)."""
+    code = (
+        "import sys, gradlens.cli, gradlens.models.naming, gradlens.models.tokens\n"
+        "from gradlens.runs import read, rank, report, services\n"
+        "print(sorted(m for m in ('torch', 'gradlens.models.loading') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    # the package's names still resolve, loading the loader on first use
+    from gradlens.models import loading, resolve_model_dir
+
+    assert resolve_model_dir is loading.resolve_model_dir
